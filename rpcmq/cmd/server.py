@@ -1,0 +1,66 @@
+"""rpcmq-server: host the endpoints named in config on a topic."""
+
+import warnings
+
+warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from stevedore import named  # noqa: E402
+
+from rpcmq.cmd import service  # noqa: E402
+from rpcmq.exceptions import RpcmqError  # noqa: E402
+
+LOG = logging.getLogger('rpcmq.server')
+
+ENDPOINTS_NAMESPACE = 'rpcmq.endpoints'
+
+
+def load_endpoints(conf):
+    """Instantiate the endpoints listed in ``conf.endpoints``."""
+    missing = []
+    mgr = named.NamedExtensionManager(
+        ENDPOINTS_NAMESPACE, names=conf.endpoints, invoke_on_load=True,
+        invoke_args=(conf,), name_order=True,
+        on_missing_entrypoints_callback=missing.extend,
+        on_load_failure_callback=_load_failed)
+    if missing:
+        known = sorted(ep.name for ep in mgr.list_entry_points())
+        service.fatal('unknown endpoints %s; installed: %s'
+                      % (', '.join(sorted(missing)), ', '.join(known)))
+    return [ext.obj for ext in mgr]
+
+
+def _load_failed(manager, entrypoint, exc):
+    service.fatal('endpoint %s could not be loaded: %s'
+                  % (entrypoint.name, exc))
+
+
+def main(argv=None):
+    from rpcmq.rpc.server import get_rpc_server
+    from rpcmq.target import Target
+    from rpcmq.transport import get_transport
+
+    conf = service.prepare(sys.argv[1:] if argv is None else argv,
+                           'rpcmq-server')
+    try:
+        transport = get_transport(conf)
+        endpoints = load_endpoints(conf)
+        target = Target(topic=conf.topic, server=conf.host)
+        server = get_rpc_server(transport, target, endpoints,
+                                executor=conf.executor)
+    except RpcmqError as exc:
+        service.fatal(exc)
+    LOG.info('serving %s on %s as %s with %s', ', '.join(conf.endpoints),
+             conf.topic, conf.host, conf.executor)
+    code = service.run_until_signalled(server, conf, 'rpcmq-server')
+    transport.cleanup()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

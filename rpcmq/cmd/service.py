@@ -1,0 +1,68 @@
+"""What every rpcmq daemon does: config, logging, signals, clear errors."""
+
+import logging
+import signal
+import sys
+import threading
+
+from oslo_config import cfg
+
+from rpcmq import conf as rpcmq_conf
+from rpcmq.exceptions import RpcmqError
+
+__all__ = ['prepare', 'run_until_signalled', 'fatal']
+
+LOG = logging.getLogger(__name__)
+LOG_FORMAT = '%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s'
+
+
+def fatal(message, code=1):
+    """One clear line on stderr and a non-zero exit; no traceback."""
+    sys.stderr.write('%s: error: %s\n' % (
+        sys.argv[0].rsplit('/', 1)[-1], message))
+    raise SystemExit(code)
+
+
+def prepare(argv, prog):
+    """Parse ``--config-file``s and set up logging; return the ConfigOpts."""
+    conf = cfg.ConfigOpts()
+    rpcmq_conf.register_opts(conf)
+    try:
+        conf(argv, project='rpcmq', prog=prog)
+    except (cfg.Error, ValueError) as exc:
+        fatal(exc)
+    handler = (logging.FileHandler(conf.log_file) if conf.log_file
+               else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(conf.log_level)
+    return conf
+
+
+def run_until_signalled(service, conf, name):
+    """Start ``service``, run until SIGTERM/SIGINT, stop it gracefully.
+
+    ``service`` has start(), stop() and wait(timeout). Exits 0 when it
+    stopped within ``graceful_shutdown_timeout`` (plus a little for
+    closing connections), 1 otherwise.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        LOG.info('%s: signal %d, stopping', name, signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        service.start()
+    except RpcmqError as exc:
+        fatal(exc)
+    LOG.info('%s started', name)
+    while not stop.wait(1.0):
+        pass
+    service.stop()
+    clean = service.wait(conf.graceful_shutdown_timeout + 5)
+    LOG.info('%s stopped%s', name, '' if clean else ' (work abandoned)')
+    return 0 if clean else 1

@@ -1,0 +1,63 @@
+"""Options of the transport: broker URL, exchange, message limits, TLS."""
+
+from oslo_config import cfg
+
+DEFAULT_OPTS = [
+    cfg.StrOpt('transport_url', default='memory://', secret=True,
+               help='Broker URL: rabbit://user:pass@host:port[,host2:port]/'
+                    'vhost, amqp://..., redis://host:6379/0 or memory:// '
+                    '(in-process, for tests and the embedded demo). '
+                    'Several hosts in one rabbit URL fail over in order.'),
+    cfg.StrOpt('control_exchange', default='rpcmq',
+               help='Topic exchange that carries requests when a Target '
+                    'names no exchange.'),
+    cfg.IntOpt('rpc_response_timeout', default=60, min=1,
+               help='Seconds a call waits for its reply when neither the '
+                    'client nor prepare() sets a timeout.'),
+    cfg.IntOpt('max_message_size', default=4 * 1024 * 1024, min=1024,
+               help='Largest encoded request or reply in bytes. Clients '
+                    'refuse to publish larger ones; servers answer larger '
+                    'ones with an error.'),
+    cfg.IntOpt('rpc_prefetch_count', default=16, min=1,
+               help='Messages a server takes from a queue before acking; '
+                    'low values spread work fairly across servers.'),
+    cfg.ListOpt('allowed_remote_exmods', default=[],
+                help='Modules whose exceptions a caller rebuilds with their '
+                     'own type (builtins and rpcmq errors always are); '
+                     'others arrive as RemoteError.'),
+]
+
+RABBIT_OPTS = [
+    cfg.IntOpt('heartbeat_timeout_threshold', default=60, min=0,
+               help='AMQP heartbeat in seconds; 0 disables heartbeats.'),
+    cfg.BoolOpt('ssl', default=False,
+                help='Connect to RabbitMQ over TLS.'),
+    cfg.StrOpt('ssl_ca_file', default='',
+               help='CA bundle that signs the broker certificate.'),
+    cfg.StrOpt('ssl_cert_file', default='',
+               help='Client certificate for TLS client authentication.'),
+    cfg.StrOpt('ssl_key_file', default='', secret=True,
+               help='Private key of the client certificate.'),
+    cfg.FloatOpt('rabbit_retry_interval', default=0.5, min=0,
+                 help='Seconds before the first reconnect attempt.'),
+    cfg.FloatOpt('rabbit_retry_backoff', default=1.0, min=0,
+                 help='Seconds added to the wait after each failed '
+                      'reconnect attempt.'),
+    cfg.FloatOpt('rabbit_interval_max', default=10.0, min=0,
+                 help='Longest wait between reconnect attempts.'),
+    cfg.IntOpt('rabbit_max_retries', default=0, min=0,
+               help='Reconnect attempts before an operation fails; 0 retries '
+                    'until the call timeout runs out.'),
+    cfg.BoolOpt('direct_reply_to', default=True,
+                help="Receive replies on RabbitMQ's amq.rabbitmq.reply-to "
+                     'pseudo-queue instead of a declared reply queue.'),
+    cfg.BoolOpt('publisher_confirms', default=True,
+                help='Wait for the broker to confirm each cast before '
+                     'cast() returns, so an acknowledged cast is not lost.'),
+    cfg.IntOpt('connection_pool_size', default=30, min=1,
+               help='Broker connections a process keeps for publishing.'),
+]
+
+
+def list_opts():
+    return [('DEFAULT', DEFAULT_OPTS), ('rabbit', RABBIT_OPTS)]

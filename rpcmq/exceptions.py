@@ -1,0 +1,102 @@
+"""Errors a caller of rpcmq can see, local and remote.
+
+Every rpcmq error takes an optional message and keyword fields; the fields are
+kept on ``self.kwargs`` so the error can travel over the wire and be rebuilt
+with the same type and fields on the caller (see ``rpcmq.rpc.wire``).
+"""
+
+__all__ = [
+    'RpcmqError', 'MessagingTimeout', 'RemoteError', 'NoSuchMethod',
+    'UnsupportedVersion', 'MessageTooLarge', 'MalformedMessage',
+    'TransportError', 'InvalidTarget', 'ConfigError', 'InvalidArguments',
+]
+
+
+class RpcmqError(Exception):
+    """Base of every rpcmq error.
+
+    Subclasses set ``msg_fmt``; it is formatted with the keyword fields when
+    no explicit message is given.
+    """
+
+    msg_fmt = 'an rpcmq error occurred'
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError, ValueError):
+                message = self.msg_fmt
+        self.message = message
+        super().__init__(message)
+
+    def __getattr__(self, name):
+        # Fields are readable as attributes: err.status, err.url, ...
+        kwargs = self.__dict__.get('kwargs', {})
+        if name in kwargs:
+            return kwargs[name]
+        raise AttributeError(name)
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.message, self.kwargs))
+
+
+def _rebuild(cls, message, kwargs):
+    return cls(message, **kwargs)
+
+
+class MessagingTimeout(RpcmqError):
+    msg_fmt = 'no reply to %(method)s on %(target)s within %(timeout)ss'
+
+
+class TransportError(RpcmqError):
+    msg_fmt = 'transport failure: %(reason)s'
+
+
+class ConfigError(RpcmqError):
+    msg_fmt = 'bad configuration: %(reason)s'
+
+
+class InvalidTarget(RpcmqError, ValueError):
+    msg_fmt = 'invalid target %(target)s: %(reason)s'
+
+
+class MessageTooLarge(RpcmqError):
+    msg_fmt = ('message of %(size)d bytes exceeds max_message_size '
+               '(%(limit)d bytes)')
+
+
+class MalformedMessage(RpcmqError):
+    msg_fmt = 'malformed message: %(reason)s'
+
+
+class NoSuchMethod(RpcmqError, AttributeError):
+    msg_fmt = 'no endpoint method %(method)r in namespace %(namespace)r'
+
+
+class InvalidArguments(RpcmqError, TypeError):
+    msg_fmt = 'bad arguments for %(method)s: %(reason)s'
+
+
+class UnsupportedVersion(RpcmqError):
+    msg_fmt = ('no endpoint supports version %(version)s '
+               'in namespace %(namespace)r for method %(method)r')
+
+
+class RemoteError(RpcmqError):
+    """A failure on the server whose type could not be rebuilt here.
+
+    ``exc_type`` is the remote class name, ``value`` its message and
+    ``traceback`` the remote traceback text.
+    """
+
+    msg_fmt = 'remote %(exc_type)s: %(value)s'
+
+    def __init__(self, message=None, exc_type=None, value=None,
+                 traceback=None, **kwargs):
+        super().__init__(message, exc_type=exc_type, value=value,
+                         traceback=traceback, **kwargs)
+        self.exc_type = exc_type
+        self.value = value
+        self.traceback = traceback

@@ -1,0 +1,166 @@
+"""RPC client: call (wait for the reply), cast (fire and forget), prepare.
+
+Routing: requests go to the Target's exchange (default
+``control_exchange``, a topic exchange) with routing key ``topic`` (any
+server of the topic) or ``topic.server`` (that server); fanout casts go to
+the ``topic_fanout`` exchange. See docs/wire-format.md.
+"""
+
+import time
+import uuid
+
+from rpcmq.exceptions import (InvalidTarget, MessageTooLarge,
+                              MessagingTimeout)
+from rpcmq.rpc import wire
+from rpcmq.rpc.dispatcher import version_is_compatible
+from rpcmq.target import Target
+
+__all__ = ['RPCClient', 'get_rpc_client']
+
+_UNSET = object()
+_TARGET_FIELDS = ('exchange', 'topic', 'server', 'namespace', 'version',
+                  'fanout')
+
+
+def _context_dict(ctxt):
+    if ctxt is None:
+        return {}
+    if isinstance(ctxt, dict):
+        return ctxt
+    to_dict = getattr(ctxt, 'to_dict', None)
+    if to_dict is None:
+        raise TypeError('context must be a dict or have to_dict(), got %s'
+                        % type(ctxt).__name__)
+    return to_dict()
+
+
+class RPCClient:
+    """Sends requests to a Target over a Transport.
+
+    ``timeout`` is the default for ``call`` (falls back to
+    ``rpc_response_timeout``); ``version_cap`` refuses to send a newer
+    version than the server side is known to implement.
+    """
+
+    def __init__(self, transport, target, timeout=None, version_cap=None):
+        if not isinstance(target, Target):
+            raise TypeError('target must be an rpcmq.Target')
+        self.transport = transport
+        self.conf = transport.conf
+        self.target = target
+        self.timeout = timeout
+        self.version_cap = version_cap
+
+    def prepare(self, timeout=_UNSET, version_cap=_UNSET, **target_fields):
+        """A client with some Target fields or the timeout overridden."""
+        unknown = set(target_fields) - set(_TARGET_FIELDS)
+        if unknown:
+            raise TypeError('prepare() got unknown arguments %s'
+                            % sorted(unknown))
+        return RPCClient(
+            self.transport, self.target(**target_fields),
+            timeout=self.timeout if timeout is _UNSET else timeout,
+            version_cap=(self.version_cap if version_cap is _UNSET
+                         else version_cap))
+
+    def can_send_version(self, version):
+        """True if ``version`` is within ``version_cap`` (or no cap)."""
+        return self.version_cap is None or version_is_compatible(
+            self.version_cap, version)
+
+    # -- building and routing ---------------------------------------------
+
+    def _message(self, ctxt, method, kwargs):
+        target = self.target
+        if not target.topic:
+            raise InvalidTarget(target=target, reason='a topic is required')
+        if target.version and not self.can_send_version(target.version):
+            raise InvalidTarget(target=target, reason='version %s exceeds '
+                                'version_cap %s' % (target.version,
+                                                    self.version_cap))
+        msg = {'method': method, 'args': kwargs,
+               'context': _context_dict(ctxt)}
+        if target.namespace is not None:
+            msg['namespace'] = target.namespace
+        if target.version is not None:
+            msg['version'] = target.version
+        body = wire.encode(msg)
+        limit = self.conf.max_message_size
+        if len(body) > limit:
+            raise MessageTooLarge(size=len(body), limit=limit)
+        return body
+
+    def _route(self):
+        """(exchange entity, routing key, entities to declare)."""
+        driver, target = self.transport.driver, self.target
+        if target.fanout:
+            exchange = driver.fanout_exchange(target.topic)
+            return exchange, target.topic, (exchange,)
+        name = target.exchange or self.conf.control_exchange
+        exchange = driver.exchange(name)
+        if target.server:
+            return exchange, '%s.%s' % (target.topic, target.server), \
+                (exchange,)
+        # Declaring the shared queue lets casts wait for the first server.
+        return exchange, target.topic, (driver.topic_queue(name,
+                                                           target.topic),)
+
+    def _timeout(self):
+        if self.timeout is not None:
+            return self.timeout
+        return self.conf.rpc_response_timeout
+
+    # -- sending ----------------------------------------------------------
+
+    def cast(self, ctxt, method, **kwargs):
+        """Send without waiting for a result.
+
+        Returns once the broker has taken the message (publisher confirms
+        on RabbitMQ); raises TransportError if it could not within the
+        client's timeout.
+        """
+        body = self._message(ctxt, method, kwargs)
+        exchange, routing_key, declare = self._route()
+        self.transport.driver.publish(
+            body, exchange, routing_key, declare=declare, confirm=True,
+            delivery_mode=2, deadline=time.monotonic() + self._timeout())
+
+    def call(self, ctxt, method, **kwargs):
+        """Send and wait for the reply; return its result.
+
+        Raises MessagingTimeout when no reply comes within the timeout (the
+        request expires on the broker then, so it is not run late), or the
+        remote exception, rebuilt as its own type where allowed.
+        """
+        if self.target.fanout:
+            raise InvalidTarget(target=self.target,
+                                reason='call cannot be fanned out; use cast')
+        body = self._message(ctxt, method, kwargs)
+        timeout = self._timeout()
+        deadline = time.monotonic() + timeout
+        replies = self.transport.replies
+        if not replies.ensure_started(timeout):
+            raise MessagingTimeout(
+                'no connection to %s for replies within %ss'
+                % (self.transport.url, timeout), method=method,
+                target=repr(self.target), timeout=timeout)
+        exchange, routing_key, declare = self._route()
+        cid = uuid.uuid4().hex
+        slot = replies.register(cid)
+        try:
+            self.transport.driver.publish(
+                body, exchange, routing_key, declare=declare,
+                reply_to=replies.queue_name, correlation_id=cid,
+                expiration=timeout, deadline=deadline)
+        except BaseException:
+            replies.forget(cid)
+            raise
+        reply = replies.wait(cid, slot, max(0.0, deadline - time.monotonic()))
+        if reply is None:
+            raise MessagingTimeout(method=method, target=repr(self.target),
+                                   timeout=timeout)
+        return wire.decode_reply(reply, self.conf.allowed_remote_exmods)
+
+
+def get_rpc_client(transport, target, **kwargs):
+    return RPCClient(transport, target, **kwargs)

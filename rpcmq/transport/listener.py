@@ -1,0 +1,125 @@
+"""Server side of a topic: consume its queues, hand messages on.
+
+A listener consumes three queues for a Target: the topic's shared queue
+(any server), the ``topic.server`` queue (this server alone) and an
+exclusive queue bound to the ``topic_fanout`` exchange. It runs kombu's
+``ConsumerMixin`` loop in a thread (a green thread under eventlet), so
+connection loss, reconnect with backoff and re-declaring the queues are
+kombu's. Messages are acked by whoever finishes them, from any thread.
+"""
+
+import logging
+import threading
+import uuid
+
+import kombu
+from kombu.mixins import ConsumerMixin
+
+__all__ = ['IncomingMessage', 'TopicListener']
+
+LOG = logging.getLogger(__name__)
+
+DRAIN_INTERVAL = 0.25
+
+
+class IncomingMessage:
+    """A request as it came off the broker, with ways to settle it."""
+
+    __slots__ = ('body', 'properties', '_message')
+
+    def __init__(self, message):
+        self._message = message
+        self.body = message.body
+        self.properties = message.properties
+
+    @property
+    def reply_to(self):
+        return self.properties.get('reply_to')
+
+    @property
+    def correlation_id(self):
+        return self.properties.get('correlation_id')
+
+    @property
+    def content_type(self):
+        return self._message.content_type
+
+    def ack(self):
+        try:
+            self._message.ack()
+        except Exception as exc:  # connection gone: the broker redelivers
+            LOG.warning('could not ack message %s: %s', self.correlation_id,
+                        exc)
+
+    def requeue(self):
+        try:
+            self._message.requeue()
+        except Exception as exc:
+            LOG.warning('could not requeue message: %s', exc)
+
+
+class TopicListener(ConsumerMixin):
+    """Consume a Target's queues; call ``handler(IncomingMessage)``.
+
+    ``on_drain`` runs after consuming stops and before the connection
+    closes, so work in flight can still ack; whatever it leaves unacked is
+    requeued by the broker when the connection closes.
+    """
+
+    def __init__(self, driver, target, handler, prefetch, on_drain=None):
+        self.driver = driver
+        self.target = target
+        self.connection = driver.connection()
+        self._handler = handler
+        self._prefetch = prefetch
+        self._on_drain = on_drain
+        self._fanout_name = '%s_fanout_%s' % (target.topic, uuid.uuid4().hex)
+        self._thread = None
+        self.ready = threading.Event()
+
+    def queues(self):
+        exchange = self.target.exchange or self.driver.conf.control_exchange
+        topic, server = self.target.topic, self.target.server
+        queues = [self.driver.topic_queue(exchange, topic)]
+        if server:
+            queues.append(self.driver.topic_queue(
+                exchange, '%s.%s' % (topic, server)))
+        queues.append(kombu.Queue(
+            self._fanout_name, self.driver.fanout_exchange(topic),
+            routing_key=topic, exclusive=True, auto_delete=True,
+            durable=False))
+        return queues
+
+    def get_consumers(self, Consumer, channel):
+        return [Consumer(queues=self.queues(), on_message=self._on_message,
+                         prefetch_count=self._prefetch, no_ack=False)]
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.ready.set()
+
+    def on_connection_error(self, exc, interval):
+        self.ready.clear()
+        LOG.warning('listener for %s lost %s (%s); reconnecting in %.1fs',
+                    self.target.topic, self.driver.url, exc, interval)
+
+    def on_consume_end(self, connection, channel):
+        if self.should_stop and self._on_drain is not None:
+            self._on_drain()
+
+    def _on_message(self, message):
+        self._handler(IncomingMessage(message))
+
+    def start(self):
+        self._thread = threading.Thread(
+            target=self.run, kwargs={'safety_interval': DRAIN_INTERVAL},
+            name='rpcmq-listener-%s' % self.target.topic, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self.should_stop = True
+
+    def wait(self, timeout=None):
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True

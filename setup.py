@@ -1,0 +1,65 @@
+from setuptools import find_packages, setup
+
+with open('README.md', encoding='utf-8') as f:
+    long_description = f.read()
+
+setup(
+    name='rpcmq',
+    version='0.1.0',
+    description='RPC messaging on kombu/RabbitMQ with image transfer '
+                'endpoints and a batch conductor',
+    long_description=long_description,
+    long_description_content_type='text/markdown',
+    python_requires='>=3.11',
+    packages=find_packages(exclude=['rpcmq.tests', 'rpcmq.tests.*']),
+    install_requires=[
+        'kombu>=5.3',
+        'eventlet>=0.36',
+        'oslo.config>=9.0',
+        'stevedore>=5.0',
+        'requests>=2.31',
+        'oss2>=2.18',
+        'Pillow>=10.0',
+        'SQLAlchemy>=2.0',
+        'redis>=5.0',
+        'paho-mqtt>=2.0',
+        'rich>=13.0',
+    ],
+    extras_require={
+        'postgres': ['psycopg2-binary>=2.9'],
+        'test': ['pytest>=8', 'pytest-timeout>=2.3', 'psycopg2-binary>=2.9',
+                 'ruff>=0.5'],
+    },
+    entry_points={
+        'console_scripts': [
+            'rpcmq = rpcmq.cmd.cli:main',
+            'rpcmq-server = rpcmq.cmd.server:main',
+            'rpcmq-conductor = rpcmq.cmd.conductor:main',
+        ],
+        'rpcmq.drivers': [
+            'rabbit = rpcmq.transport.drivers:RabbitDriver',
+            'amqp = rpcmq.transport.drivers:RabbitDriver',
+            'redis = rpcmq.transport.drivers:RedisDriver',
+            'memory = rpcmq.transport.drivers:MemoryDriver',
+        ],
+        'rpcmq.executors': [
+            'eventlet = rpcmq.executors.green:EventletExecutor',
+            'threading = rpcmq.executors.threads:ThreadingExecutor',
+        ],
+        'rpcmq.endpoints': [
+            'image = rpcmq.endpoints.image:ImageEndpoint',
+            'diag = rpcmq.endpoints.diag:DiagEndpoint',
+        ],
+        'rpcmq.storage': [
+            'file = rpcmq.storage.file:FileStore',
+            'oss = rpcmq.storage.oss:OSSStore',
+        ],
+        'oslo.config.opts': [
+            'rpcmq = rpcmq.conf:list_opts',
+        ],
+    },
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'License :: OSI Approved :: Apache Software License',
+    ],
+)
