@@ -5,7 +5,8 @@ import socket
 from oslo_config import cfg
 
 DEFAULT_OPTS = [
-    cfg.StrOpt('host', default=socket.gethostname(), sample_default='<hostname>',
+    cfg.StrOpt('host', default=socket.gethostname(),
+               sample_default='<hostname>',
                help='Name of this server: the routing key topic.<host> '
                     'reaches it alone.'),
     cfg.StrOpt('executor', default='eventlet',

@@ -9,8 +9,7 @@ the ``topic_fanout`` exchange. See docs/wire-format.md.
 import time
 import uuid
 
-from rpcmq.exceptions import (InvalidTarget, MessageTooLarge,
-                              MessagingTimeout)
+from rpcmq.exceptions import InvalidTarget, MessageTooLarge, MessagingTimeout
 from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target

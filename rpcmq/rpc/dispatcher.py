@@ -11,8 +11,7 @@ import functools
 import inspect
 import logging
 
-from rpcmq.exceptions import (InvalidArguments, NoSuchMethod,
-                              UnsupportedVersion)
+from rpcmq.exceptions import InvalidArguments, NoSuchMethod, UnsupportedVersion
 
 __all__ = ['RPCDispatcher', 'expected_exceptions', 'ExpectedException',
            'version_is_compatible']

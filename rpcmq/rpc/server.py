@@ -17,8 +17,13 @@ Ordering and invariants:
 import logging
 import time
 
-from rpcmq.exceptions import (MalformedMessage, MessageTooLarge, NoSuchMethod,
-                              RpcmqError, UnsupportedVersion)
+from rpcmq.exceptions import (
+    MalformedMessage,
+    MessageTooLarge,
+    NoSuchMethod,
+    RpcmqError,
+    UnsupportedVersion,
+)
 from rpcmq.executors import get_executor
 from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import ExpectedException, RPCDispatcher
@@ -130,7 +135,8 @@ class RPCServer:
                 reply = wire.result_reply(result)
             except (TypeError, ValueError) as exc:
                 reply = wire.failure_reply(TypeError(
-                    '%s returned a value that is not JSON: %s' % (method, exc)))
+                    '%s returned a value that is not JSON: %s'
+                    % (method, exc)))
         if is_call:
             self._reply(incoming, reply)
         else:

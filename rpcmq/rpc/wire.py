@@ -80,9 +80,11 @@ def failure_reply(exc, tb=None):
         return encode({'failure': failure})
 
 
-def _allowed(module, allowed):
-    return (module == 'builtins' or module == 'rpcmq'
-            or module.startswith('rpcmq.') or module in allowed)
+def _allowed(module, cls, allowed):
+    if module == 'builtins' or module in allowed:
+        return True
+    # rpcmq's own errors (fetch, storage, conductor ...) always travel.
+    return module.startswith('rpcmq.') and issubclass(cls, RpcmqError)
 
 
 def rebuild_failure(failure, allowed=()):
@@ -92,12 +94,14 @@ def rebuild_failure(failure, allowed=()):
     message = failure.get('message', '')
     tb = failure.get('traceback', '')
     exc = None
-    if _allowed(module, allowed):
+    if module == 'builtins' or module.startswith('rpcmq.') or \
+            module in allowed:
         try:
             mod = builtins if module == 'builtins' else \
                 importlib.import_module(module)
             cls = getattr(mod, name)
-            if isinstance(cls, type) and issubclass(cls, Exception):
+            if isinstance(cls, type) and issubclass(cls, Exception) and \
+                    _allowed(module, cls, allowed):
                 if issubclass(cls, RpcmqError):
                     exc = cls(message, **(failure.get('kwargs') or {}))
                 else:

@@ -15,11 +15,11 @@ import uuid
 import kombu
 from kombu.mixins import ConsumerMixin
 
+from rpcmq.transport.consuming import Stopped, start_thread
+
 __all__ = ['IncomingMessage', 'TopicListener']
 
 LOG = logging.getLogger(__name__)
-
-DRAIN_INTERVAL = 0.25
 
 
 class IncomingMessage:
@@ -98,6 +98,8 @@ class TopicListener(ConsumerMixin):
         self.ready.set()
 
     def on_connection_error(self, exc, interval):
+        if self.should_stop:
+            raise Stopped()
         self.ready.clear()
         LOG.warning('listener for %s lost %s (%s); reconnecting in %.1fs',
                     self.target.topic, self.driver.url, exc, interval)
@@ -110,10 +112,8 @@ class TopicListener(ConsumerMixin):
         self._handler(IncomingMessage(message))
 
     def start(self):
-        self._thread = threading.Thread(
-            target=self.run, kwargs={'safety_interval': DRAIN_INTERVAL},
-            name='rpcmq-listener-%s' % self.target.topic, daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self, 'rpcmq-listener-%s'
+                                    % self.target.topic)
 
     def stop(self):
         self.should_stop = True

@@ -14,6 +14,8 @@ import uuid
 import kombu
 from kombu.mixins import ConsumerMixin
 
+from rpcmq.transport.consuming import Stopped, start_thread
+
 __all__ = ['ReplyWaiter']
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class ReplyWaiter(ConsumerMixin):
         self._ready.set()
 
     def on_connection_error(self, exc, interval):
+        if self.should_stop:
+            raise Stopped()
         self._ready.clear()
         LOG.warning('reply consumer lost %s (%s); reconnecting in %.1fs',
                     self.driver.url, exc, interval)
@@ -78,9 +82,7 @@ class ReplyWaiter(ConsumerMixin):
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self.run, name='rpcmq-replies', daemon=True)
-                    self._thread.start()
+                    self._thread = start_thread(self, 'rpcmq-replies')
         return self._ready.wait(timeout)
 
     def register(self, correlation_id):

@@ -1,0 +1,220 @@
+"""What only RabbitMQ shows: the eventlet daemon, lost connections,
+expiring requests, plain AMQP clients."""
+
+import json
+import time
+import uuid
+
+import kombu
+import pytest
+
+import rpcmq
+from rpcmq.endpoints.diag import DiagEndpoint
+from rpcmq.testing.proxy import TcpProxy
+from rpcmq.testing.server import make_conf
+from rpcmq.tests.functional.daemons import Daemon, write_config
+from rpcmq.tests.scenarios.rpc import Env, wait_for
+
+KOMBU_URL = 'amqp://guest:guest@127.0.0.1:5672//'
+
+
+@pytest.fixture
+def diag_daemon(rabbit_url, tmp_path):
+    topic = 'diag_%s' % uuid.uuid4().hex[:8]
+    conf = write_config(tmp_path / 'rpcmq.conf', {'DEFAULT': {
+        'transport_url': rabbit_url, 'endpoints': 'diag', 'topic': topic,
+        'host': 'green-1', 'executor': 'eventlet',
+        'graceful_shutdown_timeout': 10}})
+    daemon = Daemon('rpcmq-server', conf, tmp_path / 'server.log').start()
+    daemon.topic = topic
+    daemon.wait_for_log('rpcmq-server started')
+    yield daemon
+    daemon.stop()
+
+
+def test_eventlet_daemon_serves_calls_and_casts(rabbit_url, diag_daemon):
+    env = Env(rabbit_url)
+    env.topic = diag_daemon.topic
+    try:
+        client = env.client()
+        assert client.call({}, 'ping')['host'] == 'green-1'
+        # 20 sleeping calls at once finish together on green threads.
+        import threading
+        hosts = []
+        threads = [threading.Thread(target=lambda: hosts.append(
+            client.call({}, 'sleep', seconds=0.5))) for _ in range(20)]
+        started = time.monotonic()
+        [t.start() for t in threads]
+        [t.join(30) for t in threads]
+        assert hosts == ['green-1'] * 20
+        assert time.monotonic() - started < 5
+        for _ in range(10):
+            client.cast({}, 'bump')
+        assert wait_for(lambda: client.call({}, 'count') == 10)
+    finally:
+        env.close()
+    assert diag_daemon.terminate() == 0
+    assert 'rpcmq-server stopped' in diag_daemon.log()
+
+
+def test_sigterm_lets_a_running_call_finish(rabbit_url, diag_daemon):
+    env = Env(rabbit_url)
+    env.topic = diag_daemon.topic
+    import threading
+    result = []
+    try:
+        caller = threading.Thread(target=lambda: result.append(
+            env.client().call({}, 'sleep', seconds=2)))
+        caller.start()
+        time.sleep(0.5)
+        assert diag_daemon.terminate() == 0
+        caller.join(10)
+        assert result == ['green-1']
+    finally:
+        env.close()
+
+
+def test_a_cast_whose_server_dies_is_redelivered(rabbit_url, diag_daemon,
+                                                 tmp_path):
+    env = Env(rabbit_url)
+    env.topic = diag_daemon.topic
+    try:
+        env.client().cast({}, 'sleep', seconds=3)
+        time.sleep(0.5)
+        diag_daemon.kill()  # mid-cast: it was never acked
+        slept = []
+
+        class Survivor(DiagEndpoint):
+            def sleep(self, ctxt, seconds):
+                slept.append(seconds)
+
+        env.serve([Survivor()], server='survivor')
+        assert wait_for(lambda: slept == [3])
+        queue = env.transport.driver.topic_queue('rpcmq', env.topic)
+        with kombu.Connection(KOMBU_URL) as conn:
+            _, count, _ = queue(conn.default_channel).queue_declare(
+                passive=True)
+        assert count == 0
+    finally:
+        env.close()
+
+
+def test_connection_cut_mid_run_recovers(rabbit_url):
+    with TcpProxy('127.0.0.1', 5672) as proxy:
+        url = 'rabbit://guest:guest@127.0.0.1:%d/' % proxy.port
+        env = Env(url)
+        env.conf.set_override('rabbit_retry_interval', 0.2, group='rabbit')
+        env.conf.set_override('rabbit_interval_max', 0.5, group='rabbit')
+        env.serve([DiagEndpoint()])
+        try:
+            client = env.client(timeout=3)
+            assert client.call({}, 'echo', x='before') == 'before'
+            import threading
+            outcome = []
+
+            def in_flight():
+                try:
+                    outcome.append(client.call({}, 'sleep', seconds=1))
+                except rpcmq.MessagingTimeout as exc:
+                    outcome.append(exc)
+            caller = threading.Thread(target=in_flight)
+            caller.start()
+            time.sleep(0.3)
+            proxy.cut()
+            time.sleep(1.0)
+            proxy.restore()
+            caller.join(10)
+            assert not caller.is_alive(), 'a call hung after the cut'
+            assert len(outcome) == 1
+            # The in-flight call either completed or timed out: never hung.
+            assert outcome[0] is None or isinstance(
+                outcome[0], rpcmq.MessagingTimeout)
+            assert wait_for(lambda: _calls_work(client), timeout=20)
+            assert client.call({}, 'echo', x='after') == 'after'
+            assert proxy.connections > 3  # everyone reconnected
+        finally:
+            env.close()
+
+
+def _calls_work(client):
+    try:
+        return client.call({}, 'echo', x=1) == 1
+    except (rpcmq.MessagingTimeout, rpcmq.TransportError):
+        return False
+
+
+def test_a_call_that_timed_out_is_not_run_late(rabbit_url):
+    env = Env(rabbit_url)
+    try:
+        late = env.client(timeout=0.5)
+        with pytest.raises(rpcmq.MessagingTimeout):
+            late.call({}, 'bump')  # nobody serves the topic yet
+        time.sleep(0.8)
+        ep = DiagEndpoint()
+        env.serve([ep])
+        assert env.client().call({}, 'count') == 0
+    finally:
+        env.close()
+
+
+def test_plain_amqp_client_calls_through_the_default_exchange(rabbit_url):
+    """The RabbitMQ tutorial's RPC client, written with bare kombu."""
+    env = Env(rabbit_url)
+    env.serve([DiagEndpoint()])
+    try:
+        with kombu.Connection(KOMBU_URL) as conn:
+            reply_q = kombu.Queue('tutorial_%s' % uuid.uuid4().hex,
+                                  exclusive=True, auto_delete=True)
+            got = []
+            with conn.Consumer(reply_q, callbacks=[
+                    lambda body, msg: got.append((body, msg.properties))],
+                    accept=['json']):
+                conn.Producer().publish(
+                    {'method': 'echo', 'args': {'x': 'tutorial'}},
+                    exchange='', routing_key=env.topic, serializer='json',
+                    reply_to=reply_q.name, correlation_id='c-1')
+                deadline = time.monotonic() + 10
+                while not got and time.monotonic() < deadline:
+                    conn.drain_events(timeout=10)
+        body, props = got[0]
+        assert body == {'result': 'tutorial'}
+        assert props['correlation_id'] == 'c-1'
+    finally:
+        env.close()
+
+
+def test_pickle_is_refused(rabbit_url):
+    env = Env(rabbit_url)
+    env.serve([DiagEndpoint()])
+    try:
+        client = env.client()
+        client.call({}, 'ping')
+        replies = env.transport.replies
+        cid = uuid.uuid4().hex
+        slot = replies.register(cid)
+        with kombu.Connection(KOMBU_URL) as conn:
+            conn.Producer().publish(
+                {'method': 'echo', 'args': {'x': 1}}, exchange='',
+                routing_key=env.topic, serializer='pickle',
+                reply_to=replies.queue_name, correlation_id=cid)
+        failure = json.loads(replies.wait(cid, slot, 10))['failure']
+        assert failure['type'] == 'MalformedMessage'
+        assert 'application/json' in failure['message']
+    finally:
+        env.close()
+
+
+def test_unreachable_broker_fails_a_call_within_its_timeout():
+    conf = make_conf()
+    conf.set_override('rabbit_retry_interval', 0.1, group='rabbit')
+    transport = rpcmq.get_transport(
+        conf, url='rabbit://guest:guest@127.0.0.1:1/')
+    client = rpcmq.RPCClient(transport, rpcmq.Target(topic='x'), timeout=1)
+    started = time.monotonic()
+    with pytest.raises((rpcmq.MessagingTimeout, rpcmq.TransportError)):
+        client.call({}, 'ping')
+    with pytest.raises(rpcmq.TransportError) as err:
+        client.cast({}, 'ping')
+    assert '127.0.0.1:1' in str(err.value)
+    assert time.monotonic() - started < 5
+    transport.cleanup()
