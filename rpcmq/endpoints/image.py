@@ -1,0 +1,150 @@
+"""The image endpoint: download image URLs and put them in the store.
+
+``fetch`` downloads into this server's spool and returns a handle;
+``store`` uploads a spooled image (send it to the server named in the
+handle) and frees the spool; ``transfer`` does both in one call. Failures
+are the typed errors of :mod:`rpcmq.fetch.errors` (download) and
+:mod:`rpcmq.storage.errors` (upload), rebuilt as such on the caller.
+"""
+
+import os
+import re
+import threading
+import urllib.parse
+
+from rpcmq.exceptions import ConfigError
+from rpcmq.fetch import image
+from rpcmq.fetch.download import Fetcher
+from rpcmq.fetch.spool import Spool
+from rpcmq.target import Target
+
+__all__ = ['ImageEndpoint']
+
+_HANDLE_FIELDS = ('server', 'spool_id', 'size', 'url', 'url_sha1', 'sha256',
+                  'format', 'width', 'height', 'content_type')
+
+
+class ImageEndpoint:
+    """Endpoint ``image`` 1.0.
+
+    :param conf: a ConfigOpts with every rpcmq option registered.
+    :param store: a ``rpcmq.storage`` Store; by default built on first use
+        with ``rpcmq.storage.get_store(conf)``.
+    :param fetcher: a :class:`rpcmq.fetch.Fetcher`; by default built from
+        the ``[image]`` options.
+    """
+
+    target = Target(namespace='image', version='1.0')
+
+    def __init__(self, conf, store=None, fetcher=None):
+        self.conf = conf
+        self.spool = Spool(conf.image.spool_dir, conf.image.spool_ttl,
+                           server=conf.host)
+        self.fetcher = fetcher or Fetcher.from_conf(conf)
+        self._store = store
+        self._store_lock = threading.Lock()
+
+    @property
+    def store_driver(self):
+        """The Store, created on first use (errors are the store's own)."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    from rpcmq import storage
+                    self._store = storage.get_store(self.conf)
+        return self._store
+
+    def fetch(self, ctxt, url):
+        """Download ``url`` into this server's spool.
+
+        :returns: handle ``{server, spool_id, size, url, url_sha1, sha256,
+            format, width, height, content_type}``; pass ``spool_id`` to
+            :meth:`store` on ``server`` within ``spool_ttl`` seconds.
+        """
+        self.spool.maybe_sweep()
+        return self._fetch(url)
+
+    def store(self, ctxt, spool_id, key=None):
+        """Upload a spooled image under ``key`` (default: ``key_template``).
+
+        :returns: ``{key, size, etag, url}`` (``url`` of the stored object).
+        :raises SpoolNotFound: unknown, invalid or expired ``spool_id``.
+        """
+        self.spool.maybe_sweep()
+        path, meta = self.spool.get(spool_id)
+        try:
+            stored = self._put(path, meta, key)
+        except Exception:
+            if not os.path.exists(path):
+                # Stored or swept by a concurrent call meanwhile.
+                raise self.spool.not_found(spool_id) from None
+            raise
+        self.spool.remove(spool_id)
+        return stored
+
+    def transfer(self, ctxt, url, key=None):
+        """Download ``url`` and upload it in one call.
+
+        :returns: the :meth:`store` result ``{key, size, etag, url}`` plus
+            the fetch handle fields, except that the downloaded URL is
+            ``source_url`` (``url`` is the stored object's) and there is no
+            ``spool_id`` (the spool is freed whatever happens).
+        """
+        self.spool.maybe_sweep()
+        handle = self._fetch(url)
+        try:
+            stored = self._put(self.spool.data_path(handle['spool_id']),
+                               handle, key)
+        finally:
+            self.spool.remove(handle['spool_id'])
+        result = dict(handle, source_url=handle['url'])
+        del result['spool_id']
+        result.update(stored)
+        return result
+
+    def default_key(self, meta):
+        """Storage key of ``meta`` (a fetch handle) from ``key_template``."""
+        template = self.conf.image.key_template
+        fields = {
+            'url_sha1': meta['url_sha1'],
+            'ext': image.extension(meta['format']),
+            'format': meta['format'],
+            'sha256': meta['sha256'],
+            'name': _name_of(meta['url']) or meta['url_sha1'],
+        }
+        try:
+            return template.format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                reason='[image] key_template %r cannot be filled (%s: %s); '
+                       'use the fields %s' % (template, type(exc).__name__,
+                                              exc, ', '.join(sorted(fields)))
+            ) from None
+
+    def close(self):
+        self.fetcher.close()
+
+    def _fetch(self, url):
+        spool_id = self.spool.new_id()
+        result = self.fetcher.download(url, self.spool.directory,
+                                       name=self.spool.data_name(spool_id))
+        handle = dict(server=self.conf.host, spool_id=spool_id)
+        handle.update((f, getattr(result, f)) for f in _HANDLE_FIELDS[2:])
+        try:
+            self.spool.put(spool_id, handle)
+        except BaseException:
+            self.spool.remove(spool_id)
+            raise
+        return handle
+
+    def _put(self, path, meta, key):
+        key = key if key is not None else self.default_key(meta)
+        result = self.store_driver.put_file(key, path)
+        return {f: result.get(f) for f in ('key', 'size', 'etag', 'url')}
+
+
+def _name_of(url):
+    """Last path segment of ``url`` without extension, made key-safe."""
+    segment = urllib.parse.urlsplit(url).path.rstrip('/').rpartition('/')[2]
+    name = os.path.splitext(urllib.parse.unquote(segment))[0]
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._')[:100]
