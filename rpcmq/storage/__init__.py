@@ -11,12 +11,25 @@ from stevedore import exception as stevedore_exc
 
 from rpcmq.exceptions import ConfigError
 from rpcmq.storage.base import Store
-from rpcmq.storage.errors import (InvalidKey, NoSuchObject, StorageDenied,
-                                  StorageError, StorageUnavailable)
+from rpcmq.storage.errors import (
+    InvalidKey,
+    NoSuchObject,
+    StorageDenied,
+    StorageError,
+    StorageUnavailable,
+)
 
-__all__ = ['get_store', 'available_stores', 'Store', 'StorageError',
-           'InvalidKey', 'StorageUnavailable', 'StorageDenied',
-           'NoSuchObject', 'NAMESPACE']
+__all__ = [
+    'NAMESPACE',
+    'InvalidKey',
+    'NoSuchObject',
+    'StorageDenied',
+    'StorageError',
+    'StorageUnavailable',
+    'Store',
+    'available_stores',
+    'get_store',
+]
 
 NAMESPACE = 'rpcmq.storage'
 
@@ -40,7 +53,7 @@ def get_store(conf):
     except stevedore_exc.NoMatches:
         choices = ', '.join(available_stores()) or 'none installed'
         raise ConfigError(
-            reason='[DEFAULT] store = %r names no object store driver; '
-                   'valid choices: %s' % (name, choices),
+            reason=f'[DEFAULT] store = {name!r} names no object store '
+                   f'driver; valid choices: {choices}',
             option='store', value=name) from None
     return mgr.driver
