@@ -21,6 +21,10 @@ DEFAULT_OPTS = [
     cfg.IntOpt('rpc_prefetch_count', default=16, min=1,
                help='Messages a server takes from a queue before acking; '
                     'low values spread work fairly across servers.'),
+    cfg.StrOpt('notification_exchange', default='rpcmq_notifications',
+               help='Topic exchange that carries notifications such as '
+                    'batch.start, batch.item and batch.end; their routing '
+                    'key is the event type.'),
     cfg.ListOpt('allowed_remote_exmods', default=[],
                 help='Modules whose exceptions a caller rebuilds with their '
                      'own type (builtins and rpcmq errors always are); '

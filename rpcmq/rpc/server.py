@@ -121,7 +121,8 @@ class RPCServer:
         except ExpectedException as wrapped:
             LOG.debug('%s raised expected %r', method, wrapped.exc)
             reply = wire.failure_reply(wrapped.exc)
-        except _CALLER_ERRORS as exc:
+        except (RpcmqError,) + _CALLER_ERRORS as exc:
+            # Typed errors are part of the contract: one line, no traceback.
             LOG.warning('%s: %s', method, exc)
             reply = wire.failure_reply(exc)
         except Exception as exc:

@@ -1,0 +1,179 @@
+"""``rpcmq``: submit and watch batches, call any endpoint, run the demo.
+
+    rpcmq demo [--count 300] [--dir DIR]
+    rpcmq [--config-file F] batch submit FILE [--batch-id ID] [--watch]
+    rpcmq [--config-file F] batch status|watch|cancel|retry ID
+    rpcmq [--config-file F] batch list
+    rpcmq [--config-file F] call TOPIC METHOD key=value ...
+
+Errors a user can cause print one line and exit non-zero.
+"""
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+
+__all__ = ['main']
+
+
+def _parser():
+    ap = argparse.ArgumentParser(prog='rpcmq', description=__doc__.split(
+        '\n')[0])
+    ap.add_argument('--config-file', action='append', default=[],
+                    help='oslo.config file(s) with transport_url etc.')
+    ap.add_argument('--timeout', type=float, default=15,
+                    help='seconds to wait for each reply (default 15)')
+    sub = ap.add_subparsers(dest='command', required=True)
+
+    demo = sub.add_parser('demo', help='run a batch on the embedded default '
+                                       '(no broker needed)')
+    demo.add_argument('--count', type=int, default=300)
+    demo.add_argument('--dir', help='store directory (default: a new '
+                                    'temporary directory)')
+
+    batch = sub.add_parser('batch', help='submit and follow batches')
+    bsub = batch.add_subparsers(dest='action', required=True)
+    submit = bsub.add_parser('submit', help='FILE: one URL per line, or a '
+                                            'JSON list of {url, key?, name?}')
+    submit.add_argument('file')
+    submit.add_argument('--batch-id')
+    submit.add_argument('--watch', action='store_true')
+    for name in ('status', 'watch', 'cancel', 'retry'):
+        p = bsub.add_parser(name)
+        p.add_argument('batch_id')
+        if name == 'status':
+            p.add_argument('--items', action='store_true',
+                           help='include per-item outcomes')
+    bsub.add_parser('list')
+
+    call = sub.add_parser('call', help='call an endpoint method')
+    call.add_argument('topic')
+    call.add_argument('method')
+    call.add_argument('args', nargs='*', metavar='key=value',
+                      help='arguments; values are JSON when they parse')
+    call.add_argument('--server')
+    call.add_argument('--namespace')
+    call.add_argument('--version')
+    return ap
+
+
+def parse_kv(pairs):
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition('=')
+        if not sep or not key:
+            raise ValueError('argument %r is not key=value' % pair)
+        try:
+            args[key] = json.loads(value)
+        except ValueError:
+            args[key] = value
+    return args
+
+
+def read_items(path):
+    """Items from a file: a JSON list, or one URL per line (# comments)."""
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    if text.lstrip().startswith(('[', '{')):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError('%s is not valid JSON: %s' % (path, exc))
+        data = data.get('items', data) if isinstance(data, dict) else data
+        if not isinstance(data, list):
+            raise ValueError('%s: expected a JSON list of items' % path)
+        return [{'url': i} if isinstance(i, str) else i for i in data]
+    items = [{'url': line.strip()} for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith('#')]
+    if not items:
+        raise ValueError('%s contains no URLs' % path)
+    return items
+
+
+def _transport(args):
+    from oslo_config import cfg
+
+    from rpcmq import conf as rpcmq_conf
+    from rpcmq.transport import get_transport
+    conf = cfg.ConfigOpts()
+    rpcmq_conf.register_opts(conf)
+    argv = []
+    for path in args.config_file:
+        argv += ['--config-file', path]
+    conf(argv, project='rpcmq', default_config_files=[] if argv else None)
+    return get_transport(conf)
+
+
+def _batch(args, console, out):
+    from rpcmq.cmd.progress import BatchWatcher, print_report
+    from rpcmq.conductor.api import ConductorAPI
+    transport = _transport(args)
+    try:
+        api = ConductorAPI(transport, timeout=args.timeout)
+        if args.action == 'submit':
+            items = read_items(args.file)
+            batch_id = api.submit(items, batch_id=args.batch_id)
+            out.print(batch_id)
+            if not args.watch:
+                return 0
+            args.batch_id = batch_id
+        if args.action in ('submit', 'watch'):
+            end = BatchWatcher(transport, api, args.batch_id,
+                               console=console).watch()
+            failed = print_report(end, console)
+            return 1 if failed else 0
+        if args.action == 'status':
+            result = api.status(args.batch_id, items=args.items)
+        elif args.action == 'list':
+            result = api.list()
+        elif args.action == 'cancel':
+            result = api.cancel(args.batch_id)
+        else:
+            result = api.retry(args.batch_id)
+        out.print_json(data=result)
+        return 0
+    finally:
+        transport.cleanup()
+
+
+def _call(args, out):
+    from rpcmq.rpc.client import RPCClient
+    from rpcmq.target import Target
+    kwargs = parse_kv(args.args)
+    transport = _transport(args)
+    try:
+        client = RPCClient(transport, Target(
+            topic=args.topic, server=args.server, namespace=args.namespace,
+            version=args.version), timeout=args.timeout)
+        out.print_json(data=client.call({}, args.method, **kwargs))
+        return 0
+    finally:
+        transport.cleanup()
+
+
+def main(argv=None):
+    from rpcmq.exceptions import RpcmqError
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    out = Console()
+    try:
+        if args.command == 'demo':
+            from rpcmq.cmd import demo
+            return demo.main(args)
+        if args.command == 'batch':
+            return _batch(args, console, out)
+        return _call(args, out)
+    except (RpcmqError, OSError, ValueError) as exc:
+        name = type(exc).__name__
+        sys.stderr.write('rpcmq: error: %s%s\n' % (
+            '' if isinstance(exc, (OSError, ValueError)) and
+            not isinstance(exc, RpcmqError) else name + ': ', exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

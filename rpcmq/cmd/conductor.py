@@ -1,0 +1,40 @@
+"""rpcmq-conductor: run the batch conductor from config."""
+
+import warnings
+
+warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from rpcmq.cmd import service  # noqa: E402
+from rpcmq.exceptions import RpcmqError  # noqa: E402
+
+LOG = logging.getLogger('rpcmq.conductor')
+
+
+def main(argv=None):
+    import sqlalchemy.exc
+
+    from rpcmq.conductor.service import ConductorService
+    from rpcmq.transport import get_transport
+
+    conf = service.prepare(sys.argv[1:] if argv is None else argv,
+                           'rpcmq-conductor')
+    try:
+        transport = get_transport(conf)
+        conductor = ConductorService(conf, transport, executor=conf.executor)
+    except (RpcmqError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        service.fatal(exc)
+    LOG.info('conductor %s: database %s, images on topic %s', conf.host,
+             conductor.store, conf.conductor.image_topic)
+    code = service.run_until_signalled(conductor, conf, 'rpcmq-conductor')
+    transport.cleanup()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

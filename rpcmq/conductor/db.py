@@ -1,0 +1,418 @@
+"""Durable batch state of the conductor, on SQLite or PostgreSQL.
+
+``BatchStore`` is the only writer of the ``batches`` and ``items`` tables.
+Every method is one short transaction and never holds a connection across
+I/O, so one store serves many threads or green threads.
+
+Every item transition names the attempt it belongs to and applies only while
+the item is still in the state that attempt left it in (``UPDATE ... WHERE
+state = 'running' AND attempts = :attempt``); it returns whether it changed
+anything. A redelivered reply, a retried step or a late reply of an attempt
+whose lease expired therefore never counts twice. ``attempts`` grows by one
+on every claim and never goes down (except in ``retry_failed``), so it is
+the fencing token of an attempt.
+
+Lock order: a transaction that changes items first locks their batch row,
+then the items. ``cancel`` takes the same order, so an item never goes back
+to pending in a batch that was just cancelled. Claimers are serialized (the
+write lock on SQLite, an advisory lock on PostgreSQL) so the in-flight
+windows hold even when two conductors claim at once.
+
+On SQLite the file runs in WAL mode with ``synchronous=NORMAL``: a committed
+transaction survives ``kill -9`` of the process; after a power loss the last
+transitions may be lost and those items run again, under the same key.
+"""
+
+import contextlib
+import time
+import uuid
+
+import sqlalchemy as sa
+
+from rpcmq.conductor import models as m
+from rpcmq.conductor.errors import BatchNotFound
+
+__all__ = ['BatchStore']
+
+#: Items inserted per statement by submit().
+INSERT_CHUNK = 1000
+#: pg_advisory_xact_lock key that serializes claimers on PostgreSQL.
+CLAIM_LOCK_KEY = 0x72706D71
+#: Errors stored on items whose attempt left no outcome.
+E_LEASE_EXPIRED = {'type': 'LeaseExpired',
+                   'message': 'attempt %d reported no outcome before its '
+                              'lease ran out'}
+
+BC, IC = m.batches.c, m.items.c  # columns
+
+
+def _now(now):
+    return time.time() if now is None else float(now)
+
+
+class BatchStore:
+    """Batches and their items, with idempotent, conditional transitions.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///path/conductor.sqlite`` (the
+    directory is created), ``sqlite://`` (in memory, for tests; one
+    connection shared under a lock) or ``postgresql://user@host/db``.
+    Call ``create_all()`` once before use; it is a no-op on existing tables.
+    """
+
+    def __init__(self, url, echo=False):
+        self.url = sa.make_url(url)
+        self.is_postgres = self.url.get_backend_name() == 'postgresql'
+        self.engine, self._lock = m.make_engine(self.url, echo=echo)
+
+    def __repr__(self):
+        return f'<BatchStore {self.url.render_as_string()}>'
+
+    def create_all(self):
+        with self._lock:
+            m.metadata.create_all(self.engine)
+
+    def close(self):
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _begin(self):
+        with self._lock, self.engine.begin() as conn:
+            yield conn
+
+    def _flag(self, table, where, batch_id, **values):
+        """Set a notification flag once; True only the first time."""
+        with self._begin() as conn:
+            changed = conn.execute(sa.update(table).where(*where)
+                                   .values(**values)).rowcount
+            if not changed:
+                m.batch_state(conn, batch_id, lock=False)
+        return bool(changed)
+
+    # -- submit and claim -------------------------------------------------
+
+    def submit(self, items, batch_id=None, options=None, now=None):
+        """Store a new batch; return ``(batch_id, created)``.
+
+        A batch id that already exists inserts nothing and returns
+        ``created=False``, so a retried submit never duplicates items.
+        Raises InvalidBatch for malformed items, id or options.
+        """
+        rows = m.validate_items(items)
+        batch_id = (uuid.uuid4().hex if batch_id is None
+                    else m.validate_batch_id(batch_id))
+        options = m.validate_options(options)
+        now = _now(now)
+        try:
+            with self._begin() as conn:
+                if conn.execute(sa.select(BC.id).where(BC.id == batch_id)
+                                ).first() is not None:
+                    return batch_id, False
+                conn.execute(sa.insert(m.batches).values(
+                    id=batch_id, created_at=now, updated_at=now,
+                    state=m.PENDING, total=len(rows), options=options,
+                    start_notified=False, end_notified=False))
+                for start in range(0, len(rows), INSERT_CHUNK):
+                    chunk = rows[start:start + INSERT_CHUNK]
+                    conn.execute(sa.insert(m.items), [
+                        dict(row, batch_id=batch_id, idx=idx, state=m.PENDING,
+                             attempts=0, next_attempt_at=now, notified=False,
+                             updated_at=now)
+                        for idx, row in enumerate(chunk, start)])
+        except sa.exc.IntegrityError:
+            # A concurrent submit of the same id won the race.
+            with self._begin() as conn:
+                m.batch_state(conn, batch_id, lock=False)
+            return batch_id, False
+        return batch_id, True
+
+    def claim(self, limit, batch_limit=None, now=None, lease_seconds=300):
+        """Start due pending items; return them as running ``ItemRow``.
+
+        Takes items whose ``next_attempt_at <= now``, oldest batch first and
+        in index order, while fewer than ``limit`` items run in total and
+        fewer than ``batch_limit`` (None: no limit) in their batch. Each
+        claimed item gets ``attempts + 1`` and ``lease_until = now +
+        lease_seconds``; its ``server`` and ``spool_id`` keep the values of
+        the previous attempt until ``record_fetched`` replaces them.
+        """
+        now = _now(now)
+        claimed = []
+        with self._begin() as conn:
+            if self.is_postgres:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                    CLAIM_LOCK_KEY)))
+            running = dict(conn.execute(
+                sa.select(IC.batch_id, sa.func.count())
+                .where(IC.state == m.RUNNING).group_by(IC.batch_id)).all())
+            room = limit - sum(running.values())
+            due_here = sa.exists().where(IC.batch_id == BC.id,
+                                         IC.state == m.PENDING,
+                                         IC.next_attempt_at <= now)
+            active = conn.execute(
+                sa.select(BC.id).where(BC.state.in_(m.ACTIVE), due_here)
+                .order_by(BC.created_at, BC.id)).scalars().all()
+            for batch_id in active:
+                if room <= 0:
+                    break
+                quota = room if batch_limit is None else min(
+                    room, batch_limit - running.get(batch_id, 0))
+                if quota <= 0:
+                    continue
+                due = conn.execute(sa.select(IC.idx).where(
+                    IC.batch_id == batch_id, IC.state == m.PENDING,
+                    IC.next_attempt_at <= now).order_by(IC.idx).limit(quota)
+                ).scalars().all()
+                if not due or m.batch_state(conn, batch_id) not in m.ACTIVE:
+                    continue
+                mine = (IC.batch_id == batch_id, IC.idx.in_(due))
+                room -= conn.execute(sa.update(m.items).where(
+                    *mine, IC.state == m.PENDING).values(
+                    state=m.RUNNING, attempts=IC.attempts + 1,
+                    lease_until=now + lease_seconds, started_at=now,
+                    updated_at=now)).rowcount
+                conn.execute(sa.update(m.batches).where(BC.id == batch_id)
+                             .values(state=m.RUNNING, updated_at=now))
+                claimed += m.load_items(conn, *mine, IC.state == m.RUNNING)
+        return claimed
+
+    # -- transitions of one attempt ---------------------------------------
+
+    def record_fetched(self, batch_id, idx, attempt, server, spool_id,
+                       lease_until=None, now=None):
+        """Remember which server fetched the attempt; True if still current.
+
+        ``lease_until`` (optional) extends the lease for the store step.
+        """
+        values = {'server': server, 'spool_id': spool_id,
+                  'updated_at': _now(now)}
+        if lease_until is not None:
+            values['lease_until'] = lease_until
+        with self._begin() as conn:
+            m.batch_state(conn, batch_id, lock=False)
+            return m.move_item(conn, batch_id, idx, attempt, **values)
+
+    def complete(self, batch_id, idx, attempt, result, now=None):
+        """Mark the running attempt done with ``result``; True the 1st time.
+
+        Completions of a running item still count after ``cancel``.
+        """
+        now = _now(now)
+        with self._begin() as conn:
+            m.batch_state(conn, batch_id)
+            changed = m.move_item(conn, batch_id, idx, attempt, state=m.DONE,
+                                  result=result, error=None, lease_until=None,
+                                  updated_at=now)
+            if changed:
+                m.settle_batch(conn, batch_id, now)
+        return changed
+
+    def fail(self, batch_id, idx, attempt, error, retry_at=None, now=None):
+        """End the running attempt with ``error``; True the first time.
+
+        With ``retry_at`` the item goes back to pending, due at
+        ``retry_at`` (cancelled instead if its batch was cancelled);
+        without, it fails for good. ``error`` is an exception, a str or a
+        ``{type, message}`` dict.
+        """
+        now = _now(now)
+        values = {'error': m.error_dict(error), 'lease_until': None,
+                  'updated_at': now, 'state': m.FAILED}
+        with self._begin() as conn:
+            batch_state = m.batch_state(conn, batch_id)
+            if retry_at is not None:
+                values['state'] = (m.CANCELLED if batch_state == m.CANCELLED
+                                   else m.PENDING)
+                values['next_attempt_at'] = retry_at
+            changed = m.move_item(conn, batch_id, idx, attempt, **values)
+            if changed:
+                m.settle_batch(conn, batch_id, now)
+        return changed
+
+    def _requeue(self, now, lease_cutoff=None, max_attempts=None):
+        """Running items (with a lease before the cutoff) back to pending."""
+        extra = (() if lease_cutoff is None
+                 else (IC.lease_until < lease_cutoff,))
+        with self._begin() as conn:
+            stuck = conn.execute(sa.select(IC.batch_id, IC.idx, IC.attempts)
+                                 .where(IC.state == m.RUNNING, *extra)).all()
+        by_batch = {}
+        for batch_id, idx, attempts in stuck:
+            by_batch.setdefault(batch_id, []).append((idx, attempts))
+        moved = []
+        for batch_id, pairs in sorted(by_batch.items()):
+            with self._begin() as conn:
+                requeue = (m.CANCELLED if m.batch_state(conn, batch_id)
+                           == m.CANCELLED else m.PENDING)
+                done = []
+                for idx, attempts in pairs:
+                    values = {'state': requeue, 'lease_until': None,
+                              'next_attempt_at': now, 'updated_at': now}
+                    if lease_cutoff is not None:
+                        values['error'] = dict(
+                            E_LEASE_EXPIRED,
+                            message=E_LEASE_EXPIRED['message'] % attempts)
+                        if max_attempts and attempts >= max_attempts:
+                            values['state'] = m.FAILED
+                    if m.move_item(conn, batch_id, idx, attempts, *extra,
+                                   **values):
+                        done.append(idx)
+                m.settle_batch(conn, batch_id, now)
+                moved += m.load_items(conn, IC.batch_id == batch_id,
+                                      IC.idx.in_(done))
+        return moved
+
+    def expire_leases(self, now=None, max_attempts=None):
+        """Requeue running items whose lease has passed; return them.
+
+        An item whose ``attempts`` reached ``max_attempts`` fails for good
+        (error ``LeaseExpired``); the others go back to pending, due now.
+        A late reply of the expired attempt is then ignored.
+        """
+        now = _now(now)
+        return self._requeue(now, now, max_attempts)
+
+    def recover(self, now=None):
+        """At start-up: requeue every running item of a dead conductor.
+
+        Items go back to pending, due now, and keep ``attempts``: the next
+        claim numbers its attempt above every attempt that may still be in
+        flight, so their late replies are ignored, and the interrupted
+        attempt counts towards the caller's retry budget (so a conductor
+        that keeps crashing cannot retry an item forever; an item is never
+        failed here, though, so it always gets one more attempt). Items of
+        cancelled batches become cancelled. Returns the requeued items.
+        Meant for one conductor per database: it takes over every running
+        item.
+        """
+        return self._requeue(_now(now))
+
+    # -- notification bookkeeping ----------------------------------------
+
+    def mark_start_notified(self, batch_id):
+        """Record that batch.start was sent; True only the first time."""
+        return self._flag(m.batches, (BC.id == batch_id,
+                                      BC.start_notified == sa.false()),
+                          batch_id, start_notified=True)
+
+    def mark_item_notified(self, batch_id, idx):
+        """Record that batch.item was sent for a finished item; True once.
+
+        False also for an item that has not finished.
+        """
+        return self._flag(m.items, (IC.batch_id == batch_id, IC.idx == idx,
+                                    IC.state.in_(m.TERMINAL),
+                                    IC.notified == sa.false()),
+                          batch_id, notified=True)
+
+    def mark_end_notified(self, batch_id):
+        """Record that batch.end was sent; True only the first time."""
+        return self._flag(m.batches, (BC.id == batch_id,
+                                      BC.end_notified == sa.false()),
+                          batch_id, end_notified=True)
+
+    def unnotified_items(self, batch_id=None, limit=100):
+        """Finished items whose batch.item is unsent, oldest batch first."""
+        query = (sa.select(m.items).join(m.batches, BC.id == IC.batch_id)
+                 .where(IC.notified == sa.false(), IC.state.in_(m.TERMINAL))
+                 .order_by(BC.created_at, IC.batch_id, IC.idx).limit(limit))
+        if batch_id is not None:
+            query = query.where(IC.batch_id == batch_id)
+        with self._begin() as conn:
+            rows = conn.execute(query).all()
+            if batch_id is not None and not rows:
+                m.batch_state(conn, batch_id, lock=False)
+        return [m.ItemRow.from_row(row) for row in rows]
+
+    def finished_batches_to_end(self, require_items_notified=True):
+        """Batches with every item finished and batch.end unsent.
+
+        By default a batch also waits until every batch.item is marked
+        sent, so batch.end always comes last. Oldest first; each is a
+        summary as status() returns.
+        """
+        unfinished = IC.state.in_(m.ACTIVE)
+        if require_items_notified:
+            unfinished = sa.or_(unfinished, IC.notified == sa.false())
+        return self._batches(
+            BC.end_notified == sa.false(),
+            ~sa.exists().where(IC.batch_id == BC.id, unfinished))
+
+    # -- queries and user actions -----------------------------------------
+
+    def _batches(self, *where, newest=False, limit=None):
+        with self._begin() as conn:
+            return m.summaries(conn, *where, newest=newest, limit=limit)
+
+    def status(self, batch_id, with_items=False):
+        """The batch summary, plus ``items`` (outcomes) if asked.
+
+        ``{batch_id, state, created_at, updated_at, options, start_notified,
+        end_notified, totals: {total, pending, running, done, failed,
+        cancelled}, items: [{idx, url, key, name, state, attempts, error,
+        result}]}``.
+        """
+        with self._begin() as conn:
+            found = m.summaries(conn, BC.id == batch_id)
+            if not found:
+                raise BatchNotFound(batch_id=batch_id)
+            summary = found[0]
+            if with_items:
+                summary['items'] = [row.outcome() for row in m.load_items(
+                    conn, IC.batch_id == batch_id)]
+        return summary
+
+    def list_batches(self, limit=50, state=None):
+        """Summaries of the newest batches, optionally in one state."""
+        where = () if state is None else (BC.state == m.validate_state(state),)
+        return self._batches(*where, newest=True, limit=limit)
+
+    def unfinished_batches(self):
+        """Summaries of batches whose batch.end is unsent, oldest first.
+
+        These are what a restarted conductor resumes.
+        """
+        return self._batches(BC.end_notified == sa.false())
+
+    def get_item(self, batch_id, idx):
+        """One item as an ``ItemRow``; BatchNotFound if it does not exist."""
+        with self._begin() as conn:
+            rows = m.load_items(conn, IC.batch_id == batch_id, IC.idx == idx)
+        if not rows:
+            raise BatchNotFound(f'batch {batch_id!r} has no item {idx!r}',
+                                batch_id=batch_id, idx=idx)
+        return rows[0]
+
+    def cancel(self, batch_id, now=None):
+        """Cancel the pending items; return the batch ``totals`` after.
+
+        Running items finish and their outcome counts; a batch that already
+        ended is left as it is.
+        """
+        now = _now(now)
+        with self._begin() as conn:
+            if m.batch_state(conn, batch_id) in m.ACTIVE:
+                conn.execute(sa.update(m.batches).where(BC.id == batch_id)
+                             .values(state=m.CANCELLED, updated_at=now))
+                conn.execute(sa.update(m.items).where(
+                    IC.batch_id == batch_id, IC.state == m.PENDING).values(
+                    state=m.CANCELLED, updated_at=now))
+            return m.summaries(conn, BC.id == batch_id)[0]['totals']
+
+    def retry_failed(self, batch_id, now=None):
+        """Failed items back to pending with attempts reset; return how many.
+
+        The batch runs again and will send a new batch.item per retried
+        item and a new batch.end (batch.start is not repeated).
+        """
+        now = _now(now)
+        with self._begin() as conn:
+            m.batch_state(conn, batch_id)
+            count = conn.execute(sa.update(m.items).where(
+                IC.batch_id == batch_id, IC.state == m.FAILED).values(
+                state=m.PENDING, attempts=0, next_attempt_at=now,
+                lease_until=None, notified=False, updated_at=now)).rowcount
+            if count:
+                conn.execute(sa.update(m.batches).where(BC.id == batch_id)
+                             .values(state=m.RUNNING, end_notified=False,
+                                     updated_at=now))
+        return count

@@ -1,0 +1,44 @@
+"""The conductor's RPC endpoint: namespace ``batch`` on topic ``conductor``."""
+
+from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
+from rpcmq.rpc.dispatcher import expected_exceptions
+from rpcmq.target import Target
+
+__all__ = ['BatchEndpoint']
+
+
+class BatchEndpoint:
+    """``batch.submit``, ``status``, ``list``, ``cancel`` and ``retry``."""
+
+    target = Target(namespace='batch', version='1.0')
+
+    def __init__(self, store, scheduler):
+        self.store = store
+        self.scheduler = scheduler
+
+    @expected_exceptions(InvalidBatch)
+    def submit(self, ctxt, items, batch_id=None):
+        """Record a batch of ``{"url", "key"?, "name"?}`` items; return its
+        id. Submitting an existing ``batch_id`` again adds nothing."""
+        batch_id, created = self.store.submit(items, batch_id=batch_id)
+        if created:
+            self.scheduler.wake()
+        return batch_id
+
+    @expected_exceptions(BatchNotFound)
+    def status(self, ctxt, batch_id, items=False):
+        return self.store.status(batch_id, with_items=bool(items))
+
+    def list(self, ctxt, limit=50, state=None):
+        return self.store.list_batches(limit=int(limit), state=state)
+
+    @expected_exceptions(BatchNotFound)
+    def cancel(self, ctxt, batch_id):
+        return self.store.cancel(batch_id)
+
+    @expected_exceptions(BatchNotFound)
+    def retry(self, ctxt, batch_id):
+        count = self.store.retry_failed(batch_id)
+        if count:
+            self.scheduler.wake()
+        return {'batch_id': batch_id, 'retried': count}

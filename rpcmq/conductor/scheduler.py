@@ -1,0 +1,139 @@
+"""The conductor's loop: claim due items, run them, send progress events.
+
+One thread runs the loop; items run on an executor of ``max_inflight``
+workers. Every state change is in the database first (``BatchStore``), and
+events are sent from what the database says is unsent, then marked sent:
+
+* ``batch.start`` once per batch, ``batch.item`` once per finished item,
+  ``batch.end`` once per batch after all its ``batch.item`` events, with
+  every outcome. A conductor killed between sending and marking sends that
+  one event again on restart (at-least-once, with a stable ``event_id``).
+* On start-up ``recover()`` puts the items a dead conductor left running
+  back to pending; they run again under the same key.
+"""
+
+import logging
+import threading
+import time
+
+from rpcmq.conductor.worker import ItemWorker
+from rpcmq.executors import get_executor
+from rpcmq.notify.notifier import Notifier
+
+__all__ = ['Scheduler']
+
+LOG = logging.getLogger(__name__)
+
+NOTIFY_BATCH = 500
+
+
+class Scheduler:
+
+    def __init__(self, conf, transport, store, executor='threading'):
+        self.conf = conf.conductor
+        self.store = store
+        self.worker = ItemWorker(conf, transport, store)
+        self.notifier = Notifier(transport, 'conductor.%s' % conf.host)
+        self.executor = get_executor(executor, self.conf.max_inflight)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._thread = None
+
+    @property
+    def max_attempts(self):
+        return self.conf.item_retries + 1
+
+    def wake(self):
+        self._wake.set()
+
+    def start(self):
+        recovered = self.store.recover()
+        if recovered:
+            LOG.info('resuming %d items left running by a previous '
+                     'conductor', len(recovered))
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name='rpcmq-scheduler')
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+
+    def wait(self, timeout=None):
+        """Wait for the loop and the items in flight; True if all ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.executor.shutdown(timeout)
+
+    # -- the loop ---------------------------------------------------------
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self._wake.wait(self.conf.poll_interval)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:
+                LOG.exception('scheduler step failed; retrying')
+                self._stop.wait(1.0)
+
+    def tick(self, now=None):
+        """One step: expire leases, claim and start items, send events."""
+        now = time.time() if now is None else now
+        self.store.expire_leases(now=now, max_attempts=self.max_attempts)
+        with self._lock:
+            free = self.conf.max_inflight - self._inflight
+        if free > 0 and not self._stop.is_set():
+            items = self.store.claim(
+                free, batch_limit=self.conf.max_inflight_per_batch, now=now,
+                lease_seconds=self.conf.lease_seconds)
+            for item in items:
+                with self._lock:
+                    self._inflight += 1
+                self.executor.submit(self._run, item)
+        self.send_events()
+
+    def _run(self, item):
+        try:
+            self.worker.run(item)
+        except Exception:
+            LOG.exception('item %s/%s: outcome not recorded; its lease '
+                          'will expire and it runs again', item.batch_id,
+                          item.idx)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+            self._wake.set()
+
+    # -- events -------------------------------------------------------------
+
+    def _send(self, event_type, event_id, payload):
+        payload['event_id'] = event_id
+        self.notifier.info({}, event_type, payload)
+
+    def send_events(self):
+        for batch in self.store.unfinished_batches():
+            if not batch['start_notified']:
+                bid = batch['batch_id']
+                self._send('batch.start', '%s:start' % bid, {
+                    'batch_id': bid, 'total': batch['totals']['total']})
+                self.store.mark_start_notified(bid)
+        while True:
+            items = self.store.unnotified_items(limit=NOTIFY_BATCH)
+            for item in items:
+                payload = item.outcome()
+                payload['batch_id'] = item.batch_id
+                self._send('batch.item', '%s:item:%d:%d' % (
+                    item.batch_id, item.idx, item.attempts), payload)
+                self.store.mark_item_notified(item.batch_id, item.idx)
+            if len(items) < NOTIFY_BATCH:
+                break
+        for batch in self.store.finished_batches_to_end():
+            bid = batch['batch_id']
+            status = self.store.status(bid, with_items=True)
+            self._send('batch.end', '%s:end' % bid, {
+                'batch_id': bid, 'state': status['state'],
+                'totals': status['totals'], 'items': status['items']})
+            self.store.mark_end_notified(bid)

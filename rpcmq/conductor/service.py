@@ -1,0 +1,45 @@
+"""The conductor service: its database, scheduler and RPC server together.
+
+Start order: database (tables created if missing), scheduler (which first
+recovers what a dead conductor left running), then the RPC server. Stop
+order is the reverse: stop taking requests, stop claiming, wait for items
+in flight.
+"""
+
+from rpcmq.conductor.db import BatchStore
+from rpcmq.conductor.manager import BatchEndpoint
+from rpcmq.conductor.scheduler import Scheduler
+from rpcmq.rpc.server import get_rpc_server
+from rpcmq.target import Target
+
+__all__ = ['ConductorService', 'CONDUCTOR_TOPIC']
+
+CONDUCTOR_TOPIC = 'conductor'
+
+
+class ConductorService:
+
+    def __init__(self, conf, transport, executor='threading'):
+        self.conf = conf
+        self.store = BatchStore(conf.conductor.connection)
+        self.store.create_all()
+        self.scheduler = Scheduler(conf, transport, self.store,
+                                   executor=executor)
+        self.endpoint = BatchEndpoint(self.store, self.scheduler)
+        self.server = get_rpc_server(
+            transport, Target(topic=CONDUCTOR_TOPIC, server=conf.host),
+            [self.endpoint], executor=executor, executor_size=16)
+
+    def start(self):
+        self.scheduler.start()
+        self.server.start()
+
+    def stop(self):
+        self.server.stop()
+        self.scheduler.stop()
+
+    def wait(self, timeout=None):
+        done = self.server.wait(timeout)
+        done = self.scheduler.wait(timeout) and done
+        self.store.close()
+        return done

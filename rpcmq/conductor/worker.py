@@ -1,0 +1,115 @@
+"""Run one item: image.fetch on any server, then image.store pinned to it.
+
+Errors decide the item's fate: permanent ones (bad URL, not an image,
+refused address, 4xx, storage credentials...) fail it at once; the others
+(timeouts, a server that died, 5xx, unreachable storage) retry it with
+exponential backoff and jitter until ``item_retries`` is spent. A retry
+goes back to the topic, so a dead server's item runs on another one.
+"""
+
+import logging
+import os
+import random
+import time
+
+from rpcmq import exceptions as rpc_exc
+from rpcmq.fetch import errors as fetch_exc
+from rpcmq.rpc.client import RPCClient
+from rpcmq.storage import errors as store_exc
+from rpcmq.target import Target
+
+__all__ = ['ItemWorker', 'is_permanent']
+
+LOG = logging.getLogger(__name__)
+
+PERMANENT = (fetch_exc.BadURL, fetch_exc.ForbiddenAddress,
+             fetch_exc.NotAnImage, fetch_exc.TooLarge, store_exc.InvalidKey,
+             store_exc.StorageDenied, rpc_exc.InvalidArguments,
+             rpc_exc.NoSuchMethod, rpc_exc.UnsupportedVersion,
+             rpc_exc.MalformedMessage, rpc_exc.MessageTooLarge)
+EXT = {'jpeg': 'jpg', 'tiff': 'tif'}
+
+
+def is_permanent(exc):
+    """True if running the item again cannot help."""
+    if isinstance(exc, fetch_exc.DownloadFailed):
+        status = exc.kwargs.get('status')
+        return status is not None and 400 <= status < 500
+    return isinstance(exc, PERMANENT)
+
+
+def storage_key(item, handle):
+    """The submitted key, else the name (+ the image's extension), else
+    None so the endpoint names it from the URL (sha1(url).ext). Every
+    attempt derives the same key, so nothing is stored twice."""
+    if item.key:
+        return item.key
+    if item.name:
+        if os.path.splitext(item.name)[1]:
+            return item.name
+        fmt = (handle.get('format') or '').lower()
+        return '%s.%s' % (item.name, EXT.get(fmt, fmt)) if fmt else item.name
+    return None
+
+
+class ItemWorker:
+
+    def __init__(self, conf, transport, store):
+        self.conf = conf.conductor
+        self.store = store
+        target = Target(topic=self.conf.image_topic, namespace='image',
+                        version='1.0')
+        self.fetcher = RPCClient(transport, target,
+                                 timeout=self.conf.fetch_timeout)
+        self.storer = RPCClient(transport, target,
+                                timeout=self.conf.store_timeout)
+
+    def run(self, item):
+        """Process one claimed item; record its outcome in the store."""
+        ctxt = {'batch_id': item.batch_id, 'idx': item.idx,
+                'attempt': item.attempts}
+        try:
+            result = self._transfer(ctxt, item)
+        except Exception as exc:
+            self._failed(item, exc)
+        else:
+            self.store.complete(item.batch_id, item.idx, item.attempts,
+                                result)
+
+    def _transfer(self, ctxt, item):
+        if item.server and item.spool_id:
+            # A previous attempt fetched it: try storing that copy first.
+            try:
+                return self._store(ctxt, item, {'server': item.server,
+                                                'spool_id': item.spool_id})
+            except Exception as exc:
+                LOG.info('item %s/%s: stored copy on %s unusable (%s); '
+                         'fetching again', item.batch_id, item.idx,
+                         item.server, exc)
+        handle = self.fetcher.call(ctxt, 'fetch', url=item.url)
+        self.store.record_fetched(item.batch_id, item.idx, item.attempts,
+                                  handle['server'], handle['spool_id'])
+        return self._store(ctxt, item, handle)
+
+    def _store(self, ctxt, item, handle):
+        client = self.storer.prepare(server=handle['server'])
+        result = client.call(ctxt, 'store', spool_id=handle['spool_id'],
+                             key=storage_key(item, handle))
+        result['server'] = handle['server']
+        for field in ('sha256', 'format', 'width', 'height'):
+            if field in handle:
+                result[field] = handle[field]
+        return result
+
+    def _failed(self, item, exc):
+        retries_left = item.attempts <= self.conf.item_retries
+        retry_at = None
+        if retries_left and not is_permanent(exc):
+            delay = min(self.conf.retry_backoff * 2 ** (item.attempts - 1),
+                        self.conf.retry_backoff_max)
+            retry_at = time.time() + delay * random.uniform(0.5, 1.0)
+        LOG.info('item %s/%s attempt %d failed: %s%s', item.batch_id,
+                 item.idx, item.attempts, exc,
+                 '' if retry_at is None else ' (will retry)')
+        self.store.fail(item.batch_id, item.idx, item.attempts, exc,
+                        retry_at=retry_at)

@@ -1,0 +1,343 @@
+"""The conductor's batch store: a batch's life told step by step.
+
+These scenarios run on SQLite here and on PostgreSQL in
+``rpcmq/tests/functional/test_conductor_db_postgres.py``, which reuses them
+with its own ``store_url`` fixture. Time is passed explicitly (``now=``).
+"""
+
+import threading
+
+import pytest
+
+from rpcmq.conductor import models
+from rpcmq.conductor.db import BatchStore
+from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
+
+T0 = 1000.0
+LEASE = 60
+
+
+def urls(count, prefix='http://images.test/'):
+    return [{'url': f'{prefix}{i}.jpg'} for i in range(count)]
+
+
+@pytest.fixture
+def store_url(tmp_path):
+    return f'sqlite:///{tmp_path}/state/conductor.sqlite'
+
+
+@pytest.fixture
+def store(store_url):
+    store = BatchStore(store_url)
+    store.create_all()
+    yield store
+    store.close()
+
+
+def totals(store, batch_id):
+    return store.status(batch_id)['totals']
+
+
+def in_all(store, state):
+    """Items in ``state`` over all batches, read in one transaction."""
+    return sum(b['totals'][state] for b in store.list_batches())
+
+
+def claim(store, limit=100, batch_limit=None, now=T0):
+    return store.claim(limit, batch_limit, now=now, lease_seconds=LEASE)
+
+
+def test_submit_stores_items_once_per_batch_id(store):
+    batch_id, created = store.submit(
+        [{'url': 'http://a.test/1.jpg', 'key': 'cats/1.jpg', 'name': 'one'},
+         'http://a.test/2.jpg'], batch_id='b-1', options={'tag': 'x'}, now=T0)
+    assert (batch_id, created) == ('b-1', True)
+    assert store.submit(urls(5), batch_id='b-1') == ('b-1', False)
+
+    status = store.status('b-1', with_items=True)
+    assert status['totals'] == {'total': 2, 'pending': 2, 'running': 0,
+                                'done': 0, 'failed': 0, 'cancelled': 0}
+    assert status['state'] == 'pending'
+    assert status['options'] == {'tag': 'x'}
+    assert status['created_at'] == status['updated_at'] == T0
+    assert [(i['idx'], i['key'], i['name']) for i in status['items']] == [
+        (0, 'cats/1.jpg', 'one'), (1, None, None)]
+    new_id, created = store.submit(urls(1))
+    assert created and len(new_id) == 32
+
+
+@pytest.mark.parametrize('items, batch_id, options, words', [
+    ([], None, None, 'at least one item'),
+    ('http://a.test/x.jpg', None, None, 'must be a list'),
+    ([{'key': 'k'}], None, None, 'item 0 needs "url"'),
+    ([{'url': 5}], None, None, 'item 0 needs "url"'),
+    ([{'url': 'u'}, {'url': 'u', 'key': 3}], None, None, "item 1: 'key'"),
+    ([{'url': 'u', 'size': 1}], None, None, "unknown field(s) 'size'"),
+    ([{'url': 'u', 'key': '/abs'}], None, None, 'item 0'),
+    ([{'url': 'u', 'key': 'k'}, {'url': 'v', 'key': 'k'}], None, None,
+     'items 0 and 1 both use key'),
+    (['u'], 'has space', None, "batch id 'has space'"),
+    (['u'], None, ['not', 'a', 'dict'], 'options must be an object'),
+])
+def test_submit_rejects_malformed_batches(store, items, batch_id, options,
+                                          words):
+    with pytest.raises(InvalidBatch) as info:
+        store.submit(items, batch_id=batch_id, options=options)
+    assert words in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert store.list_batches() == []
+
+
+def test_unknown_batch_is_reported_by_id(store):
+    for call in (lambda: store.status('nope'),
+                 lambda: store.cancel('nope'),
+                 lambda: store.retry_failed('nope'),
+                 lambda: store.mark_start_notified('nope'),
+                 lambda: store.complete('nope', 0, 1, {}),
+                 lambda: store.unnotified_items('nope')):
+        with pytest.raises(BatchNotFound, match='nope'):
+            call()
+
+
+def test_claim_honours_windows_and_oldest_batch_first(store):
+    old, _ = store.submit(urls(5), batch_id='old', now=T0)
+    new, _ = store.submit(urls(5), batch_id='new', now=T0 + 1)
+
+    now = T0 + 1
+    first = claim(store, limit=4, batch_limit=3, now=now)
+    assert [(r.batch_id, r.idx) for r in first] == [
+        (old, 0), (old, 1), (old, 2), (new, 0)]
+    assert all(r.state == 'running' and r.attempts == 1 for r in first)
+    assert first[0].lease_until == now + LEASE
+    assert claim(store, limit=4, batch_limit=3, now=now) == []
+
+    assert store.complete(old, 0, 1, {'key': 'k0'})
+    assert [(r.batch_id, r.idx) for r in claim(store, 4, 3, now)] == [(old, 3)]
+    assert store.complete(new, 0, 1, {'key': 'n0'})
+    assert [(r.batch_id, r.idx) for r in claim(store, 4, 3, now)] == [(new, 1)]
+    assert store.status(old)['state'] == 'running'
+    assert totals(store, old)['running'] == 3
+
+
+def test_transitions_are_idempotent(store):
+    batch_id, _ = store.submit(urls(3), now=T0)
+    claim(store)
+    assert store.record_fetched(batch_id, 0, 1, 'srv-a', 'spool-1')
+    assert store.complete(batch_id, 0, 1, {'key': 'k', 'size': 3})
+    assert not store.complete(batch_id, 0, 1, {'key': 'other'})
+    assert not store.fail(batch_id, 0, 1, 'late', retry_at=T0)
+    assert store.fail(batch_id, 1, 1, RuntimeError('boom'))
+    assert not store.fail(batch_id, 1, 1, RuntimeError('boom'))
+    assert totals(store, batch_id) == {'total': 3, 'pending': 0,
+                                       'running': 1, 'done': 1, 'failed': 1,
+                                       'cancelled': 0}
+    assert store.status(batch_id)['state'] == 'running'
+    done = store.get_item(batch_id, 0)
+    assert (done.server, done.spool_id, done.result) == (
+        'srv-a', 'spool-1', {'key': 'k', 'size': 3})
+    assert store.get_item(batch_id, 1).error == {'type': 'RuntimeError',
+                                                 'message': 'boom'}
+    assert store.fail(batch_id, 2, 1, 'x' * 10_000)
+    error = store.get_item(batch_id, 2).error
+    assert error['type'] == 'Error'
+    assert len(error['message']) == models.MAX_ERROR_CHARS
+
+
+def test_retry_waits_for_next_attempt_at(store):
+    batch_id, _ = store.submit(urls(1), now=T0)
+    claim(store)
+    assert store.fail(batch_id, 0, 1, {'type': 'HTTPError', 'message': '503'},
+                      retry_at=T0 + 4)
+    item = store.get_item(batch_id, 0)
+    assert (item.state, item.attempts, item.next_attempt_at) == (
+        'pending', 1, T0 + 4)
+    assert claim(store, now=T0 + 3) == []
+    [again] = claim(store, now=T0 + 4)
+    assert again.attempts == 2
+    assert again.error == {'type': 'HTTPError', 'message': '503'}
+    assert store.complete(batch_id, 0, 2, {'key': 'k'})
+    assert store.get_item(batch_id, 0).error is None
+
+
+def test_stale_attempt_is_ignored_after_reclaim(store):
+    batch_id, _ = store.submit(urls(1), now=T0)
+    claim(store)
+    [expired] = store.expire_leases(now=T0 + LEASE + 1, max_attempts=3)
+    assert expired.state == 'pending'
+    assert expired.error['type'] == 'LeaseExpired'
+    [second] = claim(store, now=T0 + LEASE + 1)
+    assert second.attempts == 2
+    assert not store.record_fetched(batch_id, 0, 1, 'srv-old', 'spool-old')
+    assert not store.complete(batch_id, 0, 1, {'key': 'stale'})
+    assert store.complete(batch_id, 0, 2, {'key': 'fresh'})
+    assert store.get_item(batch_id, 0).result == {'key': 'fresh'}
+
+
+def test_expire_leases_requeues_or_fails_for_good(store):
+    batch_id, _ = store.submit(urls(3), now=T0)
+    claim(store)
+    # Item 2 got a longer lease for its store step.
+    assert store.record_fetched(batch_id, 2, 1, 'srv', 'sp',
+                                lease_until=T0 + 10 * LEASE)
+    assert store.expire_leases(now=T0 + LEASE) == []
+    expired = store.expire_leases(now=T0 + LEASE + 1, max_attempts=1)
+    assert [(r.idx, r.state) for r in expired] == [(0, 'failed'),
+                                                   (1, 'failed')]
+    assert 'attempt 1' in expired[0].error['message']
+    assert store.get_item(batch_id, 2).state == 'running'
+    assert store.expire_leases(now=T0 + LEASE + 1, max_attempts=1) == []
+
+
+def test_recover_after_crash_keeps_items_and_keys(store, store_url):
+    batch_id, _ = store.submit(
+        [{'url': 'http://a.test/0.jpg'},
+         {'url': 'http://a.test/1.jpg', 'key': 'fixed/1.jpg'},
+         {'url': 'http://a.test/2.jpg', 'name': 'two'}],
+        batch_id='crash', now=T0)
+    claim(store, limit=2)
+    assert store.complete(batch_id, 0, 1, {'key': 'k0'})
+    store.close()  # the process dies: nothing else is written
+
+    restarted = BatchStore(store_url)
+    restarted.create_all()
+    [back] = restarted.recover(now=T0 + 5)
+    assert (back.idx, back.state, back.attempts) == (1, 'pending', 1)
+    assert restarted.recover(now=T0 + 5) == []
+    assert [b['batch_id'] for b in restarted.unfinished_batches()] == [
+        'crash']
+    assert [(r.idx, r.attempts) for r in claim(restarted, now=T0 + 5)] == [
+        (1, 2), (2, 1)]
+    assert not restarted.complete(batch_id, 1, 1, {'key': 'lost reply'})
+    assert restarted.get_item(batch_id, 1).key == 'fixed/1.jpg'
+    assert restarted.get_item(batch_id, 2).name == 'two'
+    assert totals(restarted, batch_id)['done'] == 1
+    restarted.close()
+
+
+def test_notifications_are_recorded_exactly_once(store):
+    batch_id, _ = store.submit(urls(2), now=T0)
+    assert store.mark_start_notified(batch_id)
+    assert not store.mark_start_notified(batch_id)
+    claim(store)
+    assert store.unnotified_items() == []
+    assert not store.mark_item_notified(batch_id, 0)  # still running
+
+    store.complete(batch_id, 0, 1, {'key': 'k'})
+    store.fail(batch_id, 1, 1, 'gone')
+    assert [(r.idx, r.state) for r in store.unnotified_items(batch_id)] == [
+        (0, 'done'), (1, 'failed')]
+    assert store.mark_item_notified(batch_id, 0)
+    assert not store.mark_item_notified(batch_id, 0)
+    assert store.finished_batches_to_end() == []  # item 1 not announced
+    assert store.finished_batches_to_end(require_items_notified=False)
+    assert store.mark_item_notified(batch_id, 1)
+    assert store.unnotified_items(limit=10) == []
+
+    [ended] = store.finished_batches_to_end()
+    assert ended['batch_id'] == batch_id and ended['state'] == 'done'
+    assert ended['totals']['done'] == ended['totals']['failed'] == 1
+    assert store.mark_end_notified(batch_id)
+    assert not store.mark_end_notified(batch_id)
+    assert store.finished_batches_to_end() == []
+    assert store.unfinished_batches() == []
+
+
+def test_cancel_stops_pending_items_and_counts_running_ones(store):
+    batch_id, _ = store.submit(urls(4), now=T0)
+    claim(store, limit=2)
+    assert store.cancel(batch_id, now=T0 + 1) == {
+        'total': 4, 'pending': 0, 'running': 2, 'done': 0, 'failed': 0,
+        'cancelled': 2}
+    assert claim(store, now=T0 + 2) == []
+    assert store.finished_batches_to_end(require_items_notified=False) == []
+    assert store.complete(batch_id, 0, 1, {'key': 'k'})
+    # A retry would be pointless now: the item is cancelled instead.
+    assert store.fail(batch_id, 1, 1, 'flaky', retry_at=T0 + 3)
+    status = store.status(batch_id)
+    assert status['state'] == 'cancelled'
+    assert status['totals']['done'] == 1 and status['totals']['cancelled'] == 3
+    [ended] = store.finished_batches_to_end(require_items_notified=False)
+    assert ended['batch_id'] == batch_id
+    assert store.cancel(batch_id)['cancelled'] == 3
+
+
+def test_retry_failed_runs_failed_items_again(store):
+    batch_id, _ = store.submit(urls(2), now=T0)
+    claim(store)
+    store.complete(batch_id, 0, 1, {'key': 'k'})
+    store.fail(batch_id, 1, 1, 'broken')
+    for row in store.unnotified_items():
+        store.mark_item_notified(row.batch_id, row.idx)
+    store.mark_end_notified(batch_id)
+    assert store.status(batch_id)['state'] == 'done'
+
+    assert store.retry_failed(batch_id, now=T0 + 9) == 1
+    assert store.retry_failed(batch_id, now=T0 + 9) == 0
+    status = store.status(batch_id)
+    assert (status['state'], status['end_notified']) == ('running', False)
+    assert status['totals']['pending'] == 1
+    [again] = claim(store, now=T0 + 9)
+    assert (again.idx, again.attempts) == (1, 1)
+    assert store.complete(batch_id, 1, 1, {'key': 'k1'})
+    assert [r.idx for r in store.unnotified_items()] == [1]
+
+
+def test_list_batches_newest_first(store):
+    for n in range(3):
+        store.submit(urls(1), batch_id=f'b{n}', now=T0 + n)
+    store.cancel('b1')
+    assert [b['batch_id'] for b in store.list_batches()] == ['b2', 'b1', 'b0']
+    assert [b['batch_id'] for b in store.list_batches(limit=1)] == ['b2']
+    assert [b['batch_id'] for b in store.list_batches(state='cancelled')] == [
+        'b1']
+    assert [b['batch_id'] for b in store.unfinished_batches()] == [
+        'b0', 'b1', 'b2']
+    with pytest.raises(InvalidBatch, match="unknown batch state 'over'"):
+        store.list_batches(state='over')
+
+
+def test_submit_of_ten_thousand_items(store):
+    batch_id, _ = store.submit(urls(10_000), now=T0)
+    assert totals(store, batch_id)['pending'] == 10_000
+    rows = claim(store, limit=500, batch_limit=500)
+    assert [r.idx for r in rows] == list(range(500))
+    assert len(store.status(batch_id, with_items=True)['items']) == 10_000
+
+
+def test_concurrent_claimers_never_share_an_item(store, store_url):
+    store.submit(urls(60), batch_id='a', now=T0)
+    store.submit(urls(60), batch_id='b', now=T0 + 1)
+    other = BatchStore(store_url)  # a second conductor on the same database
+    seen, errors, lock = [], [], threading.Lock()
+
+    def worker(store):
+        try:
+            for _ in range(200):
+                rows = claim(store, limit=8, batch_limit=5, now=T0 + 2)
+                assert len(rows) <= 8 and in_all(store, 'running') <= 8
+                with lock:
+                    seen.extend((r.batch_id, r.idx) for r in rows)
+                for row in rows:
+                    assert store.complete(row.batch_id, row.idx, 1, {})
+                if not rows and in_all(store, 'pending') == 0:
+                    return
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,))
+               for s in (store, other, store, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    other.close()
+    assert errors == []
+    assert len(seen) == len(set(seen)) == 120
+    assert all(totals(store, b)['done'] == 60 for b in 'ab')
+
+
+def test_sqlite_file_uses_wal(store):
+    if store.is_postgres:
+        pytest.skip('SQLite only')
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql('PRAGMA journal_mode').scalar() == 'wal'

@@ -1,0 +1,151 @@
+"""Batches through the conductor and two image servers, on memory://."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from rpcmq import Target
+from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
+from rpcmq.notify import get_notification_listener
+from rpcmq.testing.pipeline import Pipeline
+
+
+class Events:
+    def __init__(self):
+        self.log = []
+        self.ended = threading.Event()
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        self.log.append((event_type, payload))
+        if event_type == 'batch.end':
+            self.ended.set()
+
+    def of(self, event_type, batch_id):
+        return [p for t, p in self.log
+                if t == event_type and p['batch_id'] == batch_id]
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    with Pipeline(str(tmp_path)) as p:
+        p.events = Events()
+        listener = get_notification_listener(
+            p.transport, [Target(topic='batch.*')], [p.events])
+        listener.start()
+        yield p
+        listener.stop()
+        listener.wait(5)
+
+
+def wait_end(p, batch_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.events.of('batch.end', batch_id):
+            return p.events.of('batch.end', batch_id)[0]
+        time.sleep(0.05)
+    raise AssertionError('no batch.end for %s: %s' % (
+        batch_id, p.api.status(batch_id)))
+
+
+def test_a_batch_is_stored_and_reported(pipeline):
+    p = pipeline
+    good = [{'url': p.images.url('/img/p%d.jpg?kb=10' % i)} for i in range(20)]
+    named = {'url': p.images.url('/img/named.png'), 'name': 'cats/tom'}
+    bad = [{'url': p.images.url('/status/404')},
+           {'url': p.images.url('/html')}]
+    batch_id = p.api.submit(good + [named] + bad)
+    end = wait_end(p, batch_id)
+    assert end['totals'] == {'total': 23, 'pending': 0, 'running': 0,
+                             'done': 21, 'failed': 2, 'cancelled': 0}
+    assert len(p.events.of('batch.start', batch_id)) == 1
+    items = {i['idx']: i for i in p.events.of('batch.item', batch_id)}
+    assert sorted(items) == list(range(23))
+    # Every stored object exists, once, in the file store.
+    stored = sorted(os.listdir(p.store_dir))
+    keys = [i['result']['key'] for i in end['items'] if i['state'] == 'done']
+    assert 'cats/tom.png' in keys
+    assert len(set(keys)) == 21
+    assert os.path.exists(os.path.join(p.store_dir, 'cats', 'tom.png'))
+    assert len([k for k in stored if k.endswith('.jpg')]) == 20
+    # Failures name their cause; a 404 is not retried.
+    errors = {i['url'].rsplit('/', 1)[1]: i['error'] for i in end['items']
+              if i['state'] == 'failed'}
+    assert errors['404']['type'] == 'DownloadFailed'
+    assert errors['html']['type'] == 'NotAnImage'
+    assert p.images.count('/status/404') == 1
+    # Both servers worked.
+    servers = {i['result']['server'] for i in end['items'] if i['result']}
+    assert servers == {'demo-1', 'demo-2'}
+
+
+def test_resubmitting_a_batch_id_adds_nothing(pipeline):
+    p = pipeline
+    items = [{'url': p.images.url('/img/r%d.jpg' % i)} for i in range(5)]
+    assert p.api.submit(items, batch_id='task-1') == 'task-1'
+    assert p.api.submit(items + items, batch_id='task-1') == 'task-1'
+    end = wait_end(p, 'task-1')
+    assert end['totals']['total'] == 5 and end['totals']['done'] == 5
+    assert sum(p.images.count('/img/r%d.jpg' % i) for i in range(5)) == 5
+
+
+def test_transient_failures_are_retried(pipeline):
+    p = pipeline
+    url = p.images.url('/flaky/f.jpg?fail=2')  # two 500s, then the image
+    batch_id = p.api.submit([{'url': url}])
+    end = wait_end(p, batch_id)
+    assert end['totals']['done'] == 1
+    assert p.images.count('/flaky/f.jpg') == 3
+
+
+def test_items_of_a_server_that_went_away_run_elsewhere(tmp_path):
+    with Pipeline(str(tmp_path), **{'conductor.fetch_timeout': 2,
+                                    'conductor.store_timeout': 1,
+                                    'conductor.retry_backoff': 0.05}) as p:
+        items = [{'url': p.images.url('/slow/d%d.jpg?delay=0.2&chunks=3'
+                                      % i)} for i in range(8)]
+        batch_id = p.api.submit(items)
+        time.sleep(0.3)  # both servers are fetching
+        p.stop_server('demo-2')  # finishes its fetches, then is gone
+        deadline = time.monotonic() + 60
+        while p.api.status(batch_id)['state'] != 'done':
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        status = p.api.status(batch_id, items=True)
+        assert status['totals']['done'] == 8
+        # Stores pinned to demo-2 after it left timed out; those items
+        # ran again, on demo-1.
+        retried = [i for i in status['items'] if i['attempts'] > 1]
+        assert retried
+        assert {i['result']['server'] for i in retried} == {'demo-1'}
+
+
+def test_user_errors_reach_the_caller_typed(pipeline):
+    p = pipeline
+    with pytest.raises(BatchNotFound) as err:
+        p.api.status('no-such-batch')
+    assert 'no-such-batch' in str(err.value)
+    with pytest.raises(InvalidBatch):
+        p.api.submit([{'name': 'no url'}])
+    with pytest.raises(InvalidBatch):
+        p.api.submit([])
+
+
+def test_cancel_and_retry(pipeline):
+    p = pipeline
+    slow = [{'url': p.images.url('/slow/s%d.jpg?delay=0.2&chunks=3' % i)}
+            for i in range(40)]
+    batch_id = p.api.submit(slow)
+    totals = p.api.cancel(batch_id)
+    assert totals['cancelled'] > 0
+    end = wait_end(p, batch_id)
+    assert end['totals']['pending'] == 0
+    assert end['totals']['cancelled'] + end['totals']['done'] == 40
+
+    bad = p.api.submit([{'url': p.images.url('/status/404')}])
+    wait_end(p, bad)
+    assert p.api.retry(bad)['retried'] == 1
+    assert p.api.status(bad)['totals']['pending'] + \
+        p.api.status(bad)['totals']['running'] + \
+        p.api.status(bad)['totals']['failed'] == 1
