@@ -156,7 +156,7 @@ def _call(args, out):
 def main(argv=None):
     from rpcmq.exceptions import RpcmqError
     args = _parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     out = Console()
     try:
         if args.command == 'demo':

@@ -49,7 +49,7 @@ def run_demo(count=300, store_dir=None, console=None, servers=2):
 def main(args):
     # The deliberately bad items would log warnings; the report shows them.
     logging.basicConfig(level=logging.ERROR)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     end, store_dir = run_demo(args.count, args.dir, console)
     failed = print_report(end, console)
     console.print('stored %d images under %s' % (end['totals']['done'],

@@ -1,0 +1,76 @@
+"""The rpcmq command as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rpcmq.cmd import cli
+
+
+def run(*args, timeout=120):
+    return subprocess.run([sys.executable, '-m', 'rpcmq.cmd.cli', *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_runs_a_real_batch_into_the_file_store(tmp_path):
+    store = tmp_path / 'store'
+    proc = run('demo', '--count', '30', '--dir', str(store))
+    assert proc.returncode == 0, proc.stderr
+    files = [p for p in store.rglob('*') if p.is_file()]
+    assert len(files) == 28  # 2 of the 30 are deliberately bad
+    assert 'stored 28 images under %s' % store in proc.stderr.replace(
+        '\n', ' ')
+    assert 'DownloadFailed' in proc.stderr or '404' in proc.stderr
+
+
+def test_items_file_formats(tmp_path):
+    lines = tmp_path / 'urls.txt'
+    lines.write_text('# images\nhttp://a/1.jpg\n\nhttp://a/2.png\n')
+    assert cli.read_items(str(lines)) == [{'url': 'http://a/1.jpg'},
+                                          {'url': 'http://a/2.png'}]
+    items = tmp_path / 'items.json'
+    items.write_text(json.dumps(['http://a/1.jpg',
+                                 {'url': 'http://a/2.png', 'key': 'k'}]))
+    assert cli.read_items(str(items))[1] == {'url': 'http://a/2.png',
+                                             'key': 'k'}
+
+
+def test_key_value_arguments_parse_json_when_they_can():
+    assert cli.parse_kv(['x=1', 'y=abc', 'z={"a": [1]}']) == {
+        'x': 1, 'y': 'abc', 'z': {'a': [1]}}
+    with pytest.raises(ValueError):
+        cli.parse_kv(['novalue'])
+
+
+@pytest.mark.parametrize('args, message', [
+    (['batch', 'submit', '/no/such/file'], 'No such file'),
+    (['call', 'diag', 'ping', 'oops'], "'oops' is not key=value"),
+])
+def test_user_errors_print_one_line_and_fail(args, message):
+    proc = run(*args)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_items_file_is_one_clear_line(tmp_path):
+    bad = tmp_path / 'bad.json'
+    bad.write_text('[{"url": ')
+    proc = run('batch', 'submit', str(bad))
+    assert proc.returncode == 1
+    assert 'not valid JSON' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_unreachable_broker_is_one_clear_line(tmp_path):
+    conf = tmp_path / 'rpcmq.conf'
+    conf.write_text('[DEFAULT]\ntransport_url = '
+                    'rabbit://guest:guest@127.0.0.1:1/\n'
+                    '[rabbit]\nrabbit_retry_interval = 0.1\n')
+    proc = run('--config-file', str(conf), '--timeout', '2', 'batch',
+               'status', 'abc')
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    assert '127.0.0.1:1' in proc.stderr or 'no connection' in proc.stderr

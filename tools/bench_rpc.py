@@ -1,0 +1,121 @@
+"""Benchmark rpcmq RPC over a real broker; one JSON line per scenario.
+
+An ``rpcmq-server`` daemon hosting the ``diag`` endpoint runs as a child
+process with the chosen executor; this process is the client.
+
+  call_seq   sequential calls from one caller: calls/s, p50, p99 (ms)
+  call_conc  16 concurrent callers (threads): calls/s
+  cast       casts/s until the server has handled them all
+
+Usage: python tools/bench_rpc.py [--url rabbit://guest:guest@127.0.0.1:5672/]
+       [--executor eventlet|threading] [--n 2000] [--conc 16]
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import rpcmq
+from rpcmq.testing.server import make_conf
+
+
+def start_server(url, executor, topic, workdir):
+    conf = os.path.join(workdir, 'bench.conf')
+    with open(conf, 'w') as f:
+        f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
+                'topic = %s\nhost = bench\nexecutor = %s\n'
+                'log_level = WARNING\n' % (url, topic, executor))
+    exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq-server')
+    return subprocess.Popen([exe, '--config-file', conf])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--url', default='rabbit://guest:guest@127.0.0.1:5672/')
+    ap.add_argument('--executor', default='eventlet',
+                    choices=['eventlet', 'threading'])
+    ap.add_argument('--n', type=int, default=2000)
+    ap.add_argument('--conc', type=int, default=16)
+    a = ap.parse_args()
+    topic = 'bench_%s' % uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as workdir:
+        server = start_server(a.url, a.executor, topic, workdir)
+        try:
+            run(a, topic)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+
+
+def emit(**fields):
+    print(json.dumps(dict({'sys': 'rpcmq'}, **fields)), flush=True)
+
+
+def run(a, topic):
+    transport = rpcmq.get_transport(make_conf(), url=a.url)
+    client = rpcmq.RPCClient(transport, rpcmq.Target(topic=topic),
+                             timeout=30)
+    deadline = time.monotonic() + 30
+    while True:  # the server is up once it answers
+        try:
+            client.prepare(timeout=1).call({}, 'ping')
+            break
+        except rpcmq.MessagingTimeout:
+            if time.monotonic() > deadline:
+                raise
+    for _ in range(50):
+        client.call({}, 'echo', x=1)
+
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(a.n):
+        s = time.perf_counter()
+        client.call({}, 'echo', x=i)
+        lat.append(time.perf_counter() - s)
+    el = time.perf_counter() - t0
+    lat.sort()
+    emit(executor=a.executor, scenario='call_seq', n=a.n,
+         calls_per_s=round(a.n / el, 1),
+         p50_ms=round(lat[len(lat) // 2] * 1e3, 3),
+         p99_ms=round(lat[int(len(lat) * 0.99)] * 1e3, 3))
+
+    per = a.n // a.conc
+    errors = []
+
+    def worker():
+        try:
+            for i in range(per):
+                client.call({}, 'echo', x=i)
+        except Exception as exc:
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=worker) for _ in range(a.conc)]
+    t0 = time.perf_counter()
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    el = time.perf_counter() - t0
+    emit(executor=a.executor, scenario='call_conc', conc=a.conc,
+         n=per * a.conc, calls_per_s=round(per * a.conc / el, 1),
+         errors=len(errors))
+
+    base = client.call({}, 'count')
+    t0 = time.perf_counter()
+    for _ in range(a.n):
+        client.cast({}, 'bump')
+    while client.call({}, 'count') < base + a.n:
+        time.sleep(0.005)
+    el = time.perf_counter() - t0
+    emit(executor=a.executor, scenario='cast', n=a.n,
+         casts_per_s=round(a.n / el, 1),
+         confirms=transport.conf.rabbit.publisher_confirms)
+    transport.cleanup()
+
+
+if __name__ == '__main__':
+    main()
