@@ -17,31 +17,28 @@ the pool's members). A notification is acked after the endpoints return.
 
 import json
 import logging
-import threading
 import uuid
 
 import kombu
-from kombu.mixins import ConsumerMixin
 
 from rpcmq.notify.notifier import notification_exchange
-from rpcmq.transport.consuming import Stopped, start_thread
+from rpcmq.transport.consuming import Consumer
 
 __all__ = ['NotificationListener', 'get_notification_listener']
 
 LOG = logging.getLogger(__name__)
 
 
-class NotificationListener(ConsumerMixin):
+class NotificationListener(Consumer):
 
     def __init__(self, transport, targets, endpoints, pool=None):
+        super().__init__(transport.driver)
         self.transport = transport
-        self.connection = transport.driver.connection()
+        self.name = 'notification listener'
         self.patterns = [t.topic for t in targets]
         self.endpoints = list(endpoints)
         self.pool = pool
         self._queue_name = pool or 'rpcmq_notify_%s' % uuid.uuid4().hex
-        self.ready = threading.Event()
-        self._thread = None
 
     def queue(self):
         exchange = notification_exchange(self.transport.conf)
@@ -55,16 +52,6 @@ class NotificationListener(ConsumerMixin):
     def get_consumers(self, Consumer, channel):
         return [Consumer(queues=[self.queue()], on_message=self._on_message,
                          prefetch_count=64, no_ack=False)]
-
-    def on_consume_ready(self, connection, channel, consumers, **kwargs):
-        self.ready.set()
-
-    def on_connection_error(self, exc, interval):
-        if self.should_stop:
-            raise Stopped()
-        self.ready.clear()
-        LOG.warning('notification listener lost the broker (%s); '
-                    'reconnecting in %.1fs', exc, interval)
 
     def _on_message(self, message):
         try:
@@ -90,15 +77,8 @@ class NotificationListener(ConsumerMixin):
         message.ack()
 
     def start(self, ready_timeout=10.0):
-        self._thread = start_thread(self, 'rpcmq-notify')
+        self.start_thread()
         self.ready.wait(ready_timeout)
-
-    def stop(self):
-        self.should_stop = True
-
-    def wait(self, timeout=None):
-        if self._thread is not None:
-            self._thread.join(timeout)
 
 
 def get_notification_listener(transport, targets, endpoints, pool=None):

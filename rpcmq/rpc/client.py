@@ -154,7 +154,8 @@ class RPCClient:
         except BaseException:
             replies.forget(cid)
             raise
-        reply = replies.wait(cid, slot, max(0.0, deadline - time.monotonic()))
+        reply = replies.wait_reply(cid, slot,
+                                   max(0.0, deadline - time.monotonic()))
         if reply is None:
             raise MessagingTimeout(method=method, target=repr(self.target),
                                    timeout=timeout)

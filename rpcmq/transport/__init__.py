@@ -43,7 +43,7 @@ class Transport:
     def cleanup(self):
         """Close the reply consumer and every pooled connection."""
         if self._replies is not None:
-            self._replies.stop()
+            self._replies.close()
         self.driver.cleanup()
 
     def __repr__(self):

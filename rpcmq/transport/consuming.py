@@ -1,9 +1,18 @@
-"""Running a kombu ConsumerMixin in a thread that stop() can end."""
+"""Long-lived consumers: kombu's ConsumerMixin run in a thread.
 
+``Consumer`` adds what every rpcmq consumer needs to kombu's loop:
+reconnects paced by the ``[rabbit]`` retry options, a ``stop()`` that also
+ends a reconnect loop in progress, readiness as an Event, and a thread (a
+green thread under eventlet).
+"""
+
+import contextlib
 import logging
 import threading
 
-__all__ = ['Stopped', 'start_thread']
+from kombu.mixins import ConsumerMixin
+
+__all__ = ['Consumer', 'Stopped']
 
 LOG = logging.getLogger(__name__)
 
@@ -14,18 +23,61 @@ class Stopped(Exception):
     """Raised from a reconnect errback to leave kombu's retry loop."""
 
 
-def _run(consumer):
-    try:
-        consumer.run(safety_interval=DRAIN_INTERVAL)
-    except Stopped:
-        pass
-    except Exception:
-        LOG.exception('%s stopped on an unexpected error', consumer)
+class Consumer(ConsumerMixin):
+    """Base of the reply waiter, RPC listener and notification listener.
 
+    Subclasses set ``self.driver`` and ``self.connection`` and implement
+    ``get_consumers``; ``name`` names the thread and log lines.
+    """
 
-def start_thread(consumer, name):
-    """Run ``consumer`` (a ConsumerMixin) in a daemon thread."""
-    thread = threading.Thread(target=_run, args=(consumer,), name=name,
-                              daemon=True)
-    thread.start()
-    return thread
+    name = 'consumer'
+
+    def __init__(self, driver):
+        self.driver = driver
+        self.connection = driver.connection()
+        self.ready = threading.Event()
+        self._thread = None
+
+    @contextlib.contextmanager
+    def establish_connection(self):
+        policy = self.driver.retry_policy
+        with self.create_connection() as conn:
+            conn.ensure_connection(
+                self.on_connection_error, policy['max_retries'],
+                interval_start=policy['interval_start'],
+                interval_step=policy['interval_step'],
+                interval_max=policy['interval_max'])
+            yield conn
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.ready.set()
+
+    def on_connection_error(self, exc, interval):
+        if self.should_stop:
+            raise Stopped()
+        self.ready.clear()
+        LOG.warning('%s lost %s (%s); reconnecting in %.1fs', self.name,
+                    self.driver.url, exc, interval)
+
+    def _run(self):
+        try:
+            self.run(safety_interval=DRAIN_INTERVAL)
+        except Stopped:
+            pass
+        except Exception:
+            LOG.exception('%s stopped on an unexpected error', self.name)
+
+    def start_thread(self):
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='rpcmq-%s' % self.name)
+        self._thread.start()
+
+    def stop(self):
+        self.should_stop = True
+
+    def wait(self, timeout=None):
+        """Join the thread; True if it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

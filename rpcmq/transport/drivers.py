@@ -9,9 +9,13 @@ bound we add is the caller's deadline.
 
 import logging
 import time
+import weakref
 
 import kombu
+import kombu.exceptions
 from kombu import pools
+from kombu.common import maybe_declare
+from kombu.utils.functional import retry_over_time
 
 from rpcmq.exceptions import TransportError
 
@@ -42,6 +46,7 @@ class KombuDriver:
             'max_retries': rabbit.rabbit_max_retries or None,
         }
         self._base = self._connection(self.transport_options)
+        self._declared = weakref.WeakKeyDictionary()
         limit = rabbit.connection_pool_size
         self._producers = pools.ProducerPool(
             self._base.Pool(limit=limit), limit=limit)
@@ -53,11 +58,14 @@ class KombuDriver:
                 confirm.Pool(limit=limit), limit=limit)
 
     def _connection(self, transport_options):
-        return kombu.Connection(
-            self.url.kombu_urls(self.kombu_scheme, self.default_vhost),
-            failover_strategy='round-robin',
-            transport_options=dict(transport_options),
-            **self.connection_kwargs())
+        urls = self.url.kombu_urls(self.kombu_scheme, self.default_vhost)
+        # Opening a pooled connection tries each host once; the retries
+        # with backoff are publish()'s, bounded by the caller's deadline.
+        options = dict(transport_options, max_retries=len(urls) - 1,
+                       interval_start=0, interval_step=0)
+        return kombu.Connection(urls, failover_strategy='round-robin',
+                                transport_options=options,
+                                **self.connection_kwargs())
 
     def connection_kwargs(self):
         return {}
@@ -91,33 +99,62 @@ class KombuDriver:
         """Publish ``body`` (bytes of JSON), reconnecting until ``deadline``.
 
         ``exchange`` is a kombu Exchange or '' for the default exchange.
-        Raises TransportError once the deadline (``time.monotonic()``) has
-        passed without the broker taking the message.
+        Connection failures are retried with the configured backoff
+        (kombu's ``retry_over_time``); once the deadline
+        (``time.monotonic()``) would pass, TransportError says why.
         """
-        def errback(exc, interval):
-            if deadline is not None and time.monotonic() + interval > deadline:
+        pool = self._confirming if confirm else self._producers
+
+        def attempt():
+            with pool.acquire(block=True) as producer:
+                try:
+                    self._send(producer, body, exchange, routing_key,
+                               declare, properties)
+                except self.recoverable_errors():
+                    # The pooled connection is dead: reconnect on next use.
+                    producer.connection.collect()
+                    raise
+
+        def errback(exc, intervals, retries):
+            interval = next(intervals)
+            if deadline is not None and \
+                    time.monotonic() + interval > deadline:
                 raise TransportError(reason='broker %s unreachable: %s' % (
                     self.url, exc)) from exc
             LOG.warning(W_RECONNECT, self.url, exc, interval)
+            return interval
 
-        policy = dict(self.retry_policy, errback=errback)
-        pool = self._confirming if confirm else self._producers
-        try:
-            with pool.acquire(block=True) as producer:
-                producer.publish(
-                    body, exchange=exchange, routing_key=routing_key,
-                    serializer=None, content_type=JSON,
-                    content_encoding='utf-8', declare=declare, retry=True,
-                    retry_policy=policy, **properties)
-        except TransportError:
-            raise
-        except self.recoverable_errors() as exc:
-            raise TransportError(reason='publishing to %s failed: %s' % (
-                self.url, exc)) from exc
+        policy = self.retry_policy
+        retry_over_time(attempt, self.recoverable_errors(), errback=errback,
+                        max_retries=policy['max_retries'],
+                        interval_start=policy['interval_start'],
+                        interval_step=policy['interval_step'],
+                        interval_max=policy['interval_max'])
+
+    def _send(self, producer, body, exchange, routing_key, declare,
+              properties):
+        """Declare what this channel has not declared yet, then publish.
+
+        kombu's own ``declare=`` binds a copy of every entity on every
+        publish; remembering what each channel declared avoids that. A new
+        channel (after a reconnect) declares again.
+        """
+        channel = producer.channel
+        done = self._declared.get(channel)
+        if done is None:
+            done = self._declared[channel] = set()
+        for entity in declare:
+            key = (entity.__class__.__name__, entity.name)
+            if key not in done:
+                maybe_declare(entity, channel)
+                done.add(key)
+        producer.publish(body, exchange=exchange, routing_key=routing_key,
+                         serializer=None, content_type=JSON,
+                         content_encoding='utf-8', **properties)
 
     def recoverable_errors(self):
         return (self._base.connection_errors + self._base.channel_errors
-                + (OSError,))
+                + (OSError, kombu.exceptions.OperationalError))
 
     def cleanup(self):
         for pool in {id(self._producers): self._producers,

@@ -9,13 +9,11 @@ kombu's. Messages are acked by whoever finishes them, from any thread.
 """
 
 import logging
-import threading
 import uuid
 
 import kombu
-from kombu.mixins import ConsumerMixin
 
-from rpcmq.transport.consuming import Stopped, start_thread
+from rpcmq.transport.consuming import Consumer
 
 __all__ = ['IncomingMessage', 'TopicListener']
 
@@ -58,7 +56,7 @@ class IncomingMessage:
             LOG.warning('could not requeue message: %s', exc)
 
 
-class TopicListener(ConsumerMixin):
+class TopicListener(Consumer):
     """Consume a Target's queues; call ``handler(IncomingMessage)``.
 
     ``on_drain`` runs after consuming stops and before the connection
@@ -67,15 +65,13 @@ class TopicListener(ConsumerMixin):
     """
 
     def __init__(self, driver, target, handler, prefetch, on_drain=None):
-        self.driver = driver
+        super().__init__(driver)
         self.target = target
-        self.connection = driver.connection()
+        self.name = 'listener %s' % target.topic
         self._handler = handler
         self._prefetch = prefetch
         self._on_drain = on_drain
         self._fanout_name = '%s_fanout_%s' % (target.topic, uuid.uuid4().hex)
-        self._thread = None
-        self.ready = threading.Event()
 
     def queues(self):
         exchange = self.target.exchange or self.driver.conf.control_exchange
@@ -94,16 +90,6 @@ class TopicListener(ConsumerMixin):
         return [Consumer(queues=self.queues(), on_message=self._on_message,
                          prefetch_count=self._prefetch, no_ack=False)]
 
-    def on_consume_ready(self, connection, channel, consumers, **kwargs):
-        self.ready.set()
-
-    def on_connection_error(self, exc, interval):
-        if self.should_stop:
-            raise Stopped()
-        self.ready.clear()
-        LOG.warning('listener for %s lost %s (%s); reconnecting in %.1fs',
-                    self.target.topic, self.driver.url, exc, interval)
-
     def on_consume_end(self, connection, channel):
         if self.should_stop and self._on_drain is not None:
             self._on_drain()
@@ -112,14 +98,4 @@ class TopicListener(ConsumerMixin):
         self._handler(IncomingMessage(message))
 
     def start(self):
-        self._thread = start_thread(self, 'rpcmq-listener-%s'
-                                    % self.target.topic)
-
-    def stop(self):
-        self.should_stop = True
-
-    def wait(self, timeout=None):
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        self.start_thread()

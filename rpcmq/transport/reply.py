@@ -12,9 +12,8 @@ import threading
 import uuid
 
 import kombu
-from kombu.mixins import ConsumerMixin
 
-from rpcmq.transport.consuming import Stopped, start_thread
+from rpcmq.transport.consuming import Consumer
 
 __all__ = ['ReplyWaiter']
 
@@ -31,7 +30,7 @@ class _Slot:
         self.body = None
 
 
-class ReplyWaiter(ConsumerMixin):
+class ReplyWaiter(Consumer):
     """Consumes the process's exclusive reply queue in a background thread.
 
     After a reconnect the queue is declared again under the same name; a
@@ -39,13 +38,12 @@ class ReplyWaiter(ConsumerMixin):
     gets MessagingTimeout instead of waiting forever.
     """
 
+    name = 'reply consumer'
+
     def __init__(self, driver):
-        self.driver = driver
-        self.connection = driver.connection()
+        super().__init__(driver)
         self.queue_name = REPLY_QUEUE_TEMPLATE.format(uuid.uuid4().hex)
         self._slots = {}
-        self._ready = threading.Event()
-        self._thread = None
         self._start_lock = threading.Lock()
 
     # -- ConsumerMixin hooks ----------------------------------------------
@@ -55,16 +53,6 @@ class ReplyWaiter(ConsumerMixin):
                             auto_delete=True, durable=False)
         return [Consumer(queues=[queue], on_message=self._on_reply,
                          no_ack=True)]
-
-    def on_consume_ready(self, connection, channel, consumers, **kwargs):
-        self._ready.set()
-
-    def on_connection_error(self, exc, interval):
-        if self.should_stop:
-            raise Stopped()
-        self._ready.clear()
-        LOG.warning('reply consumer lost %s (%s); reconnecting in %.1fs',
-                    self.driver.url, exc, interval)
 
     def _on_reply(self, message):
         cid = message.properties.get('correlation_id')
@@ -82,14 +70,14 @@ class ReplyWaiter(ConsumerMixin):
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
-                    self._thread = start_thread(self, 'rpcmq-replies')
-        return self._ready.wait(timeout)
+                    self.start_thread()
+        return self.ready.wait(timeout)
 
     def register(self, correlation_id):
         slot = self._slots[correlation_id] = _Slot()
         return slot
 
-    def wait(self, correlation_id, slot, timeout):
+    def wait_reply(self, correlation_id, slot, timeout):
         """The reply body (bytes), or None if none came within timeout."""
         if slot.event.wait(timeout):
             return slot.body
@@ -99,7 +87,6 @@ class ReplyWaiter(ConsumerMixin):
     def forget(self, correlation_id):
         self._slots.pop(correlation_id, None)
 
-    def stop(self):
-        self.should_stop = True
-        if self._thread is not None:
-            self._thread.join(5)
+    def close(self):
+        self.stop()
+        self.wait(5)

@@ -197,7 +197,7 @@ def test_pickle_is_refused(rabbit_url):
                 {'method': 'echo', 'args': {'x': 1}}, exchange='',
                 routing_key=env.topic, serializer='pickle',
                 reply_to=replies.queue_name, correlation_id=cid)
-        failure = json.loads(replies.wait(cid, slot, 10))['failure']
+        failure = json.loads(replies.wait_reply(cid, slot, 10))['failure']
         assert failure['type'] == 'MalformedMessage'
         assert 'application/json' in failure['message']
     finally:

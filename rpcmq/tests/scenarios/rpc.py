@@ -219,7 +219,7 @@ def test_malformed_raw_messages_get_an_error_reply(env, body, reason):
     cid = uuid.uuid4().hex
     slot = replies.register(cid)
     _raw_publish(env, body, env.topic, reply_to=replies.queue_name, cid=cid)
-    reply = replies.wait(cid, slot, 10)
+    reply = replies.wait_reply(cid, slot, 10)
     assert reply is not None, 'no reply to a malformed call'
     failure = json.loads(reply)['failure']
     assert failure['type'] == 'MalformedMessage'
