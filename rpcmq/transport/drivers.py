@@ -7,6 +7,7 @@ heartbeats). Publishing goes through kombu's producer pools and
 bound we add is the caller's deadline.
 """
 
+import functools
 import logging
 import time
 import weakref
@@ -25,6 +26,25 @@ LOG = logging.getLogger(__name__)
 
 W_RECONNECT = 'broker %s unreachable (%s); retrying in %.1fs'
 JSON = 'application/json'
+
+
+# Entities are immutable descriptions, the same for every driver; building
+# them is not free, so each is made once per name.
+
+@functools.lru_cache(maxsize=1024)
+def _topic_exchange(name):
+    return kombu.Exchange(name, type='topic', durable=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fanout_exchange(topic):
+    return kombu.Exchange('%s_fanout' % topic, type='fanout', durable=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_queue(exchange_name, routing_key):
+    return kombu.Queue(routing_key, _topic_exchange(exchange_name),
+                       routing_key=routing_key, durable=True)
 
 
 class KombuDriver:
@@ -73,11 +93,10 @@ class KombuDriver:
     # -- entities --------------------------------------------------------
 
     def exchange(self, name):
-        return kombu.Exchange(name, type='topic', durable=True)
+        return _topic_exchange(name)
 
     def fanout_exchange(self, topic):
-        return kombu.Exchange('%s_fanout' % topic, type='fanout',
-                              durable=True)
+        return _fanout_exchange(topic)
 
     def topic_queue(self, exchange_name, routing_key):
         """The durable queue a topic's (or one server's) requests wait in.
@@ -85,8 +104,7 @@ class KombuDriver:
         Its name equals its routing key, so a plain AMQP client can also
         publish to it through the default exchange.
         """
-        return kombu.Queue(routing_key, self.exchange(exchange_name),
-                           routing_key=routing_key, durable=True)
+        return _topic_queue(exchange_name, routing_key)
 
     def connection(self):
         """A new, unconnected kombu connection for a long-lived consumer."""
