@@ -56,8 +56,14 @@ RABBIT_OPTS = [
                 help="Receive replies on RabbitMQ's amq.rabbitmq.reply-to "
                      'pseudo-queue instead of a declared reply queue.'),
     cfg.BoolOpt('publisher_confirms', default=True,
-                help='Wait for the broker to confirm each cast before '
-                     'cast() returns, so an acknowledged cast is not lost.'),
+                help='Publish casts and notifications with publisher '
+                     'confirms: a cast the broker did not confirm (nack, '
+                     'lost connection) is published again, and closing the '
+                     'transport waits for outstanding confirms.'),
+    cfg.IntOpt('confirm_window', default=1024, min=1,
+               help='Casts that may await their confirm at once; cast() '
+                    'waits for room beyond that. 1 makes every cast wait '
+                    'for its own confirm.'),
     cfg.IntOpt('connection_pool_size', default=30, min=1,
                help='Broker connections a process keeps for publishing.'),
 ]

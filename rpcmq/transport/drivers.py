@@ -19,6 +19,7 @@ from kombu.common import maybe_declare
 from kombu.utils.functional import retry_over_time
 
 from rpcmq.exceptions import TransportError
+from rpcmq.transport.confirms import ConfirmingPublisher
 
 __all__ = ['KombuDriver', 'RabbitDriver', 'RedisDriver', 'MemoryDriver']
 
@@ -47,6 +48,10 @@ def _topic_queue(exchange_name, routing_key):
                        routing_key=routing_key, durable=True)
 
 
+def _key(entity):
+    return entity.__class__.__name__, entity.name
+
+
 class KombuDriver:
     """Publishing and consuming on one broker, for every rpcmq layer."""
 
@@ -67,15 +72,14 @@ class KombuDriver:
         }
         self._base = self._connection(self.transport_options)
         self._declared = weakref.WeakKeyDictionary()
+        self._declared_once = set()
         limit = rabbit.connection_pool_size
         self._producers = pools.ProducerPool(
             self._base.Pool(limit=limit), limit=limit)
-        self._confirming = self._producers
+        self._confirmer = None
         if self.supports_confirms and rabbit.publisher_confirms:
-            confirm = self._connection(dict(self.transport_options,
-                                            confirm_publish=True))
-            self._confirming = pools.ProducerPool(
-                confirm.Pool(limit=limit), limit=limit)
+            self._confirmer = ConfirmingPublisher(
+                self, window=rabbit.confirm_window)
 
     def _connection(self, transport_options):
         urls = self.url.kombu_urls(self.kombu_scheme, self.default_vhost)
@@ -121,7 +125,11 @@ class KombuDriver:
         (kombu's ``retry_over_time``); once the deadline
         (``time.monotonic()``) would pass, TransportError says why.
         """
-        pool = self._confirming if confirm else self._producers
+        if confirm and self._confirmer is not None:
+            return self._confirmer.publish(body, exchange, routing_key,
+                                           declare=declare,
+                                           deadline=deadline, **properties)
+        pool = self._producers
 
         def attempt():
             with pool.acquire(block=True) as producer:
@@ -133,6 +141,10 @@ class KombuDriver:
                     producer.connection.collect()
                     raise
 
+        self._retry(attempt, deadline)
+
+    def _retry(self, attempt, deadline):
+        """Run ``attempt`` until it succeeds or ``deadline`` would pass."""
         def errback(exc, intervals, retries):
             interval = next(intervals)
             if deadline is not None and \
@@ -162,10 +174,9 @@ class KombuDriver:
         if done is None:
             done = self._declared[channel] = set()
         for entity in declare:
-            key = (entity.__class__.__name__, entity.name)
-            if key not in done:
+            if _key(entity) not in done:
                 maybe_declare(entity, channel)
-                done.add(key)
+                done.add(_key(entity))
         producer.publish(body, exchange=exchange, routing_key=routing_key,
                          serializer=None, content_type=JSON,
                          content_encoding='utf-8', **properties)
@@ -174,11 +185,32 @@ class KombuDriver:
         return (self._base.connection_errors + self._base.channel_errors
                 + (OSError, kombu.exceptions.OperationalError))
 
+    def declare(self, entities, deadline=None):
+        """Declare entities not declared yet by this driver, on a pooled
+        connection; durable entities outlive reconnects, so once is enough.
+        """
+        todo = [e for e in entities if _key(e) not in self._declared_once]
+        if not todo:
+            return
+
+        def attempt():
+            with self._producers.acquire(block=True) as producer:
+                for entity in todo:
+                    maybe_declare(entity, producer.channel)
+        self._retry(attempt, deadline)
+        self._declared_once.update(_key(e) for e in todo)
+
+    def flush(self, timeout=None):
+        """Wait until the broker confirmed every cast; True if it has."""
+        if self._confirmer is None:
+            return True
+        return self._confirmer.flush(timeout)
+
     def cleanup(self):
-        for pool in {id(self._producers): self._producers,
-                     id(self._confirming): self._confirming}.values():
-            pool.connections.force_close_all()
-            pool.force_close_all()
+        if self._confirmer is not None:
+            self._confirmer.close()
+        self._producers.connections.force_close_all()
+        self._producers.force_close_all()
 
 
 class RabbitDriver(KombuDriver):

@@ -1,0 +1,231 @@
+"""Casts with publisher confirms, pipelined (RabbitMQ).
+
+Waiting for the broker's confirm after every message caps a publisher at
+one broker round trip (and, for persistent messages, one disk flush) per
+cast. ``ConfirmingPublisher`` keeps one channel in confirm mode instead:
+``publish`` hands the message to a live channel and returns; the broker's
+``basic.ack`` removes it from the unconfirmed set, a ``basic.nack`` or a
+lost connection publishes it again (at-least-once, like casts themselves).
+
+Invariants:
+
+* Messages are numbered and written under ``_io`` (one writer at a time),
+  so delivery tag N is the N-th message published on the current channel.
+* The reader thread, which receives acks, never waits for ``_io``: a
+  writer blocked on a full socket must not stop acks from being read, or
+  broker and client would wait for each other.
+* At most ``window`` messages are unconfirmed; ``publish`` waits for room.
+* ``flush(timeout)`` returns once everything published so far is
+  confirmed; ``close`` flushes first, so a clean shutdown loses nothing.
+"""
+
+import collections
+import logging
+import threading
+import time
+
+import amqp
+import amqp.spec
+
+from rpcmq.exceptions import TransportError
+
+__all__ = ['ConfirmingPublisher']
+
+LOG = logging.getLogger(__name__)
+
+READ_INTERVAL = 0.25
+
+
+class ConfirmingPublisher:
+
+    def __init__(self, driver, window=1024):
+        self.driver = driver
+        self.window = window
+        self._conn = None
+        self._channel = None
+        self._io = threading.RLock()          # writing and (re)connecting
+        self._state = threading.Condition()   # the bookkeeping below
+        self._unconfirmed = collections.OrderedDict()  # tag -> message
+        self._nacked = collections.deque()
+        self._next_tag = 1
+        self._reader = None
+        self._closed = False
+
+    # -- connection (caller holds _io) -------------------------------------
+
+    def _connect(self, deadline):
+        """(Re)open the channel; publish again what is unconfirmed."""
+        policy = self.driver.retry_policy
+
+        def errback(exc, interval):
+            if deadline is not None and \
+                    time.monotonic() + interval > deadline:
+                raise TransportError(reason='broker %s unreachable: %s' % (
+                    self.driver.url, exc)) from exc
+            LOG.warning('confirming publisher: %s unreachable (%s); '
+                        'retrying in %.1fs', self.driver.url, exc, interval)
+
+        if self._conn is not None:
+            self._conn.collect()
+        conn = self.driver.connection()
+        conn.ensure_connection(errback, policy['max_retries'],
+                               interval_start=policy['interval_start'],
+                               interval_step=policy['interval_step'],
+                               interval_max=policy['interval_max'])
+        channel = conn.channel()
+        channel.events['basic_ack'].add(self._on_ack)
+        channel.events['basic_nack'].add(self._on_nack)
+        channel.confirm_select()
+        with self._state:
+            pending = list(self._unconfirmed.values()) + list(self._nacked)
+            self._unconfirmed.clear()
+            self._nacked.clear()
+            self._next_tag = 1
+            self._conn, self._channel = conn, channel
+        for message in pending:
+            self._send(message)
+        if self._reader is None or not self._reader.is_alive():
+            self._reader = threading.Thread(target=self._read, daemon=True,
+                                            name='rpcmq-confirms')
+            self._reader.start()
+
+    def _read(self):
+        """Receive acks and nacks; reconnect when the connection drops."""
+        while not self._closed:
+            conn, channel = self._conn, self._channel
+            if channel is None:
+                self._reconnect()
+                continue
+            try:
+                conn.drain_events(timeout=READ_INTERVAL)
+            except TimeoutError:
+                try:
+                    conn.heartbeat_check()
+                except self.driver.recoverable_errors() as exc:
+                    self._lost(channel, exc)
+            except self.driver.recoverable_errors() as exc:
+                self._lost(channel, exc)
+
+    def _lost(self, channel, exc):
+        with self._state:
+            if channel is self._channel and not self._closed:
+                LOG.warning('confirming publisher lost %s (%s); %d casts '
+                            'will be published again', self.driver.url, exc,
+                            len(self._unconfirmed))
+                self._channel = None
+                self._state.notify_all()
+
+    def _reconnect(self):
+        """One bounded reconnect attempt, from the reader thread."""
+        policy = self.driver.retry_policy
+        with self._io:
+            if self._channel is not None or self._closed:
+                return
+            try:
+                self._connect(time.monotonic() + policy['interval_max'])
+                return
+            except (TransportError,) + self.driver.recoverable_errors():
+                pass
+        time.sleep(max(policy['interval_start'], READ_INTERVAL))
+
+    # -- publishing ------------------------------------------------------
+
+    def _send(self, message):
+        """Publish on the current channel; the caller holds ``_io``.
+
+        The message is recorded first, so if writing fails the reconnect
+        publishes it again.
+        """
+        body, exchange, routing_key, properties = message
+        with self._state:
+            self._unconfirmed[self._next_tag] = message
+            self._next_tag += 1
+            channel = self._channel
+        msg = amqp.Message(body, content_type='application/json',
+                           content_encoding='utf-8', **properties)
+        # Not channel.basic_publish: it reads from the socket to look for
+        # connection.blocked, and only the reader thread may read.
+        channel.send_method(
+            amqp.spec.Basic.Publish, 'Bssbb',
+            (0, getattr(exchange, 'name', exchange) or '', routing_key,
+             False, False), msg)
+
+    def _wait_for_room(self, deadline):
+        with self._state:
+            while len(self._unconfirmed) >= self.window:
+                remaining = None if deadline is None else \
+                    deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TransportError(reason='%d casts await the '
+                                         "broker's confirm" % self.window)
+                self._state.wait(remaining)
+
+    def publish(self, body, exchange, routing_key, declare=(),
+                deadline=None, **properties):
+        # Declaring waits for the broker's answer on the connection, which
+        # the reader thread of this one is reading: use another one.
+        self.driver.declare(declare, deadline)
+        message = (body, exchange, routing_key, properties)
+        if self._closed:
+            raise TransportError(reason='transport is closed')
+        self._wait_for_room(deadline)
+        with self._io:
+            try:
+                if self._channel is None:
+                    self._connect(deadline)
+                while self._nacked:
+                    self._send(self._nacked.popleft())
+                self._send(message)
+            except self.driver.recoverable_errors():
+                # Everything unconfirmed, this one included, goes again.
+                self._connect(deadline)
+
+    # -- from the reader thread: bookkeeping only, never I/O --------------
+
+    def _on_ack(self, delivery_tag, multiple):
+        with self._state:
+            self._settle(delivery_tag, multiple)
+            self._state.notify_all()
+
+    def _on_nack(self, delivery_tag, multiple):
+        with self._state:
+            again = self._settle(delivery_tag, multiple)
+            LOG.warning('broker refused %d casts; they will be published '
+                        'again', len(again))
+            self._nacked.extend(again)
+            self._state.notify_all()
+
+    def _settle(self, delivery_tag, multiple):
+        tags = [t for t in self._unconfirmed if t <= delivery_tag] \
+            if multiple else [delivery_tag]
+        return [self._unconfirmed.pop(t) for t in tags
+                if t in self._unconfirmed]
+
+    def flush(self, timeout=None):
+        """Wait until every cast so far is confirmed; True if they are."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._nacked:
+                with self._io:
+                    while self._nacked and self._channel is not None:
+                        self._send(self._nacked.popleft())
+            with self._state:
+                if not self._unconfirmed and not self._nacked:
+                    return True
+                remaining = None if deadline is None else \
+                    deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._state.wait(min(remaining or READ_INTERVAL,
+                                     READ_INTERVAL))
+
+    def close(self, timeout=10):
+        if not self.flush(timeout):
+            LOG.error('%d casts were not confirmed by %s before closing',
+                      len(self._unconfirmed) + len(self._nacked),
+                      self.driver.url)
+        self._closed = True
+        if self._reader is not None:
+            self._reader.join(2 * READ_INTERVAL + 1)
+        if self._conn is not None:
+            self._conn.release()
