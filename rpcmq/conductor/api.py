@@ -1,6 +1,5 @@
 """Client side of the conductor, for the CLI, bridges and services."""
 
-from rpcmq.conductor.service import CONDUCTOR_TOPIC
 from rpcmq.rpc.client import RPCClient
 from rpcmq.target import Target
 
@@ -9,9 +8,10 @@ __all__ = ['ConductorAPI']
 
 class ConductorAPI:
 
-    def __init__(self, transport, timeout=30):
+    def __init__(self, transport, timeout=30, topic=None):
+        topic = topic or transport.conf.conductor.topic
         self.client = RPCClient(
-            transport, Target(topic=CONDUCTOR_TOPIC, namespace='batch',
+            transport, Target(topic=topic, namespace='batch',
                               version='1.0'), timeout=timeout)
 
     def submit(self, items, batch_id=None, ctxt=None):

@@ -12,9 +12,7 @@ from rpcmq.conductor.scheduler import Scheduler
 from rpcmq.rpc.server import get_rpc_server
 from rpcmq.target import Target
 
-__all__ = ['ConductorService', 'CONDUCTOR_TOPIC']
-
-CONDUCTOR_TOPIC = 'conductor'
+__all__ = ['ConductorService']
 
 
 class ConductorService:
@@ -27,7 +25,7 @@ class ConductorService:
                                    executor=executor)
         self.endpoint = BatchEndpoint(self.store, self.scheduler)
         self.server = get_rpc_server(
-            transport, Target(topic=CONDUCTOR_TOPIC, server=conf.host),
+            transport, Target(topic=conf.conductor.topic, server=conf.host),
             [self.endpoint], executor=executor, executor_size=16)
 
     def start(self):

@@ -39,6 +39,10 @@ CONDUCTOR_OPTS = [
                help='Seconds an attempt may run before the conductor gives '
                     'up on it and requeues the item; keep it above '
                     'fetch_timeout + store_timeout.'),
+    cfg.StrOpt('topic', default='conductor',
+               help='Topic the conductor serves batch.* calls on. '
+                    'Deployments that share a broker vhost need different '
+                    'topics (queues are named after topics).'),
     cfg.StrOpt('image_topic', default='image',
                help='Topic of the image servers the conductor calls '
                     'image.fetch on; image.store goes to '
