@@ -35,6 +35,8 @@ setup(
             'rpcmq = rpcmq.cmd.cli:main',
             'rpcmq-server = rpcmq.cmd.server:main',
             'rpcmq-conductor = rpcmq.cmd.conductor:main',
+            'rpcmq-bridge-redis = rpcmq.cmd.bridge_redis:main',
+            'rpcmq-bridge-mqtt = rpcmq.cmd.bridge_mqtt:main',
         ],
         'rpcmq.drivers': [
             'rabbit = rpcmq.transport.drivers:RabbitDriver',

@@ -1,0 +1,203 @@
+"""What the Redis and MQTT bridges share: input checks, batch ids, the
+submit-with-retry loop and the start/stop plumbing around the conductor's
+batch events."""
+
+import hashlib
+import logging
+import re
+import threading
+import time
+import urllib.parse
+
+from rpcmq.conductor.errors import InvalidBatch
+from rpcmq.notify import get_notification_listener
+from rpcmq.target import Target
+
+__all__ = ['Backoff', 'BridgeBase', 'InvalidInput', 'batch_id_for',
+           'check_url', 'is_safe_key']
+
+LOG = logging.getLogger(__name__)
+
+#: The conductor's batch id rule (rpcmq.conductor.models.BATCH_ID_RE).
+BATCH_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
+EVENTS = ('batch.start', 'batch.item', 'batch.end')
+
+
+class InvalidInput(ValueError):
+    """A task entry or message the bridge cannot turn into a batch."""
+
+    def __init__(self, reason, task_id=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.task_id = task_id
+
+
+def batch_id_for(name, prefix='h-'):
+    """``name`` if the conductor accepts it as a batch id, else a stable
+    ``prefix`` + sha1 of it (so the same name always maps the same)."""
+    if BATCH_ID_RE.match(name):
+        return name
+    return prefix + hashlib.sha1(name.encode('utf-8')).hexdigest()
+
+
+def check_url(url, where='url'):
+    """Return ``url`` stripped, or raise InvalidInput: http(s) with a host."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput('%s must be a non-empty string, not %r'
+                           % (where, url))
+    url = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise InvalidInput('%s %r is not a URL: %s' % (where, url, exc))
+    if parts.scheme.lower() not in ('http', 'https') or not host:
+        raise InvalidInput('%s %r is not an http(s) URL with a host'
+                           % (where, url))
+    if any(c.isspace() for c in url):
+        raise InvalidInput('%s %r contains whitespace' % (where, url))
+    return url
+
+
+def is_safe_key(key):
+    """True if ``key`` is a valid key for every store (the ``file`` store's
+    rules are the strictest: no empty, ``.`` or ``..`` segment)."""
+    if not isinstance(key, str) or not key or key.startswith('/'):
+        return False
+    if '\\' in key or any(ord(c) < 0x20 or c == '\x7f' for c in key):
+        return False
+    if len(key.encode('utf-8', 'replace')) > 1023:
+        return False
+    return all(part not in ('', '.', '..') and not part.startswith('.rpcmq-')
+               for part in key.split('/'))
+
+
+class Backoff:
+    """Exponential waits between retries, cut short by ``stop``."""
+
+    def __init__(self, stop, first=1.0, longest=30.0):
+        self.stop = stop
+        self.first = first
+        self.longest = longest
+        self.delay = first
+
+    def wait(self):
+        """Sleep the current delay and double it; False if stopping."""
+        delay, self.delay = self.delay, min(self.delay * 2, self.longest)
+        return not self.stop.wait(delay)
+
+    def reset(self):
+        self.delay = self.first
+
+
+class BridgeBase:
+    """A worker thread that feeds the conductor, plus a listener on a
+    durable pool queue for ``batch.*`` events (handled by ``on_event``).
+
+    The listener starts first and submissions wait until it consumes, so
+    the pool queue exists (and keeps events) before any batch is sent.
+    """
+
+    name = 'bridge'
+    #: Errors of on_event worth retrying (the output is unreachable).
+    transient = (OSError,)
+
+    def __init__(self, conf, transport, group):
+        from rpcmq.conductor.api import ConductorAPI
+
+        self.conf = conf
+        self.group = group
+        self.api = ConductorAPI(transport, timeout=group.submit_timeout)
+        self._stop = threading.Event()
+        self.listener = get_notification_listener(
+            transport, [Target(topic='batch.*')], [self], pool=group.pool)
+        self._thread = None
+
+    @property
+    def stopping(self):
+        return self._stop.is_set()
+
+    def backoff(self):
+        return Backoff(self._stop, self.group.retry_interval,
+                       self.group.retry_interval_max)
+
+    def start(self):
+        self.listener.start(ready_timeout=3.0)
+        if not self.listener.ready.is_set():
+            LOG.warning('%s: not consuming batch events yet (broker down?); '
+                        'submissions wait until it does', self.name)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=self.name)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self.listener.stop()
+
+    def wait(self, timeout=None):
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.listener.wait(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
+    def _run(self):
+        raise NotImplementedError
+
+    def submit(self, batch_id, items):
+        """Send a batch until the conductor takes it.
+
+        Returns True once accepted (again: resubmitting an id is a no-op),
+        False if the bridge stops first; raises InvalidInput if the
+        conductor rejects it. Unreachable conductor or broker: retried.
+        """
+        backoff = self.backoff()
+        while not self.stopping:
+            if not self.listener.ready.is_set():
+                # Its events would have no queue to wait in yet.
+                if backoff.delay == backoff.first:
+                    LOG.warning('%s: batch %s waits until batch events are '
+                                'consumed (broker unreachable?)', self.name,
+                                batch_id)
+                backoff.wait()
+                continue
+            try:
+                self.api.submit(items, batch_id=batch_id)
+                return True
+            except InvalidBatch as exc:
+                raise InvalidInput(str(exc))
+            except Exception as exc:
+                LOG.warning('%s: batch %s not submitted (%s: %s); retrying '
+                            'in %.1fs', self.name, batch_id,
+                            type(exc).__name__, exc, backoff.delay)
+                backoff.wait()
+        return False
+
+    # -- notification endpoint -------------------------------------------
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        if event_type not in EVENTS or not isinstance(payload, dict):
+            return
+        if not isinstance(payload.get('batch_id'), str):
+            return
+        delay = self.group.retry_interval
+        while True:
+            # The event is acked when this returns: retry what may pass
+            # (also while stopping: if the process exits first, the event
+            # stays queued and is handled after the restart).
+            try:
+                self.on_event(event_type, payload)
+                return
+            except self.transient as exc:
+                LOG.warning('%s: %s of batch %s not handled (%s: %s); '
+                            'retrying in %.1fs', self.name, event_type,
+                            payload['batch_id'], type(exc).__name__, exc,
+                            delay)
+            except Exception:
+                LOG.exception('%s: dropping %s of batch %s', self.name,
+                              event_type, payload['batch_id'])
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, self.group.retry_interval_max)
+
+    def on_event(self, event_type, payload):
+        raise NotImplementedError

@@ -1,0 +1,273 @@
+"""Redis list bridge: batch download tasks pushed by a PHP (or any) app.
+
+Producers ``LPUSH batch_download_tasks '{"task_id": "t1", "task_info":
+[{"fn": "a", "url": "https://..."}]}'`` and wait with ``BRPOP`` on
+``batch_download_resp_t1`` for ``start``, the ``fn`` of each stored item,
+then ``end`` — the protocol of the asyncio downloader this replaces.
+
+Reliable queue: ``BLMOVE tasks processing RIGHT LEFT`` takes an entry;
+it leaves ``processing`` once the conductor accepted the batch (or it was
+moved to the invalid list), and entries still there at start-up are
+submitted again (``batch_id`` is the task id, so that is a no-op for a
+batch the conductor already has). Replies are pushed from the conductor's
+batch events, each once: a Lua script adds a member to a per-task set and
+pushes only if it was new.
+"""
+
+import json
+import logging
+import time
+import urllib.parse
+from typing import NamedTuple
+
+import redis
+
+from rpcmq.bridges.common import (
+    BridgeBase,
+    InvalidInput,
+    batch_id_for,
+    check_url,
+    is_safe_key,
+)
+
+__all__ = ['RedisBridge', 'Task', 'derive_name', 'item_reply',
+           'parse_entry']
+
+LOG = logging.getLogger(__name__)
+
+# KEYS: replied set, list; ARGV: member, value, ttl, expire the list too.
+# Nothing is pushed for a task after its "end".
+REPLY_LUA = """
+if redis.call('SISMEMBER', KEYS[1], 'end') == 1 then return 0 end
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+if ARGV[4] == '1' then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+return 1
+"""
+
+
+class Task(NamedTuple):
+    task_id: str
+    batch_id: str
+    items: list
+    fns: list
+
+
+def derive_name(fn, url):
+    """``fn`` plus the URL's extension when ``fn`` has no dot, as the
+    asyncio downloader did; without one in the URL path either, ``fn``
+    stays bare and the conductor appends the image format's."""
+    if '.' in fn:
+        return fn
+    base = urllib.parse.urlsplit(url).path.rsplit('/', 1)[-1]
+    ext = base.rsplit('.', 1)[-1] if '.' in base else ''
+    return '%s.%s' % (fn, ext) if ext else fn
+
+
+def _text_id(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # PHP encodes numeric ids as numbers
+    return value
+
+
+def parse_entry(raw, name_template='{batch_id}/{fn}'):
+    """Turn a task list entry into a Task, or raise InvalidInput."""
+    try:
+        entry = json.loads(raw)
+    except UnicodeDecodeError:
+        raise InvalidInput('the entry is not UTF-8 text')
+    except ValueError as exc:
+        raise InvalidInput('the entry is not JSON: %s' % exc)
+    if not isinstance(entry, dict):
+        raise InvalidInput('the entry must be a JSON object, not %s'
+                           % type(entry).__name__)
+    task_id = _text_id(entry.get('task_id'))
+    if not isinstance(task_id, str) or not task_id:
+        raise InvalidInput('the entry has no task_id')
+    infos = entry.get('task_info')
+    if not isinstance(infos, list) or not infos:
+        raise InvalidInput('task_info must be a non-empty list of '
+                           '{"fn", "url"}', task_id)
+    batch_id = batch_id_for(task_id, 't-')
+    items, fns, names = [], [], {}
+    try:
+        for idx, info in enumerate(infos):
+            where = 'task_info[%d]' % idx
+            if not isinstance(info, dict):
+                raise InvalidInput('%s must be an object {"fn", "url"}'
+                                   % where)
+            url = check_url(info.get('url'), where + '.url')
+            fn = _text_id(info.get('fn'))
+            if not isinstance(fn, str) or not fn.strip():
+                raise InvalidInput('%s needs "fn", a file name' % where)
+            name = name_template.format(batch_id=batch_id,
+                                        fn=derive_name(fn, url))
+            if '/' in fn or not is_safe_key(name):
+                raise InvalidInput('%s: fn %r is not a usable file name'
+                                   % (where, fn))
+            if name in names:
+                raise InvalidInput('task_info[%d] and [%d] would both be '
+                                   'stored as %r' % (names[name], idx, name))
+            names[name] = idx
+            items.append({'url': url, 'name': name})
+            fns.append(fn)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.reason, task_id)
+    return Task(task_id, batch_id, items, fns)
+
+
+def item_reply(outcome, fns):
+    """``(member, fn, report)`` for a finished item: its fn if it was
+    stored, else a JSON failure report for the errors list."""
+    idx = outcome.get('idx')
+    fn = fns[idx] if isinstance(idx, int) and 0 <= idx < len(fns) else None
+    state = outcome.get('state')
+    if state == 'done':
+        return 'done:%s' % idx, fn or outcome.get('name'), None
+    report = {'fn': fn, 'url': outcome.get('url'), 'state': state,
+              'attempts': outcome.get('attempts'),
+              'error': outcome.get('error')}
+    member = '%s:%s:%s' % (state, idx, outcome.get('attempts'))
+    return member, None, json.dumps(report)
+
+
+def rejection_report(reason):
+    return json.dumps({'fn': None, 'url': None, 'state': 'rejected',
+                       'attempts': 0, 'error': {'type': 'InvalidEntry',
+                                                'message': reason}})
+
+
+class RedisBridge(BridgeBase):
+    """Redis task list -> conductor batches -> Redis reply lists."""
+
+    name = 'rpcmq-bridge-redis'
+    transient = (redis.RedisError, OSError)
+
+    def __init__(self, conf, transport, client=None):
+        group = conf.redis_bridge
+        super().__init__(conf, transport, group)
+        self.redis = client or redis.Redis.from_url(
+            group.url, socket_keepalive=True, health_check_interval=30)
+        self.tasks = group.tasks_list
+        self.processing = group.processing_list or self.tasks + ':processing'
+        self.invalid = group.invalid_list or self.tasks + '_invalid'
+        self.ttl = group.state_ttl
+        self._reply = self.redis.register_script(REPLY_LUA)
+
+    # -- keys ---------------------------------------------------------------
+
+    def _submitted(self, batch_id):
+        return '%s:submitted:%s' % (self.tasks, batch_id)
+
+    def _replied(self, batch_id):
+        return '%s:replied:%s' % (self.tasks, batch_id)
+
+    def _resp(self, task_id):
+        return '%s_%s' % (self.group.reply_prefix, task_id)
+
+    def _errors(self, task_id):
+        return self._resp(task_id) + self.group.errors_suffix
+
+    # -- tasks --------------------------------------------------------------
+
+    def _run(self):
+        backoff = self.backoff()
+        recovered = False
+        while not self.stopping:
+            try:
+                if not recovered:
+                    # Entries a dead bridge (or a Redis error) left taken.
+                    for raw in reversed(self.redis.lrange(self.processing,
+                                                          0, -1)):
+                        if self.stopping:
+                            return
+                        self.handle(raw)
+                    recovered = True
+                raw = self.redis.blmove(self.tasks, self.processing, 1,
+                                        'RIGHT', 'LEFT')
+                if raw is not None:
+                    self.handle(raw)
+                backoff.reset()
+            except redis.RedisError as exc:
+                LOG.warning('redis: %s; retrying in %.1fs', exc,
+                            backoff.delay)
+                recovered = False
+                backoff.wait()
+
+    def handle(self, raw):
+        """Submit one taken entry, or move it to the invalid list."""
+        try:
+            task = parse_entry(raw, self.group.name_template)
+        except InvalidInput as exc:
+            return self.reject(raw, exc)
+        LOG.info('task %s: %d items', task.task_id, len(task.items))
+        self.redis.set(self._submitted(task.batch_id), json.dumps(
+            {'task_id': task.task_id, 'fns': task.fns}), nx=True,
+            ex=self.ttl)
+        try:
+            if not self.submit(task.batch_id, task.items):
+                return  # stopping: stays in processing for the next start
+        except InvalidInput as exc:
+            return self.reject(raw, exc, submitted=True)
+        self.redis.lrem(self.processing, -1, raw)
+        LOG.info('task %s submitted as batch %s', task.task_id,
+                 task.batch_id)
+
+    def reject(self, raw, exc, submitted=False):
+        text = raw.decode('utf-8', 'replace')
+        LOG.warning('rejected task entry: %s; moved to %s: %.300s',
+                    exc.reason, self.invalid, text)
+        task_id = exc.task_id
+        if task_id is not None:
+            batch_id = batch_id_for(task_id, 't-')
+            # Unless that task id is running: end the producer's wait.
+            if submitted or not self.redis.exists(self._submitted(batch_id)):
+                self._push(batch_id, task_id, [
+                    ('start', 'start', False),
+                    ('rejected', rejection_report(exc.reason), True),
+                    ('end', 'end', False)])
+        record = json.dumps({'entry': text, 'reason': exc.reason,
+                             'time': time.time()})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(self.invalid, record)
+        pipe.lrem(self.processing, -1, raw)
+        pipe.execute()
+
+    # -- replies ------------------------------------------------------------
+
+    def _push(self, batch_id, task_id, replies):
+        """Push ``(member, value, to_errors)`` replies not pushed yet."""
+        replied = self._replied(batch_id)
+        for member, value, to_errors in replies:
+            target = self._errors(task_id) if to_errors else \
+                self._resp(task_id)
+            self._reply(keys=[replied, target],
+                        args=[member, value, self.ttl, int(to_errors)])
+
+    def on_event(self, event_type, payload):
+        batch_id = payload['batch_id']
+        record = self.redis.get(self._submitted(batch_id))
+        if record is None:
+            return  # not a batch of this bridge
+        record = json.loads(record)
+        task_id, fns = record['task_id'], record['fns']
+        replies = [('start', 'start', False)]
+        if event_type == 'batch.item':
+            outcomes = [payload]
+        elif event_type == 'batch.end':
+            # Every outcome again: nothing is missed if an item event was.
+            outcomes = payload.get('items') or []
+        else:
+            outcomes = []
+        for outcome in outcomes:
+            member, fn, report = item_reply(outcome, fns)
+            replies.append((member, fn, False) if report is None
+                           else (member, report, True))
+        if event_type == 'batch.end':
+            replies.append(('end', 'end', False))
+            totals = payload.get('totals') or {}
+            LOG.info('task %s ended %s: %s done, %s failed, %s cancelled',
+                     task_id, payload.get('state'), totals.get('done'),
+                     totals.get('failed'), totals.get('cancelled'))
+        self._push(batch_id, task_id, replies)
