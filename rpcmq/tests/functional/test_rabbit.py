@@ -241,3 +241,12 @@ def test_casts_survive_a_cut_connection(rabbit_url):
         finally:
             env.close()
             server_env.close()
+
+
+def test_failover_to_the_next_host_in_the_url():
+    env = Env('rabbit://guest:guest@127.0.0.1:1,guest:guest@127.0.0.1:5672/')
+    try:
+        env.serve([DiagEndpoint()])
+        assert env.client().call({}, 'echo', x='second host') == 'second host'
+    finally:
+        env.close()

@@ -49,8 +49,10 @@ class Env:
         self.topic = 'scn_%s' % uuid.uuid4().hex[:10]
         self.executor = executor
         self.servers = []
+        self.queues = set()
 
     def serve(self, endpoints, server='s1'):
+        self.queues.add('%s.%s' % (self.topic, server))
         srv = rpcmq.get_rpc_server(
             self.transport, Target(topic=self.topic, server=server),
             endpoints, executor=self.executor)
@@ -69,6 +71,20 @@ class Env:
         for srv in self.servers:
             srv.wait(10)
         self.transport.cleanup()
+        self.delete_queues()
+
+    def delete_queues(self):
+        """Durable topic queues outlive the test on a real broker."""
+        if self.url.startswith('memory'):
+            return
+        driver = self.transport.driver
+        with kombu.Connection(driver.url.kombu_urls(
+                driver.kombu_scheme, driver.default_vhost)) as conn:
+            for name in self.queues | {self.topic}:
+                try:
+                    conn.default_channel.queue_delete(name)
+                except Exception:  # already gone, or never declared
+                    conn.collect()
 
 
 @pytest.fixture

@@ -1,0 +1,362 @@
+"""The batch pipeline as real processes on RabbitMQ.
+
+Two ``rpcmq-server`` daemons (img-a, img-b; endpoint ``image``, eventlet,
+``store = oss`` with V4 signatures) and one ``rpcmq-conductor`` daemon run
+from config files; this process runs the image HTTP server and the
+OSS-compatible server, submits through ``ConductorAPI`` and listens to the
+``batch.*`` notifications. Daemons are killed with SIGKILL mid-batch; every
+batch must still end once, with every object stored once under its key
+(``sha1(url).jpg``, the endpoint's default).
+
+The image servers and the notification listener are shared by the module;
+each test gets a fresh conductor database (SQLite, or a PostgreSQL schema
+that is created and dropped).
+"""
+
+import collections
+import hashlib
+import os
+import threading
+import time
+import uuid
+import warnings
+
+import pytest
+import sqlalchemy as sa
+
+from rpcmq.conductor.models import make_engine
+from rpcmq.testing import imageserver
+from rpcmq.testing.imageserver import ImageServer
+from rpcmq.testing.ossserver import OSSServer
+from rpcmq.tests.functional.conftest import RABBIT_URL, require
+from rpcmq.tests.functional.fixtures import EXT, OSS, Cluster, key_for
+
+POSTGRES_URL = os.environ.get('RPCMQ_TEST_POSTGRES_URL',
+                              'postgresql://postgres@127.0.0.1:5432/test')
+BATCH = 200
+ITEM_RETRIES = 3
+CONDUCTOR_OPTS = {'conductor': {
+    'max_inflight': 16, 'max_inflight_per_batch': 16,
+    'item_retries': ITEM_RETRIES, 'retry_backoff': 0.2,
+    'retry_backoff_max': 1.0, 'fetch_timeout': 5, 'store_timeout': 5,
+    'poll_interval': 0.1}}
+# Slow enough that a batch of 200 runs for a few seconds at 16 in flight.
+SLOW = '/slow/%s-%d.jpg?delay=0.08&chunks=4'
+
+
+class TracingImageServer(ImageServer):
+    """The image server, also counting the downloads in progress per
+    User-Agent (each image server sends ``rpcmq-fetch/<host>``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.downloading = collections.Counter()
+
+    def start(self):
+        owner = self
+
+        class Handler(imageserver._Handler):
+            def do_GET(self):
+                agent = self.headers.get('User-Agent', '')
+                with owner._lock:
+                    owner.downloading[agent] += 1
+                try:
+                    super().do_GET()
+                finally:
+                    with owner._lock:
+                        owner.downloading[agent] -= 1
+
+        self.stopping.clear()
+        self._httpd = imageserver._Server(self._address, Handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        args=(0.1,), daemon=True)
+        self._thread.start()
+        return self
+
+    def downloads(self, host):
+        with self._lock:
+            return self.downloading['rpcmq-fetch/%s' % host]
+
+
+@pytest.fixture(scope='module')
+def images():
+    with TracingImageServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope='module')
+def oss():
+    with OSSServer(credentials={OSS['access_key_id']:
+                                OSS['access_key_secret']},
+                   buckets=[OSS['bucket']], region=OSS['region']) as srv:
+        yield srv
+
+
+@pytest.fixture(scope='module')
+def cluster(tmp_path_factory, oss):
+    require('rabbit')
+    cluster = Cluster(tmp_path_factory.mktemp('pipeline'), RABBIT_URL,
+                      oss.endpoint, conductor_opts=CONDUCTOR_OPTS)
+    try:
+        cluster.start_servers()
+        cluster.listen()
+        yield cluster
+    finally:
+        codes = cluster.close()
+    assert set(codes.values()) <= {0, None}, (codes, cluster.logs())
+
+
+@pytest.fixture
+def sqlite_url(cluster):
+    return 'sqlite:///%s' % (cluster.workdir / (
+        'conductor-%s.sqlite' % uuid.uuid4().hex[:8]))
+
+
+@pytest.fixture(scope='module')
+def postgres_admin():
+    engine, _ = make_engine(sa.make_url(POSTGRES_URL).update_query_dict(
+        {'connect_timeout': '3'}))
+    engine = engine.execution_options(isolation_level='AUTOCOMMIT')
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql('SELECT 1')
+    except (sa.exc.DBAPIError, ImportError) as exc:
+        engine.dispose()
+        require('postgres')  # fails on CI, skips elsewhere
+        pytest.skip('PostgreSQL unusable: %s' % exc)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin):
+    """A fresh schema, found through ``search_path`` in the URL."""
+    schema = 'rpcmq_pipe_%s' % uuid.uuid4().hex[:12]
+    with postgres_admin.connect() as conn:
+        conn.exec_driver_sql('CREATE SCHEMA %s' % schema)
+    url = sa.make_url(POSTGRES_URL).update_query_dict(
+        {'options': '-csearch_path=%s' % schema})
+    yield url.render_as_string(hide_password=False), schema
+    with postgres_admin.connect() as conn:
+        conn.exec_driver_sql('DROP SCHEMA %s CASCADE' % schema)
+
+
+@pytest.fixture
+def pipeline(cluster, sqlite_url):
+    """The cluster with every server up and a conductor on a new SQLite."""
+    cluster.ensure_servers()
+    cluster.start_conductor(sqlite_url)
+    yield cluster
+    check_stopped(cluster, cluster.stop_conductor())
+
+
+# -- checks -------------------------------------------------------------------
+
+def check_stopped(cluster, code):
+    """SIGTERM stopped the conductor cleanly (exit 0). A foreign batch
+    (see foreign_keys) may keep it busy past graceful_shutdown_timeout;
+    then exit 1 ("work abandoned") is expected."""
+    if code == 1 and cluster.foreign_batches():
+        warnings.warn('conductor abandoned foreign work at exit: %s'
+                      % cluster.foreign_batches(), stacklevel=2)
+        return
+    assert code == 0, cluster.logs()
+
+
+def bucket_keys(oss):
+    """Keys of every object in the bucket (the server has no ListObjects)."""
+    backend = oss.backend
+    with backend._lock:
+        return set(backend._buckets[OSS['bucket']])
+
+
+def foreign_keys(cluster, batch_id):
+    """Every key the other batches in our conductor's database may have
+    stored. rpcmq names a topic's queue after the topic alone, whatever the
+    control exchange, so our conductor also consumes the shared queue
+    ``conductor`` that every conductor on this broker (another test run,
+    CI) submits to: their batches may land here. Their objects are theirs,
+    not duplicates of ours; they are reported as a warning."""
+    keys, foreign = set(), []
+    for batch in cluster.api.list(limit=1000):
+        if batch['batch_id'] == batch_id:
+            continue
+        foreign.append(batch['batch_id'])
+        status = cluster.api.status(batch['batch_id'], items=True)
+        for item in status['items']:
+            if item['result']:
+                keys.add(item['result']['key'])
+            for name in (item['key'], item['name']):
+                if name:
+                    keys.add(name)
+                    keys.update('%s.%s' % (name, e) for e in EXT.values())
+            keys.update(key_for(item['url'], f) for f in EXT)
+    if foreign:
+        warnings.warn('our conductor (control_exchange %s) took batches '
+                      'submitted by someone else: %s'
+                      % (cluster.control_exchange, foreign), stacklevel=2)
+    return keys
+
+
+def put_counts(oss, keys):
+    counts = collections.Counter(
+        r['key'] for r in oss.requests('PutObject') if r['status'] == 200)
+    return {k: counts[k] for k in keys}
+
+
+def wait_done(cluster, batch_id, count, timeout=20):
+    """Wait until ``count`` items are done and some run (the conductor's
+    database says so: its events may lag); return the totals."""
+    deadline = time.monotonic() + timeout
+    while True:
+        totals = cluster.api.status(batch_id)['totals']
+        if totals['done'] >= count and totals['running']:
+            assert totals['pending'] > 0, totals  # still mid-batch
+            return totals
+        assert time.monotonic() < deadline, totals
+        time.sleep(0.05)
+
+
+def submit(cluster, oss, urls):
+    before = bucket_keys(oss)
+    batch_id = cluster.submit([{'url': u} for u in urls])
+    return batch_id, before
+
+
+def check_batch(cluster, oss, batch_id, urls, before, timeout=40):
+    """The batch ended once, all done, each object stored once; return the
+    batch.end payload."""
+    end = cluster.wait_end(batch_id, timeout=timeout)
+    time.sleep(0.5)  # a duplicate batch.end would be here by now
+    ends = cluster.events.of('batch.end', batch_id)
+    assert len(ends) == 1, [e['event_id'] for e in ends]
+    assert len(cluster.events.of('batch.start', batch_id)) == 1
+    n = len(urls)
+    assert end['state'] == 'done'
+    assert end['totals'] == {'total': n, 'pending': 0, 'running': 0,
+                             'done': n, 'failed': 0, 'cancelled': 0}
+    assert sorted(i['idx'] for i in end['items']) == list(range(n))
+    # One batch.item per item (a resent one keeps its event_id).
+    items = cluster.events.of('batch.item', batch_id)
+    assert len({e['event_id'] for e in items}) == n
+    assert {e['idx'] for e in items} == set(range(n))
+    # Every object exists once, under the key the endpoint derives from
+    # the URL, with the bytes that were fetched; nothing else was stored.
+    expected = {key_for(u) for u in urls}
+    assert len(expected) == n
+    stored = bucket_keys(oss) - before
+    assert expected <= stored
+    assert stored - expected - foreign_keys(cluster, batch_id) == set()
+    by_url = {i['url']: i for i in end['items']}
+    for url in urls:
+        result = by_url[url]['result']
+        assert result['key'] == key_for(url)
+        body = oss.get_object(OSS['bucket'], result['key'])
+        assert len(body) == result['size']
+        assert hashlib.sha256(body).hexdigest() == result['sha256']
+    return end
+
+
+# -- tests --------------------------------------------------------------------
+
+@pytest.mark.parametrize('db', ['sqlite', 'postgresql'])
+def test_a_batch_is_stored_once_and_ends_once(request, cluster, images, oss,
+                                              db):
+    cluster.ensure_servers()
+    if db == 'sqlite':
+        url = request.getfixturevalue('sqlite_url')
+    else:
+        url, schema = request.getfixturevalue('postgres_url')
+    cluster.start_conductor(url)
+    try:
+        urls = [images.url('/img/basic-%s-%d.jpg?kb=4' % (db, i))
+                for i in range(BATCH)]
+        batch_id, before = submit(cluster, oss, urls)
+        end = check_batch(cluster, oss, batch_id, urls, before)
+        # Nothing failed, so nothing ran or was uploaded twice.
+        assert {i['attempts'] for i in end['items']} == {1}
+        assert set(put_counts(oss, {key_for(u) for u in urls}).values()) \
+            == {1}
+        assert {i['result']['server'] for i in end['items']} == \
+            {'img-a', 'img-b'}
+        assert cluster.api.status(batch_id)['state'] == 'done'
+    finally:
+        check_stopped(cluster, cluster.stop_conductor())
+    if db == 'postgresql':
+        engine, _ = make_engine(url)
+        with engine.connect() as conn:
+            tables = conn.exec_driver_sql(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = '%s'" % schema).scalars().all()
+            assert conn.exec_driver_sql(
+                'SELECT count(*) FROM items WHERE batch_id = %(b)s',
+                {'b': batch_id}).scalar() == BATCH
+        engine.dispose()
+        assert {'batches', 'items'} <= set(tables)
+
+
+def test_a_server_killed_mid_batch(pipeline, images, oss):
+    cluster = pipeline
+    urls = [images.url(SLOW % ('skill', i)) for i in range(BATCH)]
+    batch_id, before = submit(cluster, oss, urls)
+    wait_done(cluster, batch_id, 30)
+    deadline = time.monotonic() + 10
+    while images.downloads('img-a') < 1:  # kill it mid-download
+        assert time.monotonic() < deadline, 'img-a downloads nothing'
+        time.sleep(0.005)
+    cluster.kill_server('img-a')
+    end = check_batch(cluster, oss, batch_id, urls, before)
+    assert len(cluster.events.of('batch.item', batch_id)) == BATCH
+    assert {i['result']['server'] for i in end['items']} == \
+        {'img-a', 'img-b'}
+    # Calls are acked on receipt, so what img-a held died with it: the
+    # download in progress, fetches not yet started, stores pinned to it.
+    # Their calls timed out and the items ran again, on img-b.
+    retried = [i for i in end['items'] if i['attempts'] > 1]
+    assert retried
+    assert {i['result']['server'] for i in retried} == {'img-b'}
+
+
+def test_the_conductor_killed_mid_batch_and_restarted(pipeline, images, oss):
+    cluster = pipeline
+    urls = [images.url(SLOW % ('ckill', i)) for i in range(BATCH)]
+    batch_id, before = submit(cluster, oss, urls)
+    wait_done(cluster, batch_id, 40)
+    cluster.kill_conductor()
+    assert cluster.conductor.proc.returncode == -9
+    cluster.start_conductor()  # the same config file, the same SQLite
+    assert 'resuming' in cluster.conductor.log()
+    end = check_batch(cluster, oss, batch_id, urls, before)
+    # The items running when it died ran again, under the same key.
+    assert any(i['attempts'] > 1 for i in end['items'])
+
+
+def test_bad_urls_fail_typed_and_the_rest_is_stored(pipeline, images, oss):
+    cluster = pipeline
+    good = [images.url('/img/mixed-%d.jpg?kb=4' % i) for i in range(30)]
+    bad = {images.url('/status/404'): ('DownloadFailed', 1),
+           images.url('/html'): ('NotAnImage', 1),
+           'ftp://127.0.0.1/x.jpg': ('BadURL', 1),
+           # 5xx is transient: retried until item_retries is spent.
+           images.url('/status/503'): ('DownloadFailed', ITEM_RETRIES + 1)}
+    before = bucket_keys(oss)
+    urls = good[:10] + list(bad) + good[10:]
+    batch_id = cluster.submit([{'url': u} for u in urls])
+    end = cluster.wait_end(batch_id, timeout=40)
+    assert end['state'] == 'done'
+    assert end['totals'] == {'total': 34, 'pending': 0, 'running': 0,
+                             'done': 30, 'failed': 4, 'cancelled': 0}
+    outcomes = {i['url']: i for i in end['items']}
+    for url, (kind, attempts) in bad.items():
+        item = outcomes[url]
+        assert item['state'] == 'failed' and item['result'] is None
+        assert item['error']['type'] == kind, item
+        assert item['error']['message']
+        assert item['attempts'] == attempts, item
+    assert images.count('/status/404') == 1  # a 4xx is never retried
+    stored = bucket_keys(oss) - before
+    expected = {key_for(u) for u in good}
+    assert expected <= stored
+    assert stored - expected - foreign_keys(cluster, batch_id) == set()
+    assert all(outcomes[u]['state'] == 'done' for u in good)
