@@ -52,6 +52,10 @@ RABBIT_OPTS = [
     cfg.IntOpt('rabbit_max_retries', default=0, min=0,
                help='Reconnect attempts before an operation fails; 0 retries '
                     'until the call timeout runs out.'),
+    cfg.BoolOpt('direct_reply_to', default=True,
+                help="Receive replies through RabbitMQ's direct reply-to "
+                     '(amq.rabbitmq.reply-to) instead of an exclusive reply '
+                     'queue per process.'),
     cfg.BoolOpt('publisher_confirms', default=True,
                 help='Publish casts and notifications with publisher '
                      'confirms: a cast the broker did not confirm (nack, '

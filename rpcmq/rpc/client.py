@@ -146,11 +146,17 @@ class RPCClient:
         exchange, routing_key, declare = self._route()
         cid = uuid.uuid4().hex
         slot = replies.register(cid)
+        driver = self.transport.driver
         try:
-            self.transport.driver.publish(
-                body, exchange, routing_key, declare=declare,
-                reply_to=replies.queue_name, correlation_id=cid,
-                expiration=timeout, deadline=deadline)
+            if replies.direct:
+                driver.declare(declare, deadline)
+                replies.publish(body, exchange, routing_key, deadline,
+                                correlation_id=cid, expiration=timeout)
+            else:
+                driver.publish(body, exchange, routing_key, declare=declare,
+                               reply_to=replies.queue_name,
+                               correlation_id=cid, expiration=timeout,
+                               deadline=deadline)
         except BaseException:
             replies.forget(cid)
             raise

@@ -58,6 +58,7 @@ class KombuDriver:
     kombu_scheme = None
     default_vhost = None
     supports_confirms = False
+    direct_reply_to = False
     transport_options = {}
 
     def __init__(self, conf, url):
@@ -219,6 +220,10 @@ class RabbitDriver(KombuDriver):
     kombu_scheme = 'pyamqp'
     default_vhost = '/'
     supports_confirms = True
+
+    @property
+    def direct_reply_to(self):
+        return self.conf.rabbit.direct_reply_to
 
     def connection_kwargs(self):
         rabbit = self.conf.rabbit

@@ -5,14 +5,24 @@ with ``reply_to`` = this consumer's queue, and waits on its slot. The
 consumer thread (a green thread under eventlet) puts each reply in the slot
 of its ``correlation_id``; replies nobody waits for any more (the call timed
 out) are dropped. Safe from any number of threads and green threads.
+
+On RabbitMQ the consumer uses direct reply-to (``amq.rabbitmq.reply-to``):
+no reply queue exists at all, and the broker requires requests to be
+published on the consuming channel, so ``publish`` writes them there (frame
+writes are locked by py-amqp; only the consumer thread reads). Elsewhere it
+consumes an exclusive queue and requests go through the producer pool.
 """
 
 import logging
 import threading
+import time
 import uuid
 
+import amqp
+import amqp.spec
 import kombu
 
+from rpcmq.exceptions import TransportError
 from rpcmq.transport.consuming import Consumer
 
 __all__ = ['ReplyWaiter']
@@ -20,6 +30,7 @@ __all__ = ['ReplyWaiter']
 LOG = logging.getLogger(__name__)
 
 REPLY_QUEUE_TEMPLATE = 'rpcmq_reply_{}'
+DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
 
 
 class _Slot:
@@ -42,15 +53,22 @@ class ReplyWaiter(Consumer):
 
     def __init__(self, driver):
         super().__init__(driver)
-        self.queue_name = REPLY_QUEUE_TEMPLATE.format(uuid.uuid4().hex)
+        self.direct = driver.direct_reply_to
+        self.queue_name = DIRECT_REPLY_TO if self.direct else \
+            REPLY_QUEUE_TEMPLATE.format(uuid.uuid4().hex)
         self._slots = {}
         self._start_lock = threading.Lock()
+        self._channel = None
 
     # -- ConsumerMixin hooks ----------------------------------------------
 
     def get_consumers(self, Consumer, channel):
-        queue = kombu.Queue(self.queue_name, exclusive=True,
-                            auto_delete=True, durable=False)
+        self._channel = channel
+        if self.direct:
+            queue = kombu.Queue(DIRECT_REPLY_TO, no_declare=True)
+        else:
+            queue = kombu.Queue(self.queue_name, exclusive=True,
+                                auto_delete=True, durable=False)
         return [Consumer(queues=[queue], on_message=self._on_reply,
                          no_ack=True)]
 
@@ -83,6 +101,36 @@ class ReplyWaiter(Consumer):
             return slot.body
         self._slots.pop(correlation_id, None)
         return None
+
+    def publish(self, body, exchange, routing_key, deadline, **properties):
+        """Publish a request on the consuming channel (direct reply-to).
+
+        Waits (until ``deadline``) for the consumer to be connected; if the
+        write fails, waits for the reconnect and writes again.
+        """
+        name = getattr(exchange, 'name', exchange) or ''
+        expiration = properties.pop('expiration', None)
+        if expiration is not None:
+            properties['expiration'] = str(int(expiration * 1000))
+        msg = amqp.Message(body, content_type='application/json',
+                           content_encoding='utf-8', reply_to=DIRECT_REPLY_TO,
+                           **properties)
+        pause = self.driver.retry_policy['interval_start']
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.ready.wait(remaining):
+                raise TransportError(reason='no connection to %s within '
+                                     'the call timeout' % self.driver.url)
+            try:
+                # Not basic_publish: it reads the socket, which is ours.
+                self._channel.send_method(
+                    amqp.spec.Basic.Publish, 'Bssbb',
+                    (0, name, routing_key, False, False), msg)
+                return
+            except self.driver.recoverable_errors() as exc:
+                LOG.warning('publishing a call on %s failed (%s); waiting '
+                            'for the reconnect', self.driver.url, exc)
+                time.sleep(min(pause, max(0.0, remaining)))
 
     def forget(self, correlation_id):
         self._slots.pop(correlation_id, None)

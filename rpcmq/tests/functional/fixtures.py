@@ -6,12 +6,10 @@ restarts them, and gives the caller a transport, a ``ConductorAPI`` and a
 notification listener (``Events``) on the same broker.
 
 Isolation: every cluster uses its own ``control_exchange``,
-``notification_exchange``, image topic and conductor host name. The
-conductor's RPC topic is the fixed ``conductor``, and rpcmq names a topic's
-queue after its routing key alone (not after the exchange), so the shared
-``conductor`` queue is bound to every control exchange ever used and any
-conductor on the broker may take a request sent to it. ``Cluster.api`` is
-therefore pinned to the cluster's own conductor (``conductor.<host>``).
+``notification_exchange``, image topic, ``[conductor] topic`` and host
+names. The topics matter most: rpcmq names a topic's queue after the topic
+alone, whatever the exchange, so a unique ``control_exchange`` alone would
+not keep another conductor on the broker from taking our calls.
 """
 
 import hashlib
@@ -118,17 +116,16 @@ class Cluster:
         self.control_exchange = unique('rpcmq_func')
         self.notification_exchange = unique('rpcmq_func_notify')
         self.image_topic = unique('image')
-        self.conductor_host = unique('conductor')
+        self.conductor_topic = unique('conductor')
+        self.conductor_host = unique('conductor-host')
         self.servers = {}
         self.conductor = None
         self._starts = 0
         self.transport = rpcmq.get_transport(make_conf(
             control_exchange=self.control_exchange,
-            notification_exchange=self.notification_exchange),
-            url=rabbit_url)
+            notification_exchange=self.notification_exchange,
+            **{'conductor.topic': self.conductor_topic}), url=rabbit_url)
         self.api = ConductorAPI(self.transport)
-        # Only our conductor: see the module docstring.
-        self.api.client = self.api.client.prepare(server=self.conductor_host)
         self.events = Events()
         self.listener = None
         self.submitted = set()
@@ -168,6 +165,7 @@ class Cluster:
         return write_config(self.workdir / 'conductor.conf', self._merge({
             'DEFAULT': self._common(self.conductor_host),
             'conductor': {'connection': connection,
+                          'topic': self.conductor_topic,
                           'image_topic': self.image_topic},
         }, self.conductor_opts))
 
@@ -246,13 +244,6 @@ class Cluster:
         self.submitted.add(batch_id)
         return batch_id
 
-    def foreign_batches(self):
-        """Batches our conductor reported on that we did not submit (see
-        the module docstring: the ``conductor`` queue is shared)."""
-        with self.events._lock:
-            seen = {p.get('batch_id') for _, p, _ in self.events.log}
-        return sorted(seen - self.submitted - {None})
-
     def wait_end(self, batch_id, timeout=60):
         return self.events.wait_end(
             batch_id, timeout, status=lambda: self._status(batch_id))
@@ -291,7 +282,8 @@ class Cluster:
     def delete_broker_entities(self):
         """Remove the durable queues and exchanges this cluster declared."""
         url = self.rabbit_url.replace('rabbit://', 'amqp://', 1)
-        queues = [self.image_topic, 'conductor.%s' % self.conductor_host]
+        queues = [self.image_topic, self.conductor_topic,
+                  '%s.%s' % (self.conductor_topic, self.conductor_host)]
         queues += ['%s.%s' % (self.image_topic, h) for h in self.hosts]
         try:
             with kombu.Connection(url) as conn:
@@ -300,7 +292,8 @@ class Cluster:
                     channel.queue_delete(name)
                 for name in (self.control_exchange,
                              self.notification_exchange,
-                             '%s_fanout' % self.image_topic):
+                             '%s_fanout' % self.image_topic,
+                             '%s_fanout' % self.conductor_topic):
                     channel.exchange_delete(name)
         except Exception:  # leftovers are harmless: every name is unique
             pass

@@ -1,11 +1,11 @@
 """What only RabbitMQ shows: the eventlet daemon, lost connections,
 expiring requests, plain AMQP clients."""
 
-import json
 import threading
 import time
 import uuid
 
+import amqp.exceptions
 import kombu
 import pytest
 
@@ -14,7 +14,7 @@ from rpcmq.endpoints.diag import DiagEndpoint
 from rpcmq.testing.proxy import TcpProxy
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.daemons import Daemon, write_config
-from rpcmq.tests.scenarios.rpc import Env, wait_for
+from rpcmq.tests.scenarios.rpc import Env, raw_call, wait_for
 
 KOMBU_URL = 'amqp://guest:guest@127.0.0.1:5672//'
 
@@ -156,27 +156,13 @@ def test_a_call_that_timed_out_is_not_run_late(rabbit_url):
 
 
 def test_plain_amqp_client_calls_through_the_default_exchange(rabbit_url):
-    """The RabbitMQ tutorial's RPC client, written with bare kombu."""
+    """The RabbitMQ tutorial's RPC client: default exchange, queue name."""
     env = Env(rabbit_url)
     env.serve([DiagEndpoint()])
     try:
-        with kombu.Connection(KOMBU_URL) as conn:
-            reply_q = kombu.Queue('tutorial_%s' % uuid.uuid4().hex,
-                                  exclusive=True, auto_delete=True)
-            got = []
-            with conn.Consumer(reply_q, callbacks=[
-                    lambda body, msg: got.append((body, msg.properties))],
-                    accept=['json']):
-                conn.Producer().publish(
-                    {'method': 'echo', 'args': {'x': 'tutorial'}},
-                    exchange='', routing_key=env.topic, serializer='json',
-                    reply_to=reply_q.name, correlation_id='c-1')
-                deadline = time.monotonic() + 10
-                while not got and time.monotonic() < deadline:
-                    conn.drain_events(timeout=10)
-        body, props = got[0]
-        assert body == {'result': 'tutorial'}
-        assert props['correlation_id'] == 'c-1'
+        reply = raw_call(env, {'method': 'echo', 'args': {'x': 'tutorial'}},
+                         serializer='json', exchange='')
+        assert reply == {'result': 'tutorial'}
     finally:
         env.close()
 
@@ -185,17 +171,8 @@ def test_pickle_is_refused(rabbit_url):
     env = Env(rabbit_url)
     env.serve([DiagEndpoint()])
     try:
-        client = env.client()
-        client.call({}, 'ping')
-        replies = env.transport.replies
-        cid = uuid.uuid4().hex
-        slot = replies.register(cid)
-        with kombu.Connection(KOMBU_URL) as conn:
-            conn.Producer().publish(
-                {'method': 'echo', 'args': {'x': 1}}, exchange='',
-                routing_key=env.topic, serializer='pickle',
-                reply_to=replies.queue_name, correlation_id=cid)
-        failure = json.loads(replies.wait_reply(cid, slot, 10))['failure']
+        failure = raw_call(env, {'method': 'echo', 'args': {'x': 1}},
+                           serializer='pickle')['failure']
         assert failure['type'] == 'MalformedMessage'
         assert 'application/json' in failure['message']
     finally:
@@ -248,5 +225,23 @@ def test_failover_to_the_next_host_in_the_url():
     try:
         env.serve([DiagEndpoint()])
         assert env.client().call({}, 'echo', x='second host') == 'second host'
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize('direct', [True, False])
+def test_replies_by_direct_reply_to_or_an_exclusive_queue(rabbit_url, direct):
+    env = Env(rabbit_url)
+    env.conf.set_override('direct_reply_to', direct, group='rabbit')
+    env.serve([DiagEndpoint()])
+    try:
+        assert env.client().call({}, 'echo', x=direct) == direct
+        name = env.transport.replies.queue_name
+        assert (name == 'amq.rabbitmq.reply-to') is direct
+        if not direct:  # the client's connection holds its reply queue
+            with kombu.Connection(KOMBU_URL) as conn:
+                with pytest.raises(amqp.exceptions.ResourceLocked):
+                    kombu.Queue(name, exclusive=True)(
+                        conn.default_channel).queue_declare(passive=True)
     finally:
         env.close()

@@ -206,19 +206,43 @@ def test_oversized_request_is_refused_before_publishing(env):
     assert '2048' in str(err.value)
 
 
-def _raw_publish(env, body, routing_key, reply_to=None, cid=None,
-                 content_type='application/json'):
-    with kombu.Connection(env.transport.driver.url.kombu_urls(
-            env.transport.driver.kombu_scheme,
-            env.transport.driver.default_vhost)) as conn:
-        exchange = env.transport.driver.exchange('rpcmq')
-        props = {}
-        if reply_to:
-            props.update(reply_to=reply_to, correlation_id=cid)
-        conn.Producer().publish(body, exchange=exchange,
-                                routing_key=routing_key, serializer=None,
-                                content_type=content_type,
-                                content_encoding='utf-8', **props)
+def raw_call(env, body, serializer=None, exchange=None, cast=False):
+    """What a plain AMQP client does: its own reply queue, one request.
+
+    ``body`` is bytes (sent as JSON) or an object for ``serializer``.
+    Returns the reply as a dict (None for a cast).
+    """
+    driver = env.transport.driver
+    if exchange is None:
+        exchange = driver.exchange('rpcmq')
+    urls = driver.url.kombu_urls(driver.kombu_scheme, driver.default_vhost)
+    props = {'serializer': serializer} if serializer else {
+        'serializer': None, 'content_type': 'application/json',
+        'content_encoding': 'utf-8'}
+    with kombu.Connection(urls) as conn:
+        if cast:
+            conn.Producer().publish(body, exchange=exchange,
+                                    routing_key=env.topic, **props)
+            return None
+        reply_q = kombu.Queue('plain_%s' % uuid.uuid4().hex,
+                              exclusive=True, auto_delete=True)
+        got = []
+        with conn.Consumer(reply_q, callbacks=[
+                lambda b, m: got.append((m.body, m.properties))]):
+            conn.Producer().publish(
+                body, exchange=exchange, routing_key=env.topic,
+                reply_to=reply_q.name,
+                correlation_id='c-1', **props)
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+    assert got, 'no reply to a plain client'
+    raw, properties = got[0]
+    assert properties['correlation_id'] == 'c-1'
+    return json.loads(raw)
 
 
 @pytest.mark.parametrize('body, reason', [
@@ -229,17 +253,10 @@ def _raw_publish(env, body, routing_key, reply_to=None, cid=None,
 def test_malformed_raw_messages_get_an_error_reply(env, body, reason):
     """A plain AMQP client gets a clear failure, and the queue moves on."""
     env.serve([Named('s1')])
-    client = env.client()
-    client.call({}, 'ping')  # the reply queue exists
-    replies = env.transport.replies
-    cid = uuid.uuid4().hex
-    slot = replies.register(cid)
-    _raw_publish(env, body, env.topic, reply_to=replies.queue_name, cid=cid)
-    reply = replies.wait_reply(cid, slot, 10)
-    assert reply is not None, 'no reply to a malformed call'
-    failure = json.loads(reply)['failure']
+    failure = raw_call(env, body)['failure']
     assert failure['type'] == 'MalformedMessage'
     assert reason in failure['message']
     # A malformed cast is dropped with a log line; later work still runs.
-    _raw_publish(env, body, env.topic)
-    assert client.call({}, 'echo', x='still serving') == 'still serving'
+    raw_call(env, body, cast=True)
+    assert env.client().call({}, 'echo', x='still serving') == \
+        'still serving'
