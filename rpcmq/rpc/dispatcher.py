@@ -35,6 +35,16 @@ def version_is_compatible(implemented, requested):
     return imp[0] == req[0] and req[1] <= imp[1]
 
 
+@functools.lru_cache(maxsize=4096)
+def _signature(func, bound):
+    """The call signature of an endpoint method (without self if bound)."""
+    sig = inspect.signature(func)
+    if bound:
+        params = list(sig.parameters.values())[1:]
+        sig = sig.replace(parameters=params)
+    return sig
+
+
 class ExpectedException(Exception):
     """Wraps an error an endpoint declared as expected; not logged loudly."""
 
@@ -96,7 +106,8 @@ class RPCDispatcher:
     def dispatch(self, ctxt, method, args, namespace=None, version=None):
         func = self.lookup(method, namespace, version)
         try:
-            inspect.signature(func).bind(ctxt, **args)
+            _signature(func.__func__ if hasattr(func, '__func__') else func,
+                       hasattr(func, '__func__')).bind(ctxt, **args)
         except TypeError as exc:
             raise InvalidArguments(method=method, reason=str(exc)) from None
         return func(ctxt, **args)

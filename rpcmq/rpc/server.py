@@ -149,10 +149,9 @@ class RPCServer:
             body = wire.failure_reply(MessageTooLarge(size=len(body),
                                                       limit=limit), tb='')
         try:
-            self.transport.driver.publish(
-                body, exchange='', routing_key=incoming.reply_to,
-                correlation_id=incoming.correlation_id,
-                deadline=time.monotonic() + REPLY_DEADLINE)
+            self.transport.driver.reply(
+                incoming.channel, body, incoming.reply_to,
+                incoming.correlation_id, time.monotonic() + REPLY_DEADLINE)
         except RpcmqError as exc:
             LOG.error('could not send reply %s to %s: %s',
                       incoming.correlation_id, incoming.reply_to, exc)

@@ -24,10 +24,8 @@ import logging
 import threading
 import time
 
-import amqp
-import amqp.spec
-
 from rpcmq.exceptions import TransportError
+from rpcmq.transport import raw
 
 __all__ = ['ConfirmingPublisher']
 
@@ -141,14 +139,7 @@ class ConfirmingPublisher:
             self._unconfirmed[self._next_tag] = message
             self._next_tag += 1
             channel = self._channel
-        msg = amqp.Message(body, content_type='application/json',
-                           content_encoding='utf-8', **properties)
-        # Not channel.basic_publish: it reads from the socket to look for
-        # connection.blocked, and only the reader thread may read.
-        channel.send_method(
-            amqp.spec.Basic.Publish, 'Bssbb',
-            (0, getattr(exchange, 'name', exchange) or '', routing_key,
-             False, False), msg)
+        raw.send(channel, body, exchange, routing_key, **properties)
 
     def _wait_for_room(self, deadline):
         with self._state:

@@ -19,6 +19,7 @@ from kombu.common import maybe_declare
 from kombu.utils.functional import retry_over_time
 
 from rpcmq.exceptions import TransportError
+from rpcmq.transport import raw
 from rpcmq.transport.confirms import ConfirmingPublisher
 
 __all__ = ['KombuDriver', 'RabbitDriver', 'RedisDriver', 'MemoryDriver']
@@ -59,6 +60,7 @@ class KombuDriver:
     default_vhost = None
     supports_confirms = False
     direct_reply_to = False
+    raw_channels = False
     transport_options = {}
 
     def __init__(self, conf, url):
@@ -186,6 +188,17 @@ class KombuDriver:
         return (self._base.connection_errors + self._base.channel_errors
                 + (OSError, kombu.exceptions.OperationalError))
 
+    def reply(self, channel, body, reply_to, correlation_id, deadline):
+        """Send a reply; on RabbitMQ straight on the request's channel."""
+        if self.raw_channels and channel is not None:
+            try:
+                return raw.send(channel, body, '', reply_to,
+                                correlation_id=correlation_id)
+            except self.recoverable_errors():
+                pass  # that channel is gone: go through the pool
+        self.publish(body, '', reply_to, correlation_id=correlation_id,
+                     deadline=deadline)
+
     def declare(self, entities, deadline=None):
         """Declare entities not declared yet by this driver, on a pooled
         connection; durable entities outlive reconnects, so once is enough.
@@ -220,6 +233,7 @@ class RabbitDriver(KombuDriver):
     kombu_scheme = 'pyamqp'
     default_vhost = '/'
     supports_confirms = True
+    raw_channels = True
 
     @property
     def direct_reply_to(self):

@@ -39,6 +39,10 @@ class IncomingMessage:
         return self.properties.get('correlation_id')
 
     @property
+    def channel(self):
+        return self._message.channel
+
+    @property
     def content_type(self):
         return self._message.content_type
 

@@ -18,11 +18,10 @@ import threading
 import time
 import uuid
 
-import amqp
-import amqp.spec
 import kombu
 
 from rpcmq.exceptions import TransportError
+from rpcmq.transport import raw
 from rpcmq.transport.consuming import Consumer
 
 __all__ = ['ReplyWaiter']
@@ -108,13 +107,6 @@ class ReplyWaiter(Consumer):
         Waits (until ``deadline``) for the consumer to be connected; if the
         write fails, waits for the reconnect and writes again.
         """
-        name = getattr(exchange, 'name', exchange) or ''
-        expiration = properties.pop('expiration', None)
-        if expiration is not None:
-            properties['expiration'] = str(int(expiration * 1000))
-        msg = amqp.Message(body, content_type='application/json',
-                           content_encoding='utf-8', reply_to=DIRECT_REPLY_TO,
-                           **properties)
         pause = self.driver.retry_policy['interval_start']
         while True:
             remaining = deadline - time.monotonic()
@@ -122,10 +114,8 @@ class ReplyWaiter(Consumer):
                 raise TransportError(reason='no connection to %s within '
                                      'the call timeout' % self.driver.url)
             try:
-                # Not basic_publish: it reads the socket, which is ours.
-                self._channel.send_method(
-                    amqp.spec.Basic.Publish, 'Bssbb',
-                    (0, name, routing_key, False, False), msg)
+                raw.send(self._channel, body, exchange, routing_key,
+                         reply_to=DIRECT_REPLY_TO, **properties)
                 return
             except self.driver.recoverable_errors() as exc:
                 LOG.warning('publishing a call on %s failed (%s); waiting '

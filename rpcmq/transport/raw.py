@@ -1,0 +1,27 @@
+"""Publishing straight on a py-amqp channel, from any thread.
+
+py-amqp locks frame writes, so several threads may publish on a channel
+that another thread consumes from. ``channel.basic_publish`` is not used:
+it reads from the socket (to look for connection.blocked), and only the
+consuming thread may read.
+"""
+
+import amqp
+import amqp.spec
+
+__all__ = ['send']
+
+JSON = 'application/json'
+
+
+def send(channel, body, exchange, routing_key, **properties):
+    """Write one JSON message; ``expiration`` is in seconds."""
+    expiration = properties.pop('expiration', None)
+    if expiration is not None:
+        properties['expiration'] = str(int(expiration * 1000))
+    msg = amqp.Message(body, content_type=JSON, content_encoding='utf-8',
+                       **properties)
+    channel.send_method(
+        amqp.spec.Basic.Publish, 'Bssbb',
+        (0, getattr(exchange, 'name', exchange) or '', routing_key, False,
+         False), msg)
