@@ -18,9 +18,10 @@ class ConductorAPI:
         return self.client.call(ctxt or {}, 'submit', items=items,
                                 batch_id=batch_id)
 
-    def status(self, batch_id, items=False, ctxt=None):
+    def status(self, batch_id, items=False, offset=0, limit=1000,
+               ctxt=None):
         return self.client.call(ctxt or {}, 'status', batch_id=batch_id,
-                                items=items)
+                                items=items, offset=offset, limit=limit)
 
     def list(self, limit=50, state=None, ctxt=None):
         return self.client.call(ctxt or {}, 'list', limit=limit, state=state)

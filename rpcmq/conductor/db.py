@@ -366,6 +366,17 @@ class BatchStore:
         where = () if state is None else (BC.state == m.validate_state(state),)
         return self._batches(*where, newest=True, limit=limit)
 
+    def batches_to_start(self):
+        """``[(batch_id, total)]`` of batches whose batch.start is unsent.
+
+        Cheap (no item counts): the scheduler asks on every step.
+        """
+        query = (sa.select(BC.id, BC.total)
+                 .where(BC.start_notified == sa.false())
+                 .order_by(BC.created_at, BC.id))
+        with self._begin() as conn:
+            return [tuple(row) for row in conn.execute(query)]
+
     def unfinished_batches(self):
         """Summaries of batches whose batch.end is unsent, oldest first.
 

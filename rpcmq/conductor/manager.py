@@ -26,8 +26,15 @@ class BatchEndpoint:
         return batch_id
 
     @expected_exceptions(BatchNotFound)
-    def status(self, ctxt, batch_id, items=False):
-        return self.store.status(batch_id, with_items=bool(items))
+    def status(self, ctxt, batch_id, items=False, offset=0, limit=1000):
+        """Totals; with ``items``, outcomes ``offset`` .. ``offset+limit``
+        (page through large batches: a reply must fit max_message_size)."""
+        status = self.store.status(batch_id, with_items=bool(items))
+        if items:
+            offset, limit = max(0, int(offset)), max(1, int(limit))
+            status['items'] = status['items'][offset:offset + limit]
+            status['offset'] = offset
+        return status
 
     def list(self, ctxt, limit=50, state=None):
         return self.store.list_batches(limit=int(limit), state=state)

@@ -19,6 +19,7 @@ import time
 from rpcmq.conductor.worker import ItemWorker
 from rpcmq.executors import get_executor
 from rpcmq.notify.notifier import Notifier
+from rpcmq.rpc import wire
 
 __all__ = ['Scheduler']
 
@@ -31,6 +32,7 @@ class Scheduler:
 
     def __init__(self, conf, transport, store, executor='threading'):
         self.conf = conf.conductor
+        self._max_message_size = conf.max_message_size
         self.store = store
         self.worker = ItemWorker(conf, transport, store)
         self.notifier = Notifier(transport, 'conductor.%s' % conf.host)
@@ -40,6 +42,10 @@ class Scheduler:
         self._inflight = 0
         self._lock = threading.Lock()
         self._thread = None
+
+    @property
+    def max_payload(self):
+        return self._max_message_size // 2
 
     @property
     def max_attempts(self):
@@ -86,8 +92,10 @@ class Scheduler:
         with self._lock:
             free = self.conf.max_inflight - self._inflight
         if free > 0 and not self._stop.is_set():
+            # claim() counts what already runs against its limit.
             items = self.store.claim(
-                free, batch_limit=self.conf.max_inflight_per_batch, now=now,
+                self.conf.max_inflight,
+                batch_limit=self.conf.max_inflight_per_batch, now=now,
                 lease_seconds=self.conf.lease_seconds)
             for item in items:
                 with self._lock:
@@ -114,12 +122,10 @@ class Scheduler:
         self.notifier.info({}, event_type, payload)
 
     def send_events(self):
-        for batch in self.store.unfinished_batches():
-            if not batch['start_notified']:
-                bid = batch['batch_id']
-                self._send('batch.start', '%s:start' % bid, {
-                    'batch_id': bid, 'total': batch['totals']['total']})
-                self.store.mark_start_notified(bid)
+        for bid, total in self.store.batches_to_start():
+            self._send('batch.start', '%s:start' % bid,
+                       {'batch_id': bid, 'total': total})
+            self.store.mark_start_notified(bid)
         while True:
             items = self.store.unnotified_items(limit=NOTIFY_BATCH)
             for item in items:
@@ -132,8 +138,20 @@ class Scheduler:
                 break
         for batch in self.store.finished_batches_to_end():
             bid = batch['batch_id']
-            status = self.store.status(bid, with_items=True)
-            self._send('batch.end', '%s:end' % bid, {
-                'batch_id': bid, 'state': status['state'],
-                'totals': status['totals'], 'items': status['items']})
+            self._send('batch.end', '%s:end' % bid, self._end_payload(bid))
             self.store.mark_end_notified(bid)
+
+    def _end_payload(self, batch_id):
+        """Totals and every outcome; for a batch too large for one message,
+        the outcomes of the items that did not succeed, and
+        ``items_complete: false`` (page through batch.status for the rest).
+        """
+        status = self.store.status(batch_id, with_items=True)
+        payload = {'batch_id': batch_id, 'state': status['state'],
+                   'totals': status['totals'], 'items': status['items'],
+                   'items_complete': True}
+        if len(wire.encode(payload)) > self.max_payload:
+            payload['items'] = [i for i in status['items']
+                                if i['state'] != 'done']
+            payload['items_complete'] = False
+        return payload

@@ -6,6 +6,8 @@ order is the reverse: stop taking requests, stop claiming, wait for items
 in flight.
 """
 
+import time
+
 from rpcmq.conductor.db import BatchStore
 from rpcmq.conductor.manager import BatchEndpoint
 from rpcmq.conductor.scheduler import Scheduler
@@ -37,7 +39,12 @@ class ConductorService:
         self.scheduler.stop()
 
     def wait(self, timeout=None):
-        done = self.server.wait(timeout)
-        done = self.scheduler.wait(timeout) and done
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left():
+            return None if deadline is None else \
+                max(0.0, deadline - time.monotonic())
+        done = self.server.wait(left())
+        done = self.scheduler.wait(left()) and done
         self.store.close()
         return done

@@ -77,8 +77,11 @@ class ItemWorker:
                                 result)
 
     def _transfer(self, ctxt, item):
-        if item.server and item.spool_id:
-            # A previous attempt fetched it: try storing that copy first.
+        last_error = (item.error or {}).get('type')
+        if item.server and item.spool_id and \
+                last_error != 'MessagingTimeout':
+            # A previous attempt fetched it and its server answered: try
+            # storing that copy first (after a timeout it is likely gone).
             try:
                 return self._store(ctxt, item, {'server': item.server,
                                                 'spool_id': item.spool_id})

@@ -10,7 +10,9 @@ DEFAULT_OPTS = [
                     'Several hosts in one rabbit URL fail over in order.'),
     cfg.StrOpt('control_exchange', default='rpcmq',
                help='Topic exchange that carries requests when a Target '
-                    'names no exchange.'),
+                    'names no exchange. Queues are named after topics, not '
+                    'exchanges: deployments that share a vhost need '
+                    'distinct topics (or separate vhosts).'),
     cfg.IntOpt('rpc_response_timeout', default=60, min=1,
                help='Seconds a call waits for its reply when neither the '
                     'client nor prepare() sets a timeout.'),

@@ -9,6 +9,7 @@ green thread under eventlet).
 import contextlib
 import logging
 import threading
+import time
 
 from kombu.mixins import ConsumerMixin
 
@@ -17,6 +18,7 @@ __all__ = ['Consumer', 'Stopped']
 LOG = logging.getLogger(__name__)
 
 DRAIN_INTERVAL = 0.25
+HEARTBEAT_CHECK_INTERVAL = 1.0
 
 
 class Stopped(Exception):
@@ -37,6 +39,8 @@ class Consumer(ConsumerMixin):
         self.connection = driver.connection()
         self.ready = threading.Event()
         self._thread = None
+        self._active = None
+        self._last_heartbeat = time.monotonic()
 
     @contextlib.contextmanager
     def establish_connection(self):
@@ -50,7 +54,17 @@ class Consumer(ConsumerMixin):
             yield conn
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self._active = connection
         self.ready.set()
+
+    def on_iteration(self):
+        # kombu checks heartbeats only when a read times out; a consumer
+        # that is never idle and never writes would miss them.
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_CHECK_INTERVAL and \
+                self._active is not None:
+            self._last_heartbeat = now
+            self._active.heartbeat_check()
 
     def on_connection_error(self, exc, interval):
         if self.should_stop:

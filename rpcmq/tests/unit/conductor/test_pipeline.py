@@ -153,3 +153,43 @@ def test_cancel_and_retry(pipeline):
             p.api.status(bad)['totals']['failed'] != 1:
         assert time.monotonic() < deadline, p.api.status(bad)
         time.sleep(0.05)
+
+
+def test_the_window_fills_up_to_max_inflight(tmp_path):
+    with Pipeline(str(tmp_path), **{'conductor.max_inflight': 6,
+                                    'conductor.max_inflight_per_batch': 6,
+                                    'executor_thread_pool_size': 8}) as p:
+        batch_id = p.api.submit([{'url': p.images.url(
+            '/slow/w%d.jpg?delay=0.1&chunks=4' % i)} for i in range(30)])
+        peak = 0
+        deadline = time.monotonic() + 60
+        while p.api.status(batch_id)['state'] != 'done':
+            assert time.monotonic() < deadline
+            peak = max(peak, p.api.status(batch_id)['totals']['running'])
+            time.sleep(0.02)
+        assert peak == 6
+
+
+def test_large_batches_end_with_failures_and_page_their_status(tmp_path):
+    with Pipeline(str(tmp_path), max_message_size=8192) as p:
+        events = Events()
+        listener = get_notification_listener(
+            p.transport, [Target(topic='batch.*')], [events])
+        listener.start()
+        try:
+            items = [{'url': p.images.url('/img/l%d.png' % i)}
+                     for i in range(30)]
+            items.append({'url': p.images.url('/status/404')})
+            batch_id = p.api.submit(items)
+            p.events = events
+            end = wait_end(p, batch_id)
+        finally:
+            listener.stop()
+            listener.wait(5)
+        assert end['totals']['done'] == 30 and end['totals']['failed'] == 1
+        assert end['items_complete'] is False
+        assert [i['idx'] for i in end['items']] == [30]
+        pages = [p.api.status(batch_id, items=True, offset=o, limit=5)
+                 for o in range(0, 31, 5)]
+        idx = [i['idx'] for page in pages for i in page['items']]
+        assert idx == list(range(31))

@@ -1,0 +1,75 @@
+"""Run rpcmq's RPC benchmark beside the anchors, in one run, and print
+ratios (these machines are noisy: only same-run ratios mean anything).
+
+    python tools/bench_compare.py --oslo-python /tmp/anchor-oslo/bin/python \
+        [--anchors ../shared/bench] [--n 2000] [--rounds 2]
+
+Runs, alternating per round: rpcmq (eventlet and threading servers),
+oslo.messaging (same executors) and the raw-kombu floor. Prints every JSON
+line as it comes, then one JSON line per scenario with the best of the
+rounds for each system and rpcmq's ratio to oslo.messaging.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+METRIC = {'call_seq': 'calls_per_s', 'call_conc': 'calls_per_s',
+          'cast': 'casts_per_s', 'call_window': 'calls_per_s'}
+
+
+def run(cmd, cwd=None):
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                         timeout=900)
+    lines = []
+    for line in out.stdout.splitlines():
+        if line.startswith('{'):
+            print(line, flush=True)
+            lines.append(json.loads(line))
+    if out.returncode:
+        sys.stderr.write(out.stderr[-2000:])
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--oslo-python', required=True)
+    ap.add_argument('--anchors', default=os.path.join(
+        HERE, '..', '..', 'shared', 'bench'))
+    ap.add_argument('--n', type=int, default=2000)
+    ap.add_argument('--rounds', type=int, default=2)
+    a = ap.parse_args()
+    n = str(a.n)
+    results = []
+    for _ in range(a.rounds):
+        for executor in ('eventlet', 'threading'):
+            results += run([sys.executable, os.path.join(HERE, 'bench_rpc.py'),
+                            '--n', n, '--executor', executor])
+            results += run([a.oslo_python, 'oslo_rpc_bench.py', '--n', n,
+                            '--executor', executor], cwd=a.anchors)
+        results += run([a.oslo_python, 'kombu_limit_bench.py', '--n', n,
+                        '--window', '16'], cwd=a.anchors)
+    best = {}
+    for r in results:
+        key = (r['scenario'], r['sys'], r.get('executor'))
+        value = r[METRIC[r['scenario']]]
+        best[key] = max(best.get(key, 0), value)
+    for scenario in ('call_seq', 'call_conc', 'cast'):
+        for executor in ('eventlet', 'threading'):
+            ours = best.get((scenario, 'rpcmq', executor))
+            oslo = best.get((scenario, 'oslo.messaging', executor))
+            raw = best.get((scenario, 'kombu-raw', None)) or best.get(
+                ('call_window', 'kombu-raw', None)
+                if scenario == 'call_conc' else (None,))
+            print(json.dumps({
+                'summary': scenario, 'executor': executor, 'rpcmq': ours,
+                'oslo.messaging': oslo, 'kombu-raw': raw,
+                'ratio_to_oslo': round(ours / oslo, 2) if ours and oslo
+                else None}), flush=True)
+
+
+if __name__ == '__main__':
+    main()
