@@ -6,12 +6,16 @@ have it) and are skipped with the reason otherwise.
 
 import os
 import socket
+import uuid
 
 import pytest
+import sqlalchemy as sa
 
 RABBIT_URL = os.environ.get('RPCMQ_RABBIT_URL',
                             'rabbit://guest:guest@127.0.0.1:5672/')
 REDIS_URL = os.environ.get('RPCMQ_REDIS_URL', 'redis://127.0.0.1:6379/0')
+POSTGRES_URL = os.environ.get('RPCMQ_TEST_POSTGRES_URL',
+                              'postgresql://postgres@127.0.0.1:5432/test')
 
 SERVICES = {'rabbit': ('127.0.0.1', 5672), 'redis': ('127.0.0.1', 6379),
             'postgres': ('127.0.0.1', 5432), 'mqtt': ('127.0.0.1', 1883)}
@@ -40,3 +44,38 @@ def url(request):
 def rabbit_url():
     require('rabbit')
     return RABBIT_URL
+
+
+@pytest.fixture(scope='module')
+def postgres_admin():
+    """An AUTOCOMMIT engine on the test PostgreSQL server."""
+    from rpcmq.conductor.models import make_engine
+    require('postgres')
+    engine, _ = make_engine(sa.make_url(POSTGRES_URL).update_query_dict(
+        {'connect_timeout': '3'}))
+    engine = engine.execution_options(isolation_level='AUTOCOMMIT')
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql('SELECT 1')
+    except (sa.exc.DBAPIError, ImportError) as exc:
+        engine.dispose()
+        reason = 'PostgreSQL at %s is unusable: %s' % (
+            sa.make_url(POSTGRES_URL).render_as_string(), exc)
+        if os.environ.get('CI') == 'true':
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_admin):
+    """(URL, schema): a fresh schema, found through ``search_path``."""
+    schema = 'rpcmq_test_%s' % uuid.uuid4().hex[:12]
+    with postgres_admin.connect() as conn:
+        conn.exec_driver_sql('CREATE SCHEMA %s' % schema)
+    url = sa.make_url(POSTGRES_URL).update_query_dict(
+        {'options': '-csearch_path=%s' % schema})
+    yield url.render_as_string(hide_password=False), schema
+    with postgres_admin.connect() as conn:
+        conn.exec_driver_sql('DROP SCHEMA %s CASCADE' % schema)

@@ -15,13 +15,11 @@ that is created and dropped).
 
 import collections
 import hashlib
-import os
 import threading
 import time
 import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from rpcmq.conductor.models import make_engine
 from rpcmq.testing import imageserver
@@ -30,8 +28,6 @@ from rpcmq.testing.ossserver import OSSServer
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
 from rpcmq.tests.functional.fixtures import OSS, Cluster, key_for
 
-POSTGRES_URL = os.environ.get('RPCMQ_TEST_POSTGRES_URL',
-                              'postgresql://postgres@127.0.0.1:5432/test')
 BATCH = 200
 ITEM_RETRIES = 3
 CONDUCTOR_OPTS = {'conductor': {
@@ -110,35 +106,6 @@ def cluster(tmp_path_factory, oss):
 def sqlite_url(cluster):
     return 'sqlite:///%s' % (cluster.workdir / (
         'conductor-%s.sqlite' % uuid.uuid4().hex[:8]))
-
-
-@pytest.fixture(scope='module')
-def postgres_admin():
-    engine, _ = make_engine(sa.make_url(POSTGRES_URL).update_query_dict(
-        {'connect_timeout': '3'}))
-    engine = engine.execution_options(isolation_level='AUTOCOMMIT')
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql('SELECT 1')
-    except (sa.exc.DBAPIError, ImportError) as exc:
-        engine.dispose()
-        require('postgres')  # fails on CI, skips elsewhere
-        pytest.skip('PostgreSQL unusable: %s' % exc)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def postgres_url(postgres_admin):
-    """A fresh schema, found through ``search_path`` in the URL."""
-    schema = 'rpcmq_pipe_%s' % uuid.uuid4().hex[:12]
-    with postgres_admin.connect() as conn:
-        conn.exec_driver_sql('CREATE SCHEMA %s' % schema)
-    url = sa.make_url(POSTGRES_URL).update_query_dict(
-        {'options': '-csearch_path=%s' % schema})
-    yield url.render_as_string(hide_password=False), schema
-    with postgres_admin.connect() as conn:
-        conn.exec_driver_sql('DROP SCHEMA %s CASCADE' % schema)
 
 
 @pytest.fixture
@@ -225,7 +192,7 @@ def test_a_batch_is_stored_once_and_ends_once(request, cluster, images, oss,
     if db == 'sqlite':
         url = request.getfixturevalue('sqlite_url')
     else:
-        url, schema = request.getfixturevalue('postgres_url')
+        url, schema = request.getfixturevalue('postgres_schema_url')
     cluster.start_conductor(url)
     try:
         urls = [images.url('/img/basic-%s-%d.jpg?kb=4' % (db, i))
