@@ -70,13 +70,10 @@ OSS_OPTS = [
     cfg.FloatOpt('connect_timeout', default=30.0, min=0.1,
                  help='Seconds oss2 waits to connect and for each read of '
                       'a response.'),
-    cfg.StrOpt('checkpoint_dir',
-               default=os.path.join(tempfile.gettempdir(),
-                                    'rpcmq-oss-checkpoints'),
-               sample_default='$TMPDIR/rpcmq-oss-checkpoints',
+    cfg.StrOpt('checkpoint_dir', default='',
                help='Directory of the resumable upload checkpoints (never '
-                    'the home directory). rpcmq-server points it inside '
-                    'its image spool directory.'),
+                    'the home directory). Empty: oss-checkpoints inside '
+                    '[image] spool_dir, beside the files being uploaded.'),
     cfg.StrOpt('public_base_url', default='',
                help='URL prefix of the returned object URLs, e.g. a CDN '
                     'domain bound to the bucket. Empty: the bucket URL '

@@ -88,7 +88,8 @@ class OSSStore(base.Store):
         self.retries = opts.upload_retries
         self.backoff = opts.retry_backoff
         self.backoff_max = opts.retry_backoff_max
-        self.checkpoint_dir = opts.checkpoint_dir
+        self.checkpoint_dir = opts.checkpoint_dir or os.path.join(
+            conf.image.spool_dir, 'oss-checkpoints')
         self.public_base_url = opts.public_base_url or ''
         if opts.auth_version == 'v4':
             auth = oss2.AuthV4(opts.access_key_id, opts.access_key_secret)

@@ -170,4 +170,15 @@ def test_storage_options_are_documented():
     assert conf.oss.multipart_threshold == 10 * 1024 * 1024
     assert conf.oss.part_size == 5 * 1024 * 1024
     assert conf.oss.upload_retries == 3
-    assert not conf.oss.checkpoint_dir.startswith(os.path.expanduser('~'))
+    assert conf.oss.checkpoint_dir == ''  # inside the image spool
+
+
+def test_oss_checkpoints_default_to_the_image_spool(tmp_path):
+    from rpcmq.storage.oss import OSSStore
+    conf = make_conf('oss', oss={'endpoint': 'http://127.0.0.1:1',
+                                 'bucket': 'images', 'access_key_id': 'k',
+                                 'access_key_secret': 's'})
+    conf.set_override('spool_dir', str(tmp_path / 'spool'), group='image')
+    store = OSSStore(conf)
+    assert store.checkpoint_dir == str(tmp_path / 'spool' / 'oss-checkpoints')
+    assert not store.checkpoint_dir.startswith(os.path.expanduser('~'))
