@@ -35,6 +35,7 @@ import io
 import math
 import random
 import re
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -234,6 +235,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        # Clients hang up on purpose (size limits, timeouts): not an error.
+        if not isinstance(sys.exc_info()[1], (ConnectionError,
+                                              TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class ImageServer:
