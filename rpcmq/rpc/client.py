@@ -114,9 +114,12 @@ class RPCClient:
     def cast(self, ctxt, method, **kwargs):
         """Send without waiting for a result.
 
-        Returns once the broker has taken the message (publisher confirms
-        on RabbitMQ); raises TransportError if it could not within the
-        client's timeout.
+        Returns once the message is written to the broker; raises
+        TransportError if it could not be within the client's timeout. On
+        RabbitMQ casts are persistent and confirmed by the broker in the
+        background: one it refuses, or that a lost connection leaves
+        unconfirmed, is published again. ``transport.flush()`` waits for
+        every confirm; ``transport.cleanup()`` does so before closing.
         """
         body = self._message(ctxt, method, kwargs)
         exchange, routing_key, declare = self._route()

@@ -40,8 +40,14 @@ class Transport:
                     self._replies = ReplyWaiter(self.driver)
         return self._replies
 
+    def flush(self, timeout=None):
+        """Wait until the broker confirmed every cast sent so far; True if
+        it has (always True where the broker has no confirms)."""
+        return self.driver.flush(timeout)
+
     def cleanup(self):
-        """Close the reply consumer and every pooled connection."""
+        """Wait for outstanding cast confirms (up to 10 s), then close the
+        reply consumer and every pooled connection."""
         if self._replies is not None:
             self._replies.close()
         self.driver.cleanup()
