@@ -28,121 +28,20 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
 KEY_ID, SECRET, BUCKET = 'bench-key', 'bench-secret', 'bench'
-MIB = 1024 * 1024
-THRESHOLD, PART_SIZE, UPLOAD_THREADS = 10 * MIB, 5 * MIB, 4
 
 
-def image_urls(base, scenario, n, kb):
-    """Distinct URLs; a few distinct bodies for large files so the image
-    server's cache (256 MiB) keeps them all."""
-    ext = 'jpg' if scenario == 'small' else 'png'
-    bodies = max(1, min(n, int(128 * 1024 // kb)))
-    return ['%s/img/%s%d.%s?kb=%d&n=%d' % (base, scenario, i % bodies, ext,
-                                           kb, i) for i in range(n)]
-
-
-def proc_status(pid):
-    """VmRSS and VmHWM of ``pid`` in MiB."""
-    out = {}
-    with open('/proc/%s/status' % pid) as f:
-        for line in f:
-            name, _, value = line.partition(':')
-            if name in ('VmRSS', 'VmHWM'):
-                out[name] = int(value.split()[0]) / 1024.0
-    return out
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of ``pid`` (all its threads)."""
-    with open('/proc/%s/stat' % pid) as f:
-        fields = f.read().rpartition(')')[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
-def reset_peak(pid):
-    with open('/proc/%s/clear_refs' % pid, 'w') as f:
-        f.write('5')  # resets VmHWM to the current RSS
-
-
-# -- helper processes ------------------------------------------------------
-
-def serve_images():
-    from rpcmq.testing.imageserver import ImageServer
-    with ImageServer() as srv:
-        print(srv.base_url, flush=True)
-        sys.stdin.read()  # until the parent closes our stdin
-
-
-def spawn(args, **kwargs):
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, **kwargs)
-    return proc, proc.stdout.readline().strip()
-
-
-def bare_worker(a):
-    """Run in a child process: transfer every URL on stdin; report JSON."""
+def bare_bucket(endpoint):
+    """The bare worker's bucket (V1 signatures, as the daemon's store)."""
     import oss2
-    import requests
-    spec = json.loads(sys.stdin.readline())
-    auth = oss2.Auth(KEY_ID, SECRET)
-    local = threading.local()
-    spool = spec['spool']
-
-    def bucket():
-        if not hasattr(local, 'bucket'):
-            local.bucket = oss2.Bucket(auth, spec['endpoint'], BUCKET,
-                                       enable_crc=True)
-            local.http = requests.Session()
-        return local.bucket
-
-    def transfer(job):
-        url, key = job
-        b = bucket()
-        fd, path = tempfile.mkstemp(dir=spool)
-        try:
-            size = 0
-            with local.http.get(url, stream=True, timeout=60) as resp, \
-                    os.fdopen(fd, 'wb') as f:
-                resp.raise_for_status()
-                for chunk in resp.iter_content(64 * 1024):
-                    f.write(chunk)
-                    size += len(chunk)
-            if size >= THRESHOLD:
-                oss2.resumable_upload(
-                    b, key, path, store=oss2.ResumableStore(root=spool),
-                    multipart_threshold=THRESHOLD, part_size=PART_SIZE,
-                    num_threads=UPLOAD_THREADS)
-            else:
-                b.put_object_from_file(key, path)
-            return size
-        finally:
-            os.unlink(path)
-
-    with concurrent.futures.ThreadPoolExecutor(spec['conc']) as pool:
-        list(pool.map(transfer, spec['warmup']))
-        print(json.dumps(proc_status('self')), flush=True)
-        while True:
-            line = sys.stdin.readline()
-            if not line:
-                return
-            jobs = json.loads(line)
-            reset_peak('self')
-            before = proc_status('self')['VmRSS']
-            cpu = cpu_seconds('self')
-            started = time.perf_counter()
-            sizes = list(pool.map(transfer, jobs))
-            elapsed = time.perf_counter() - started
-            print(json.dumps({'elapsed': elapsed, 'bytes': sum(sizes),
-                              'rss_before': before,
-                              'cpu': cpu_seconds('self') - cpu,
-                              'hwm': proc_status('self')['VmHWM']}),
-                  flush=True)
+    return oss2.Bucket(oss2.Auth(KEY_ID, SECRET), endpoint, BUCKET,
+                       enable_crc=True)
 
 
 # -- the benchmark ---------------------------------------------------------
@@ -159,8 +58,8 @@ def start_daemon(a, topic, workdir, oss_endpoint):
                 'multipart_threshold = %d\npart_size = %d\n'
                 'upload_threads = %d\ncheckpoint_dir = %s\n'
                 % (a.url, topic, os.path.join(workdir, 'spool'),
-                   oss_endpoint, BUCKET, KEY_ID, SECRET, THRESHOLD,
-                   PART_SIZE, UPLOAD_THREADS,
+                   oss_endpoint, BUCKET, KEY_ID, SECRET, benchlib.THRESHOLD,
+                   benchlib.PART_SIZE, benchlib.UPLOAD_THREADS,
                    os.path.join(workdir, 'ckpt')))
     exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq-server')
     return subprocess.Popen([exe, '--config-file', conf])
@@ -184,23 +83,11 @@ def rpcmq_client(a, topic):
 
 
 def run_rpcmq(client, pid, jobs, conc):
-    reset_peak(pid)
-    before = proc_status(pid)['VmRSS']
-    cpu = cpu_seconds(pid)
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(conc) as pool:
-        sizes = list(pool.map(lambda job: client.call(
-            {}, 'transfer', url=job[0], key=job[1])['size'], jobs))
-    return {'elapsed': time.perf_counter() - started, 'bytes': sum(sizes),
-            'rss_before': before, 'cpu': cpu_seconds(pid) - cpu,
-            'hwm': proc_status(pid)['VmHWM']}
+    def transfer(job):
+        return client.call({}, 'transfer', url=job[0], key=job[1])['size']
 
-
-def warm_image_cache(urls, conc):
-    import requests
     with concurrent.futures.ThreadPoolExecutor(conc) as pool:
-        list(pool.map(lambda u: requests.get(u, timeout=300).content,
-                      urls))
+        return benchlib.measure(pid, lambda: list(pool.map(transfer, jobs)))
 
 
 def emit(system, scenario, n, r, ratio=None):
@@ -217,87 +104,41 @@ def emit(system, scenario, n, r, ratio=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--url', default='rabbit://guest:guest@127.0.0.1:5672/')
-    ap.add_argument('--conc', type=int, default=16)
-    ap.add_argument('--small-n', type=int, default=1000)
-    ap.add_argument('--small-kb', type=int, default=100)
-    ap.add_argument('--large-n', type=int, default=20)
-    ap.add_argument('--large-mb', type=int, default=20)
-    ap.add_argument('--serve-images', action='store_true',
-                    help=argparse.SUPPRESS)
-    ap.add_argument('--bare-worker', action='store_true',
-                    help=argparse.SUPPRESS)
+    benchlib.add_args(ap, conc=16, large_n=20, large_mb=20)
     a = ap.parse_args()
-    if a.serve_images:
-        return serve_images()
-    if a.bare_worker:
-        return bare_worker(a)
-    with tempfile.TemporaryDirectory(prefix='bench-image-') as workdir:
-        children = []
-        try:
-            run(a, workdir, children)
-        finally:
-            stop(children)
-
-
-def stop(children):
-    """Stop helpers: close stdin (image server, bare worker), SIGINT (OSS
-    server), SIGTERM (daemon); then wait."""
-    for proc, how in reversed(children):
-        if proc.poll() is not None:
-            continue
-        if how == 'stdin':
-            proc.stdin.close()
-        else:
-            proc.send_signal(how)
-    for proc, _how in children:
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    if benchlib.run_helper(a, bare_bucket):
+        return
+    benchlib.run_in_workdir('bench-image-', lambda workdir, children:
+                            run(a, workdir, children))
 
 
 def run(a, workdir, children):
-    me = [sys.executable, os.path.abspath(__file__)]
-    images, base = spawn(me + ['--serve-images'])
-    children.append((images, 'stdin'))
-    oss_root = os.path.join(workdir, 'oss')
-    os.mkdir(oss_root)
-    oss, banner = spawn([sys.executable, '-m', 'rpcmq.testing.ossserver',
-                         '--bucket', BUCKET, '--root', oss_root,
-                         '--credentials', '%s:%s' % (KEY_ID, SECRET)])
-    children.append((oss, signal.SIGINT))
-    endpoint = banner.split(' on ', 1)[1].split(',', 1)[0]
+    me = os.path.abspath(__file__)
+    base = benchlib.start_image_server(me, children)
+    endpoint = benchlib.start_oss(children, os.path.join(workdir, 'oss'),
+                                  BUCKET, KEY_ID, SECRET)
     topic = 'bench_image_%s' % uuid.uuid4().hex[:8]
     daemon = start_daemon(a, topic, workdir, endpoint)
     children.append((daemon, signal.SIGTERM))
-    bare_spool = os.path.join(workdir, 'bare')
-    os.mkdir(bare_spool)
-    bare = subprocess.Popen(me + ['--bare-worker'], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    children.append((bare, 'stdin'))
 
-    scenarios = [('small', a.small_n, a.small_kb),
-                 ('large', a.large_n, a.large_mb * 1024)]
-    urls = {s: image_urls(base, s, n, kb) for s, n, kb in scenarios}
-    warm_image_cache([u for s in urls.values() for u in s], a.conc)
+    scenarios = [('small', a.small_n, a.small_kb, 'jpg'),
+                 ('large', a.large_n, a.large_mb * 1024, 'png')]
+    urls = {s: benchlib.image_urls(base, s, n, kb, ext)
+            for s, n, kb, ext in scenarios}
+    benchlib.warm_image_cache([u for s in urls.values() for u in s],
+                              a.conc)
     warmup = ['%s/img/warm%d.jpg?kb=50' % (base, i) for i in range(a.conc)]
-    bare.stdin.write(json.dumps({
-        'endpoint': endpoint, 'conc': a.conc, 'spool': bare_spool,
-        'warmup': [(u, 'warm/bare/%d' % i) for i, u in enumerate(warmup)]})
-        + '\n')
-    bare.stdin.flush()
-    json.loads(bare.stdout.readline())  # warmed up
+    bare = benchlib.start_bare_worker(
+        me, children, workdir, endpoint, a.conc,
+        [(u, 'warm/bare/%d' % i) for i, u in enumerate(warmup)])
     transport, client = rpcmq_client(a, topic)
     with concurrent.futures.ThreadPoolExecutor(a.conc) as pool:
         list(pool.map(lambda u: client.call({}, 'transfer', url=u), warmup))
-    for scenario, n, _kb in scenarios:
+    for scenario, n, _kb, _ext in scenarios:
         jobs = {s: [(u, 'bench/%s/%s/%d' % (s, scenario, i))
                     for i, u in enumerate(urls[scenario])]
                 for s in ('bare', 'rpcmq')}
-        bare.stdin.write(json.dumps(jobs['bare']) + '\n')
-        bare.stdin.flush()
-        b = json.loads(bare.stdout.readline())
+        b = benchlib.ask(bare, jobs['bare'])
         r = run_rpcmq(client, daemon.pid, jobs['rpcmq'], a.conc)
         emit('bare', scenario, n, b)
         emit('rpcmq', scenario, n, r,

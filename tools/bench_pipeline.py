@@ -30,130 +30,27 @@ Usage: python tools/bench_pipeline.py [--url rabbit://...] [--conc 32]
 """
 
 import argparse
-import concurrent.futures
 import json
 import os
 import pathlib
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 
-from rpcmq.tests.functional.fixtures import OSS, Cluster, proc_memory
+from rpcmq.tests.functional.fixtures import OSS, Cluster
 
-MIB = 1024 * 1024
-THRESHOLD, PART_SIZE, UPLOAD_THREADS = 10 * MIB, 5 * MIB, 4
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
 STORE = 'oss (rpcmq.testing.ossserver, V4 auth, child process)'
 
 
-def image_urls(base, scenario, n, kb):
-    """``n`` distinct URLs (distinct keys); at most ~128 MiB of distinct
-    bodies so the image server's cache (256 MiB) keeps them all."""
-    ext = 'jpg' if kb <= 1024 else 'png'
-    kind = '?kb=%d&' % kb if kb else '?'
-    bodies = max(1, min(n, int(128 * 1024 // max(kb, 4))))
-    return ['%s/img/%s%d.%s%sn=%d' % (base, scenario, i % bodies, ext, kind,
-                                      i) for i in range(n)]
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of ``pid`` so far."""
-    with open('/proc/%s/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
-def reset_peak(pid):
-    with open('/proc/%s/clear_refs' % pid, 'w') as f:
-        f.write('5')  # VmHWM := current RSS
-
-
-# -- child processes ------------------------------------------------------
-
-def serve_images():
-    from rpcmq.testing.imageserver import ImageServer
-    with ImageServer() as srv:
-        print(srv.base_url, flush=True)
-        sys.stdin.read()  # until the parent closes our stdin
-
-
-def bare_worker():
-    """Transfer the URL lists read from stdin; one JSON result per list."""
+def bare_bucket(endpoint):
+    """The bare worker's bucket (V4 signatures, as the daemons' store)."""
     import oss2
-    import requests
-    spec = json.loads(sys.stdin.readline())
     auth = oss2.AuthV4(OSS['access_key_id'], OSS['access_key_secret'])
-    local = threading.local()
-    spool = spec['spool']
-
-    def bucket():
-        if not hasattr(local, 'bucket'):
-            local.bucket = oss2.Bucket(auth, spec['endpoint'], OSS['bucket'],
-                                       region=OSS['region'], enable_crc=True)
-            local.http = requests.Session()
-        return local.bucket
-
-    def transfer(job):
-        url, key = job
-        b = bucket()
-        fd, path = tempfile.mkstemp(dir=spool)
-        try:
-            size = 0
-            with local.http.get(url, stream=True, timeout=60) as resp, \
-                    os.fdopen(fd, 'wb') as f:
-                resp.raise_for_status()
-                for chunk in resp.iter_content(64 * 1024):
-                    f.write(chunk)
-                    size += len(chunk)
-            if size >= THRESHOLD:
-                oss2.resumable_upload(
-                    b, key, path, store=oss2.ResumableStore(root=spool),
-                    multipart_threshold=THRESHOLD, part_size=PART_SIZE,
-                    num_threads=UPLOAD_THREADS)
-            else:
-                b.put_object_from_file(key, path)
-            return size
-        finally:
-            os.unlink(path)
-
-    with concurrent.futures.ThreadPoolExecutor(spec['conc']) as pool:
-        list(pool.map(transfer, spec['warmup']))
-        print(json.dumps({'ready': True}), flush=True)
-        for line in sys.stdin:
-            jobs = json.loads(line)
-            reset_peak('self')
-            cpu = cpu_seconds('self')
-            started = time.perf_counter()
-            sizes = list(pool.map(transfer, jobs))
-            elapsed = time.perf_counter() - started
-            print(json.dumps({'elapsed': elapsed, 'bytes': sum(sizes),
-                              'cpu_s': cpu_seconds('self') - cpu,
-                              'hwm': proc_memory(os.getpid())['VmHWM']}),
-                  flush=True)
-
-
-def spawn(args, children, how, banner=True):
-    """Start a helper; return it and the first line it prints."""
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    children.append((proc, how))
-    return proc, proc.stdout.readline().strip() if banner else None
-
-
-def stop(children):
-    for proc, how in reversed(children):
-        if proc.poll() is None:
-            if how == 'stdin':
-                proc.stdin.close()
-            else:
-                proc.send_signal(how)
-    for proc, _how in children:
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return oss2.Bucket(auth, endpoint, OSS['bucket'], region=OSS['region'],
+                       enable_crc=True)
 
 
 # -- the pipeline -------------------------------------------------------
@@ -165,18 +62,19 @@ def run_batch(cluster, urls, timeout):
                 conductor=cluster.conductor.proc.pid)
     cpu = {}
     for name, pid in pids.items():
-        reset_peak(pid)
-        cpu[name] = cpu_seconds(pid)
+        benchlib.reset_peak(pid)
+        cpu[name] = benchlib.cpu_seconds(pid)
     started = time.perf_counter()
     batch_id = cluster.submit([{'url': u} for u in urls])
     end = cluster.wait_end(batch_id, timeout=timeout)
     elapsed = time.perf_counter() - started
     mem = cluster.memory()
-    cpu = {name: round(cpu_seconds(pid) - cpu[name], 1)
+    cpu = {name: round(benchlib.cpu_seconds(pid) - cpu[name], 1)
            for name, pid in pids.items()}
-    done = [i for i in end['items'] if i['state'] == 'done']
+    items = outcomes(cluster, batch_id, end)
+    done = [i for i in items if i['state'] == 'done']
     if len(done) != len(urls):
-        failed = [i for i in end['items'] if i['state'] != 'done'][:3]
+        failed = [i for i in items if i['state'] != 'done'][:3]
         raise SystemExit('batch %s: %d of %d items done; e.g. %s'
                          % (batch_id, len(done), len(urls), failed))
     return {'elapsed': elapsed, 'bytes': sum(i['result']['size']
@@ -184,6 +82,21 @@ def run_batch(cluster, urls, timeout):
             'cpu_s': cpu,
             'rss_peak_mb': {k: round(v['VmHWM'], 1) for k, v in mem.items()},
             'rss_mb': {k: round(v['VmRSS'], 1) for k, v in mem.items()}}
+
+
+def outcomes(cluster, batch_id, end):
+    """Every item outcome of a batch: its ``batch.end`` has them all unless
+    the batch was too large for one message (``items_complete`` false);
+    then page through ``status``."""
+    if end.get('items_complete', True):
+        return end['items']
+    items = []
+    while True:
+        page = cluster.api.status(batch_id, items=True, offset=len(items),
+                                  limit=1000)['items']
+        if not page:
+            return items
+        items.extend(page)
 
 
 def rate(n, r):
@@ -202,53 +115,33 @@ def emit(**line):
 
 
 def throughput(a, cluster, base, endpoint, workdir, children):
-    me = [sys.executable, os.path.abspath(__file__)]
-    bare_spool = os.path.join(workdir, 'bare')
-    os.mkdir(bare_spool)
-    bare, _ = spawn(me + ['--bare-worker'], children, 'stdin', banner=False)
     scenarios = [('small', a.small_n, a.small_kb),
                  ('large', a.large_n, a.large_mb * 1024)]
-    urls = {s: image_urls(base, s, n, kb) for s, n, kb in scenarios}
+    urls = {s: benchlib.image_urls(base, s, n, kb) for s, n, kb in scenarios}
     progress('warming the image cache')
-    warm_image_cache([u for s in urls.values() for u in s], a.conc)
+    benchlib.warm_image_cache([u for s in urls.values() for u in s], a.conc)
     progress('warming the bare worker and the pipeline')
-    warmup = image_urls(base, 'warm', a.conc * 2, 50)
-    bare.stdin.write(json.dumps({
-        'endpoint': endpoint, 'conc': a.conc, 'spool': bare_spool,
-        'warmup': [(u, 'bare/warm/%d' % i) for i, u in enumerate(warmup)]})
-        + '\n')
-    bare.stdin.flush()
-    json.loads(bare.stdout.readline())
+    warmup = benchlib.image_urls(base, 'warm', a.conc * 2, 50)
+    bare = benchlib.start_bare_worker(
+        os.path.abspath(__file__), children, workdir, endpoint, a.conc,
+        [(u, 'bare/warm/%d' % i) for i, u in enumerate(warmup)])
     run_batch(cluster, warmup, timeout=120)
     for scenario, n, kb in scenarios:
         progress('%s: pipeline, %d items' % (scenario, n))
         p = run_batch(cluster, urls[scenario], timeout=1800)
         progress('%s: bare' % scenario)
-        bare.stdin.write(json.dumps([
-            (u, 'bare/%s/%d' % (scenario, i))
-            for i, u in enumerate(urls[scenario])]) + '\n')
-        bare.stdin.flush()
-        b = json.loads(bare.stdout.readline())
+        b = benchlib.ask(bare, [(u, 'bare/%s/%d' % (scenario, i))
+                                for i, u in enumerate(urls[scenario])])
         common = {'scenario': scenario, 'items': n, 'item_kb': kb,
                   'conc': a.conc, 'store': STORE}
         pr, br = rate(n, p), rate(n, b)
         emit(system='pipeline', **common, **pr, cpu_s=p['cpu_s'],
              rss_peak_mb=p['rss_peak_mb'])
         emit(system='bare', **common, **br,
-             cpu_s={'bare_worker': round(b['cpu_s'], 1)},
+             cpu_s={'bare_worker': round(b['cpu'], 1)},
              rss_peak_mb={'bare_worker': round(b['hwm'], 1)})
         emit(scenario=scenario, ratio_pipeline_to_bare=round(
             pr['items_per_s'] / br['items_per_s'], 3))
-
-
-def warm_image_cache(urls, conc):
-    import requests
-    seen = {}
-    for url in urls:  # one request per distinct body
-        seen.setdefault(url.rsplit('n=', 1)[0], url)
-    with concurrent.futures.ThreadPoolExecutor(conc) as pool:
-        list(pool.map(lambda u: requests.get(u, timeout=600).content,
-                      seen.values()))
 
 
 def rss_check(a, cluster, base, workdir):
@@ -256,9 +149,9 @@ def rss_check(a, cluster, base, workdir):
         cluster.stop_conductor()
         cluster.start_conductor('sqlite:///%s' % os.path.join(
             workdir, 'rss-%d.sqlite' % n))
-        before = proc_memory(cluster.conductor.proc.pid)['VmRSS']
+        before = benchlib.proc_memory(cluster.conductor.proc.pid)['VmRSS']
         progress('rss: %d items' % n)
-        r = run_batch(cluster, image_urls(base, 'rss%d' % n, n, 0),
+        r = run_batch(cluster, benchlib.image_urls(base, 'rss%d' % n, n, 0),
                       timeout=3600)
         emit(scenario='rss', items=n, conc=a.conc, **rate(n, r),
              conductor_rss_start_mb=round(before, 1),
@@ -270,25 +163,19 @@ def rss_check(a, cluster, base, workdir):
 
 
 def run(a, workdir, children):
-    me = [sys.executable, os.path.abspath(__file__)]
-    _images, base = spawn(me + ['--serve-images'], children, 'stdin')
-    oss_root = os.path.join(workdir, 'oss')
-    os.mkdir(oss_root)
-    _oss, banner = spawn([
-        sys.executable, '-m', 'rpcmq.testing.ossserver',
-        '--bucket', OSS['bucket'], '--root', oss_root,
-        '--region', OSS['region'], '--credentials',
-        '%s:%s' % (OSS['access_key_id'], OSS['access_key_secret'])],
-        children, signal.SIGINT)
-    endpoint = banner.split(' on ', 1)[1].split(',', 1)[0]
+    me = os.path.abspath(__file__)
+    base = benchlib.start_image_server(me, children)
+    endpoint = benchlib.start_oss(
+        children, os.path.join(workdir, 'oss'), OSS['bucket'],
+        OSS['access_key_id'], OSS['access_key_secret'], OSS['region'])
     cluster = Cluster(
         pathlib.Path(workdir), a.url, endpoint,
         server_opts={'DEFAULT': {'executor_thread_pool_size':
                                  max(64, a.conc)},
                      'image': {'download_retries': 3},
-                     'oss': {'multipart_threshold': THRESHOLD,
-                             'part_size': PART_SIZE,
-                             'upload_threads': UPLOAD_THREADS,
+                     'oss': {'multipart_threshold': benchlib.THRESHOLD,
+                             'part_size': benchlib.PART_SIZE,
+                             'upload_threads': benchlib.UPLOAD_THREADS,
                              'upload_retries': 3}},
         conductor_opts={'conductor': {
             'max_inflight': a.conc, 'max_inflight_per_batch': a.conc,
@@ -309,35 +196,20 @@ def run(a, workdir, children):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--url', default='rabbit://guest:guest@127.0.0.1:5672/')
-    ap.add_argument('--conc', type=int, default=32,
-                    help='conductor max_inflight = bare worker threads')
-    ap.add_argument('--small-n', type=int, default=1000)
-    ap.add_argument('--small-kb', type=int, default=100)
-    ap.add_argument('--large-n', type=int, default=50)
-    ap.add_argument('--large-mb', type=int, default=10)
+    benchlib.add_args(ap, conc=32, large_n=50, large_mb=10,
+                      conc_help='conductor max_inflight = bare worker threads')
     ap.add_argument('--rss-check', action='store_true')
     ap.add_argument('--rss-n', default='1000,10000',
                     type=lambda s: [int(x) for x in s.split(',')])
     ap.add_argument('--no-throughput', dest='throughput',
                     action='store_false')
-    ap.add_argument('--serve-images', action='store_true',
-                    help=argparse.SUPPRESS)
-    ap.add_argument('--bare-worker', action='store_true',
-                    help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.serve_images:
-        return serve_images()
-    if a.bare_worker:
-        return bare_worker()
+    if benchlib.run_helper(a, bare_bucket):
+        return
     # SIGTERM (e.g. timeout(1)) unwinds like Ctrl-C: daemons get stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix='bench-pipeline-') as workdir:
-        children = []
-        try:
-            run(a, workdir, children)
-        finally:
-            stop(children)
+    benchlib.run_in_workdir('bench-pipeline-', lambda workdir, children:
+                            run(a, workdir, children))
 
 
 if __name__ == '__main__':
