@@ -361,6 +361,19 @@ class BatchStore:
                     conn, IC.batch_id == batch_id)]
         return summary
 
+    def outcomes(self, batch_id, states=None, offset=0, limit=None):
+        """Item outcomes of a batch, by index: those in ``states`` (all if
+        None), ``limit`` of them from ``offset``. Only those rows are read,
+        so a page of a huge batch costs a page."""
+        where = [IC.batch_id == batch_id]
+        if states is not None:
+            where.append(IC.state.in_(list(states)))
+        with self._begin() as conn:
+            rows = m.load_items(conn, *where, limit=limit, offset=offset)
+            if not rows:
+                m.batch_state(conn, batch_id, lock=False)  # BatchNotFound
+        return [row.outcome() for row in rows]
+
     def list_batches(self, limit=50, state=None):
         """Summaries of the newest batches, optionally in one state."""
         where = () if state is None else (BC.state == m.validate_state(state),)

@@ -29,10 +29,11 @@ class BatchEndpoint:
     def status(self, ctxt, batch_id, items=False, offset=0, limit=1000):
         """Totals; with ``items``, outcomes ``offset`` .. ``offset+limit``
         (page through large batches: a reply must fit max_message_size)."""
-        status = self.store.status(batch_id, with_items=bool(items))
+        status = self.store.status(batch_id)
         if items:
             offset, limit = max(0, int(offset)), max(1, int(limit))
-            status['items'] = status['items'][offset:offset + limit]
+            status['items'] = self.store.outcomes(batch_id, offset=offset,
+                                                  limit=limit)
             status['offset'] = offset
         return status
 

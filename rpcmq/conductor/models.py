@@ -261,12 +261,12 @@ def move_item(conn, batch_id, idx, attempt, *where, **values):
         col.attempts == attempt, *where).values(**values)).rowcount == 1
 
 
-def load_items(conn, *where, limit=None):
+def load_items(conn, *where, limit=None, offset=None):
     """Items matching ``where`` as ``ItemRow``, by batch and index."""
     query = sa.select(items).where(*where).order_by(items.c.batch_id,
                                                     items.c.idx)
     return [ItemRow.from_row(row)
-            for row in conn.execute(query.limit(limit))]
+            for row in conn.execute(query.limit(limit).offset(offset))]
 
 
 def summaries(conn, *where, newest=False, limit=None, chunk=500):

@@ -26,6 +26,8 @@ __all__ = ['Scheduler']
 LOG = logging.getLogger(__name__)
 
 NOTIFY_BATCH = 500
+#: Fewest bytes one item outcome takes in a batch.end payload.
+MIN_OUTCOME_BYTES = 150
 
 
 class Scheduler:
@@ -146,12 +148,17 @@ class Scheduler:
         the outcomes of the items that did not succeed, and
         ``items_complete: false`` (page through batch.status for the rest).
         """
-        status = self.store.status(batch_id, with_items=True)
+        status = self.store.status(batch_id)
         payload = {'batch_id': batch_id, 'state': status['state'],
-                   'totals': status['totals'], 'items': status['items'],
-                   'items_complete': True}
-        if len(wire.encode(payload)) > self.max_payload:
-            payload['items'] = [i for i in status['items']
-                                if i['state'] != 'done']
-            payload['items_complete'] = False
+                   'totals': status['totals'], 'items_complete': True}
+        # Outcomes run to a few hundred bytes each: a batch that cannot fit
+        # is not loaded whole just to find that out.
+        if status['totals']['total'] * MIN_OUTCOME_BYTES <= self.max_payload:
+            payload['items'] = self.store.outcomes(batch_id)
+            if len(wire.encode(payload)) <= self.max_payload:
+                return payload
+        payload['items'] = self.store.outcomes(
+            batch_id, states=('failed', 'cancelled'),
+            limit=self.max_payload // MIN_OUTCOME_BYTES)
+        payload['items_complete'] = False
         return payload

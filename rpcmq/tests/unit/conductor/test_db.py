@@ -341,3 +341,14 @@ def test_sqlite_file_uses_wal(store):
         pytest.skip('SQLite only')
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql('PRAGMA journal_mode').scalar() == 'wal'
+
+
+def test_outcomes_are_read_a_page_at_a_time(store):
+    bid, _ = store.submit(['http://h/%d.jpg' % i for i in range(25)])
+    page = store.outcomes(bid, offset=10, limit=5)
+    assert [o['idx'] for o in page] == [10, 11, 12, 13, 14]
+    assert page[0]['url'] == 'http://h/10.jpg'
+    assert len(store.outcomes(bid)) == 25
+    assert store.outcomes(bid, states=('failed',)) == []
+    with pytest.raises(BatchNotFound):
+        store.outcomes('no-such-batch')
