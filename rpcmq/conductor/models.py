@@ -40,6 +40,7 @@ TOTALS = ('total',) + ACTIVE + TERMINAL
 ITEM_FIELDS = ('url', 'key', 'name')
 MAX_ERROR_CHARS = 2000
 #: Seconds a SQLite writer waits for the write lock before failing.
+SQLITE_POOL_SIZE = 4
 SQLITE_BUSY_TIMEOUT = 30.0
 BATCH_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
 
@@ -343,6 +344,11 @@ def make_engine(url, echo=False):
     else:
         os.makedirs(os.path.dirname(os.path.abspath(url.database)),
                     exist_ok=True)
+        # SQLite runs one writer at a time anyway; every extra connection
+        # only adds its own page cache (up to 2 MB), which made memory grow
+        # with the database. Callers queue for these few instead.
+        kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=0,
+                      pool_timeout=SQLITE_BUSY_TIMEOUT)
     engine = sa.create_engine(url, echo=echo, **kwargs)
     sa.event.listen(engine, 'connect', _sqlite_on_connect)
     sa.event.listen(engine, 'begin', _sqlite_on_begin)

@@ -26,8 +26,8 @@ __all__ = ['Scheduler']
 LOG = logging.getLogger(__name__)
 
 NOTIFY_BATCH = 500
-#: Fewest bytes one item outcome takes in a batch.end payload.
-MIN_OUTCOME_BYTES = 150
+#: Bytes one stored item's outcome takes in a batch.end payload, at least.
+MIN_OUTCOME_BYTES = 400
 
 
 class Scheduler:
