@@ -15,6 +15,10 @@ that is created and dropped).
 
 import collections
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -284,3 +288,28 @@ def test_bad_urls_fail_typed_and_the_rest_is_stored(pipeline, images, oss):
     assert images.count('/status/404') == 1  # a 4xx is never retried
     assert bucket_keys(oss) - before == {key_for(u) for u in good}
     assert all(outcomes[u]['state'] == 'done' for u in good)
+
+
+def test_cli_against_the_daemons(pipeline, images, tmp_path):
+    """The rpcmq command a user types, against the running conductor."""
+    conf = str(pipeline.workdir / 'conductor.conf')
+    urls = tmp_path / 'urls.txt'
+    urls.write_text('\n'.join(images.url('/img/cli-%d.png' % i)
+                              for i in range(5)) + '\n')
+
+    def rpcmq_cli(*args):
+        exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq')
+        return subprocess.run([exe, '--config-file', conf, *args],
+                              capture_output=True, text=True, timeout=120)
+
+    submitted = rpcmq_cli('batch', 'submit', str(urls), '--watch')
+    assert submitted.returncode == 0, submitted.stderr
+    batch_id = submitted.stdout.split()[0]
+    assert 'done' in submitted.stderr
+    status = json.loads(rpcmq_cli('batch', 'status', batch_id).stdout)
+    assert status['totals']['done'] == 5
+    missing = rpcmq_cli('batch', 'status', 'no-such-batch')
+    assert missing.returncode == 1
+    assert 'no-such-batch' in missing.stderr
+    assert 'Traceback' not in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
