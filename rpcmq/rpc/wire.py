@@ -80,11 +80,26 @@ def failure_reply(exc, tb=None):
         return encode({'failure': failure})
 
 
-def _allowed(module, cls, allowed):
-    if module == 'builtins' or module in allowed:
-        return True
-    # rpcmq's own errors (fetch, storage, conductor ...) always travel.
-    return module.startswith('rpcmq.') and issubclass(cls, RpcmqError)
+def _exception_class(module, name, allowed):
+    """The class a failure names if it may be rebuilt here, else None.
+
+    Builtins and ``allowed`` modules may; rpcmq's own modules only for
+    rpcmq errors (fetch, storage, conductor ...). Nothing else is imported.
+    """
+    own = module.startswith('rpcmq.')
+    if not (module == 'builtins' or own or module in allowed):
+        return None
+    try:
+        mod = builtins if module == 'builtins' else \
+            importlib.import_module(module)
+    except ImportError:
+        return None
+    cls = getattr(mod, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None
+    if own and module not in allowed and not issubclass(cls, RpcmqError):
+        return None
+    return cls
 
 
 def rebuild_failure(failure, allowed=()):
@@ -94,19 +109,14 @@ def rebuild_failure(failure, allowed=()):
     message = failure.get('message', '')
     tb = failure.get('traceback', '')
     exc = None
-    if module == 'builtins' or module.startswith('rpcmq.') or \
-            module in allowed:
+    cls = _exception_class(module, name, allowed)
+    if cls is not None:
         try:
-            mod = builtins if module == 'builtins' else \
-                importlib.import_module(module)
-            cls = getattr(mod, name)
-            if isinstance(cls, type) and issubclass(cls, Exception) and \
-                    _allowed(module, cls, allowed):
-                if issubclass(cls, RpcmqError):
-                    exc = cls(message, **(failure.get('kwargs') or {}))
-                else:
-                    exc = cls(*(failure.get('args') or [message]))
-        except Exception:  # unknown here, or not rebuildable: RemoteError
+            if issubclass(cls, RpcmqError):
+                exc = cls(message, **(failure.get('kwargs') or {}))
+            else:
+                exc = cls(*(failure.get('args') or [message]))
+        except Exception:  # not rebuildable from what came: RemoteError
             exc = None
     if exc is None:
         qualified = name if module in ('', 'builtins') else \

@@ -53,23 +53,12 @@ class ConfirmingPublisher:
 
     def _connect(self, deadline):
         """(Re)open the channel; publish again what is unconfirmed."""
-        policy = self.driver.retry_policy
-
-        def errback(exc, interval):
-            if deadline is not None and \
-                    time.monotonic() + interval > deadline:
-                raise TransportError(reason='broker %s unreachable: %s' % (
-                    self.driver.url, exc)) from exc
-            LOG.warning('confirming publisher: %s unreachable (%s); '
-                        'retrying in %.1fs', self.driver.url, exc, interval)
-
         if self._conn is not None:
             self._conn.collect()
-        conn = self.driver.connection()
-        conn.ensure_connection(errback, policy['max_retries'],
-                               interval_start=policy['interval_start'],
-                               interval_step=policy['interval_step'],
-                               interval_max=policy['interval_max'])
+        conn = self.driver.ensure_connection(
+            self.driver.connection(),
+            lambda exc, interval: self.driver.retry_or_give_up(
+                exc, interval, deadline))
         channel = conn.channel()
         channel.events['basic_ack'].add(self._on_ack)
         channel.events['basic_nack'].add(self._on_nack)

@@ -44,14 +44,9 @@ class Consumer(ConsumerMixin):
 
     @contextlib.contextmanager
     def establish_connection(self):
-        policy = self.driver.retry_policy
         with self.create_connection() as conn:
-            conn.ensure_connection(
-                self.on_connection_error, policy['max_retries'],
-                interval_start=policy['interval_start'],
-                interval_step=policy['interval_step'],
-                interval_max=policy['interval_max'])
-            yield conn
+            yield self.driver.ensure_connection(conn,
+                                                self.on_connection_error)
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self._active = connection

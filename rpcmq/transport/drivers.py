@@ -146,15 +146,29 @@ class KombuDriver:
 
         self._retry(attempt, deadline)
 
+    def retry_or_give_up(self, exc, interval, deadline):
+        """Log a retry in ``interval`` seconds, or raise TransportError if
+        that would pass ``deadline`` (``time.monotonic()``; None: never)."""
+        if deadline is not None and time.monotonic() + interval > deadline:
+            raise TransportError(reason='broker %s unreachable: %s' % (
+                self.url, exc)) from exc
+        LOG.warning(W_RECONNECT, self.url, exc, interval)
+
+    def ensure_connection(self, conn, errback):
+        """Connect ``conn``, retrying with the [rabbit] backoff options;
+        ``errback(exc, interval)`` runs before each wait and may raise."""
+        policy = self.retry_policy
+        conn.ensure_connection(errback, policy['max_retries'],
+                               interval_start=policy['interval_start'],
+                               interval_step=policy['interval_step'],
+                               interval_max=policy['interval_max'])
+        return conn
+
     def _retry(self, attempt, deadline):
         """Run ``attempt`` until it succeeds or ``deadline`` would pass."""
         def errback(exc, intervals, retries):
             interval = next(intervals)
-            if deadline is not None and \
-                    time.monotonic() + interval > deadline:
-                raise TransportError(reason='broker %s unreachable: %s' % (
-                    self.url, exc)) from exc
-            LOG.warning(W_RECONNECT, self.url, exc, interval)
+            self.retry_or_give_up(exc, interval, deadline)
             return interval
 
         policy = self.retry_policy
