@@ -7,7 +7,6 @@ the ``topic_fanout`` exchange. See docs/wire-format.md.
 """
 
 import time
-import uuid
 
 from rpcmq.exceptions import InvalidTarget, MessageTooLarge, MessagingTimeout
 from rpcmq.rpc import wire
@@ -147,8 +146,7 @@ class RPCClient:
                 % (self.transport.url, timeout), method=method,
                 target=repr(self.target), timeout=timeout)
         exchange, routing_key, declare = self._route()
-        cid = uuid.uuid4().hex
-        slot = replies.register(cid)
+        cid, slot = replies.register()
         driver = self.transport.driver
         try:
             if replies.direct:

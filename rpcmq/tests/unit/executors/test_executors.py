@@ -1,3 +1,6 @@
+import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -32,3 +35,48 @@ def test_threading_submit_blocks_when_all_workers_are_busy():
     third.join(5)
     assert not third.is_alive()
     assert ex.shutdown(5) is True
+
+
+# The eventlet executor needs a monkey-patched process of its own.
+GREEN_SCRIPT = r'''
+import eventlet
+eventlet.monkey_patch()
+import json, greenlet
+from rpcmq.executors import get_executor
+
+ex = get_executor('eventlet', 4)
+seen, running, peak, out = set(), [0], [0], {}
+
+def job(i, pause):
+    seen.add(id(greenlet.getcurrent()))
+    running[0] += 1
+    peak[0] = max(peak[0], running[0])
+    eventlet.sleep(pause)
+    running[0] -= 1
+    if i == 7:
+        raise ValueError('boom')  # logged; the worker lives on
+
+for i in range(200):
+    ex.submit(job, i, 0.001 if i % 10 else 0.01)
+out['finished'] = ex.shutdown(10)
+out['workers'] = len(seen)
+out['peak'] = peak[0]
+
+# shutdown gives up after its timeout while work still runs
+ex2 = get_executor('eventlet', 2)
+ex2.submit(eventlet.sleep, 5)
+out['gave_up'] = ex2.shutdown(0.2) is False
+print(json.dumps(out))
+'''
+
+
+def test_eventlet_pool_is_bounded_reuses_workers_and_drains():
+    proc = subprocess.run([sys.executable, '-c', GREEN_SCRIPT],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out['finished'] is True
+    assert out['peak'] == 4          # never more than `size` at once
+    assert out['workers'] <= 4       # 200 jobs, the same few green threads
+    assert out['gave_up'] is True
+    assert 'boom' in proc.stderr     # a failing job is logged

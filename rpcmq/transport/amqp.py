@@ -1,0 +1,86 @@
+"""kombu's py-amqp transport, reading ahead from the socket.
+
+py-amqp asks the socket for exactly the bytes it needs next: 7 for a frame
+header, then the payload and its end octet. A message is three frames, so
+every message delivered costs six ``recv`` calls (each a trip through the
+kernel, a GIL release and, under eventlet, a hub round). Here each ``recv``
+asks for up to ``READ_AHEAD`` bytes instead; py-amqp already keeps what it
+did not use in its read buffer, so a burst of messages costs one ``recv``.
+Nothing else changes: frames, timeouts and heartbeats are py-amqp's.
+
+The transport is registered with kombu under the scheme ``rpcmqamqp`` so
+that failover (``Connection.switch``, which re-reads the scheme from each
+URL) keeps it.
+
+A frame already whole in the read buffer is also returned without setting
+the socket's timeout for it: py-amqp sets and resets the timeout around
+every frame it reads, two system calls (each releasing the GIL) that
+matter when a burst of replies meets many caller threads.
+"""
+
+import contextlib
+import struct
+
+import amqp.transport
+from amqp.transport import to_host_port
+from kombu.transport import TRANSPORT_ALIASES, pyamqp
+
+__all__ = ['SCHEME', 'Transport']
+
+SCHEME = 'rpcmqamqp'
+# Large enough for a burst of small messages, small enough that py-amqp's
+# slicing of its bytes buffer stays cheap.
+READ_AHEAD = 16384
+_HEADER = struct.Struct('>BHI')  # frame type, channel, payload size
+
+
+class _ReadAhead:
+
+    def _setup_transport(self):
+        super()._setup_transport()
+        recv = self._quick_recv
+
+        def read_ahead(n):
+            return recv(n if n > READ_AHEAD else READ_AHEAD)
+        self._quick_recv = read_ahead
+
+    def having_timeout(self, timeout):
+        if timeout is not None and self._frame_buffered():
+            return contextlib.nullcontext(self.sock)
+        return super().having_timeout(timeout)
+
+    def _frame_buffered(self):
+        """True if the read buffer holds a whole frame (no recv needed)."""
+        buf = self._read_buffer
+        if len(buf) < 7:
+            return False
+        return len(buf) >= _HEADER.unpack_from(buf)[2] + 8
+
+
+class TCPTransport(_ReadAhead, amqp.transport.TCPTransport):
+    pass
+
+
+class SSLTransport(_ReadAhead, amqp.transport.SSLTransport):
+    pass
+
+
+class Connection(pyamqp.Connection):
+
+    def Transport(self, host, connect_timeout, ssl=False, read_timeout=None,
+                  write_timeout=None, socket_settings=None, **kwargs):
+        if isinstance(ssl, dict) and 'server_hostname' in ssl:
+            # Verify (and send as SNI) the name of the host connected to
+            # now: kombu would keep the first failover host's name.
+            ssl = dict(ssl, server_hostname=to_host_port(host)[0])
+        cls = SSLTransport if ssl else TCPTransport
+        return cls(host, connect_timeout=connect_timeout, ssl=ssl,
+                   read_timeout=read_timeout, write_timeout=write_timeout,
+                   socket_settings=socket_settings, **kwargs)
+
+
+class Transport(pyamqp.Transport):
+    Connection = Connection
+
+
+TRANSPORT_ALIASES.setdefault(SCHEME, 'rpcmq.transport.amqp:Transport')
