@@ -44,6 +44,11 @@ RABBIT_OPTS = [
                help='Client certificate for TLS client authentication.'),
     cfg.StrOpt('ssl_key_file', default='', secret=True,
                help='Private key of the client certificate.'),
+    cfg.BoolOpt('ssl_verify_hostname', default=True,
+                help='Check that the broker certificate names the host '
+                     'connected to (each failover host in turn), and send '
+                     'that name as SNI. The certificate chain is always '
+                     'verified.'),
     cfg.FloatOpt('rabbit_retry_interval', default=0.5, min=0,
                  help='Seconds before the first reconnect attempt.'),
     cfg.FloatOpt('rabbit_retry_backoff', default=1.0, min=0,

@@ -49,6 +49,7 @@ class Consumer(ConsumerMixin):
                                                 self.on_connection_error)
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.driver.settle_consumers(connection)
         self._active = connection
         self.ready.set()
 

@@ -9,6 +9,8 @@ bound we add is the caller's deadline.
 
 import functools
 import logging
+import os
+import socket
 import time
 import weakref
 
@@ -18,8 +20,8 @@ from kombu import pools
 from kombu.common import maybe_declare
 from kombu.utils.functional import retry_over_time
 
-from rpcmq.exceptions import TransportError
-from rpcmq.transport import raw
+from rpcmq.exceptions import ConfigError, TransportError
+from rpcmq.transport import amqp, raw
 from rpcmq.transport.confirms import ConfirmingPublisher
 
 __all__ = ['KombuDriver', 'RabbitDriver', 'RedisDriver', 'MemoryDriver']
@@ -116,6 +118,11 @@ class KombuDriver:
     def connection(self):
         """A new, unconnected kombu connection for a long-lived consumer."""
         return self._base.clone()
+
+    def settle_consumers(self, connection):
+        """Make sure the broker knows of every consumer on ``connection``
+        before it reports ready (AMQP: basic.consume-ok already said so).
+        """
 
     # -- publishing ------------------------------------------------------
 
@@ -244,7 +251,7 @@ class KombuDriver:
 class RabbitDriver(KombuDriver):
     """RabbitMQ through py-amqp: confirms, heartbeats, TLS, failover."""
 
-    kombu_scheme = 'pyamqp'
+    kombu_scheme = amqp.SCHEME  # py-amqp with read-ahead
     default_vhost = '/'
     supports_confirms = True
     raw_channels = True
@@ -258,16 +265,30 @@ class RabbitDriver(KombuDriver):
         kwargs = {'heartbeat': rabbit.heartbeat_timeout_threshold,
                   'connect_timeout': 5}
         if rabbit.ssl:
-            import ssl
-            ssl_opts = {'cert_reqs': ssl.CERT_REQUIRED}
-            if rabbit.ssl_ca_file:
-                ssl_opts['ca_certs'] = rabbit.ssl_ca_file
-            if rabbit.ssl_cert_file:
-                ssl_opts['certfile'] = rabbit.ssl_cert_file
-            if rabbit.ssl_key_file:
-                ssl_opts['keyfile'] = rabbit.ssl_key_file
-            kwargs['ssl'] = ssl_opts
+            kwargs['ssl'] = self._ssl_options(rabbit)
         return kwargs
+
+
+    @staticmethod
+    def _ssl_options(rabbit):
+        import ssl
+        opts = {'cert_reqs': ssl.CERT_REQUIRED}
+        for option, key in (('ssl_ca_file', 'ca_certs'),
+                            ('ssl_cert_file', 'certfile'),
+                            ('ssl_key_file', 'keyfile')):
+            path = getattr(rabbit, option)
+            if not path:
+                continue
+            if not os.path.isfile(path):
+                raise ConfigError(reason='[rabbit] %s: no such file %s'
+                                  % (option, path))
+            opts[key] = path
+        if rabbit.ssl_key_file and not rabbit.ssl_cert_file:
+            raise ConfigError(reason='[rabbit] ssl_key_file is set but '
+                                     'ssl_cert_file is not')
+        if rabbit.ssl_verify_hostname:
+            opts['server_hostname'] = None  # amqp.Connection names the host
+        return opts
 
 
 class RedisDriver(KombuDriver):
@@ -275,6 +296,14 @@ class RedisDriver(KombuDriver):
 
     kombu_scheme = 'redis'
     transport_options = {'polling_interval': 0.01}
+
+    def settle_consumers(self, connection):
+        # kombu SUBSCRIBEs fanout queues on its first poll; a fanout cast
+        # published before that would be lost (pub/sub keeps nothing).
+        try:
+            connection.drain_events(timeout=0)
+        except socket.timeout:
+            pass
 
 
 class MemoryDriver(KombuDriver):
