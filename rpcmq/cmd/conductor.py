@@ -1,11 +1,8 @@
 """rpcmq-conductor: run the batch conductor from config."""
 
-import warnings
+from rpcmq.cmd import patching
 
-warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
-import eventlet  # noqa: E402
-
-eventlet.monkey_patch()
+patching.monkey_patch()  # first thing; see os_threads_if_configured
 
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -22,8 +19,7 @@ def main(argv=None):
     from rpcmq.conductor.service import ConductorService
     from rpcmq.transport import get_transport
 
-    conf = service.prepare(sys.argv[1:] if argv is None else argv,
-                           'rpcmq-conductor')
+    conf = service.prepare_daemon(argv, 'rpcmq-conductor')
     try:
         transport = get_transport(conf)
         conductor = ConductorService(conf, transport, executor=conf.executor)

@@ -1,11 +1,8 @@
 """rpcmq-server: host the endpoints named in config on a topic."""
 
-import warnings
+from rpcmq.cmd import patching
 
-warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
-import eventlet  # noqa: E402
-
-eventlet.monkey_patch()
+patching.monkey_patch()  # first thing; see os_threads_if_configured
 
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -45,8 +42,7 @@ def main(argv=None):
     from rpcmq.target import Target
     from rpcmq.transport import get_transport
 
-    conf = service.prepare(sys.argv[1:] if argv is None else argv,
-                           'rpcmq-server')
+    conf = service.prepare_daemon(argv, 'rpcmq-server')
     try:
         transport = get_transport(conf)
         endpoints = load_endpoints(conf)

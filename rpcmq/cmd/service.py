@@ -8,9 +8,10 @@ import threading
 from oslo_config import cfg
 
 from rpcmq import conf as rpcmq_conf
+from rpcmq.cmd import patching
 from rpcmq.exceptions import RpcmqError
 
-__all__ = ['prepare', 'run_until_signalled', 'fatal']
+__all__ = ['prepare', 'prepare_daemon', 'run_until_signalled', 'fatal']
 
 LOG = logging.getLogger(__name__)
 LOG_FORMAT = '%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s'
@@ -37,6 +38,18 @@ def prepare(argv, prog):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(conf.log_level)
+    return conf
+
+
+def prepare_daemon(argv, prog):
+    """``prepare`` for rpcmq-server / rpcmq-conductor.
+
+    Started from the command line (``argv`` None), a daemon configured
+    with ``executor = threading`` re-executes itself without eventlet here.
+    """
+    conf = prepare(sys.argv[1:] if argv is None else argv, prog)
+    if argv is None:
+        patching.os_threads_if_configured(conf)
     return conf
 
 

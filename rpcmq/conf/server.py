@@ -11,7 +11,9 @@ DEFAULT_OPTS = [
                     'reaches it alone.'),
     cfg.StrOpt('executor', default='eventlet',
                help='How a server runs endpoint methods: eventlet (green '
-                    'threads) or threading (a thread pool).'),
+                    'threads) or threading (a pool of OS threads). The '
+                    'daemons monkey-patch eventlet at start; with '
+                    'threading they re-execute themselves without it.'),
     cfg.IntOpt('executor_thread_pool_size', default=64, min=1,
                help='Endpoint methods a server runs at once.'),
     cfg.ListOpt('endpoints', default=['image'],

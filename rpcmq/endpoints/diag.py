@@ -4,6 +4,8 @@ For checking a deployment end to end (``rpcmq call diag ping``) and for
 benchmarks; it touches nothing outside the process.
 """
 
+import os
+import socket
 import threading
 import time
 
@@ -23,7 +25,9 @@ class DiagEndpoint:
         self._lock = threading.Lock()
 
     def ping(self, ctxt):
-        return {'host': self.host, 'time': time.time()}
+        """Who answers: host, pid, and whether it runs on green threads."""
+        return {'host': self.host, 'time': time.time(), 'pid': os.getpid(),
+                'green': socket.socket.__module__.startswith('eventlet')}
 
     def echo(self, ctxt, x=None):
         return x

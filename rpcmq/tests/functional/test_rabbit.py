@@ -19,18 +19,35 @@ from rpcmq.tests.scenarios.rpc import Env, raw_call, wait_for
 KOMBU_URL = 'amqp://guest:guest@127.0.0.1:5672//'
 
 
-@pytest.fixture
-def diag_daemon(rabbit_url, tmp_path):
+def start_diag_daemon(rabbit_url, tmp_path, host, executor):
     topic = 'diag_%s' % uuid.uuid4().hex[:8]
     conf = write_config(tmp_path / 'rpcmq.conf', {'DEFAULT': {
         'transport_url': rabbit_url, 'endpoints': 'diag', 'topic': topic,
-        'host': 'green-1', 'executor': 'eventlet',
+        'host': host, 'executor': executor,
         'graceful_shutdown_timeout': 10}})
     daemon = Daemon('rpcmq-server', conf, tmp_path / 'server.log').start()
     daemon.topic = topic
+    return daemon
+
+
+@pytest.fixture
+def diag_daemon(rabbit_url, tmp_path):
+    daemon = start_diag_daemon(rabbit_url, tmp_path, 'green-1', 'eventlet')
     daemon.wait_for_log('rpcmq-server started')
     yield daemon
     daemon.stop()
+
+
+def sleep_together(client, calls=20, seconds=0.5):
+    """(hosts that answered, seconds taken) for ``calls`` concurrent
+    sleeping calls."""
+    hosts = []
+    threads = [threading.Thread(target=lambda: hosts.append(
+        client.call({}, 'sleep', seconds=seconds))) for _ in range(calls)]
+    started = time.monotonic()
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    return hosts, time.monotonic() - started
 
 
 def test_eventlet_daemon_serves_calls_and_casts(rabbit_url, diag_daemon):
@@ -38,16 +55,11 @@ def test_eventlet_daemon_serves_calls_and_casts(rabbit_url, diag_daemon):
     env.topic = diag_daemon.topic
     try:
         client = env.client()
-        assert client.call({}, 'ping')['host'] == 'green-1'
+        pong = client.call({}, 'ping')
+        assert pong['host'] == 'green-1' and pong['green'] is True
         # 20 sleeping calls at once finish together on green threads.
-        hosts = []
-        threads = [threading.Thread(target=lambda: hosts.append(
-            client.call({}, 'sleep', seconds=0.5))) for _ in range(20)]
-        started = time.monotonic()
-        [t.start() for t in threads]
-        [t.join(30) for t in threads]
-        assert hosts == ['green-1'] * 20
-        assert time.monotonic() - started < 5
+        hosts, took = sleep_together(client)
+        assert hosts == ['green-1'] * 20 and took < 5
         for _ in range(10):
             client.cast({}, 'bump')
         assert wait_for(lambda: client.call({}, 'count') == 10)
@@ -55,6 +67,25 @@ def test_eventlet_daemon_serves_calls_and_casts(rabbit_url, diag_daemon):
         env.close()
     assert diag_daemon.terminate() == 0
     assert 'rpcmq-server stopped' in diag_daemon.log()
+
+
+def test_threading_daemon_runs_on_os_threads(rabbit_url, tmp_path):
+    daemon = start_diag_daemon(rabbit_url, tmp_path, 'os-1', 'threading')
+    env = Env(rabbit_url)
+    env.topic = daemon.topic
+    try:
+        daemon.wait_for_log('rpcmq-server started')
+        client = env.client()
+        pong = client.call({}, 'ping')
+        # Re-executed without eventlet's patching, under the same pid.
+        assert pong['green'] is False and pong['pid'] == daemon.proc.pid
+        hosts, took = sleep_together(client)
+        assert hosts == ['os-1'] * 20 and took < 5
+        assert daemon.terminate() == 0
+    finally:
+        env.close()
+        daemon.stop()
+    assert 'rpcmq-server stopped' in daemon.log()
 
 
 def test_sigterm_lets_a_running_call_finish(rabbit_url, diag_daemon):
