@@ -8,7 +8,6 @@ goes back to the topic, so a dead server's item runs on another one.
 """
 
 import logging
-import os
 import random
 import time
 
@@ -27,7 +26,6 @@ PERMANENT = (fetch_exc.BadURL, fetch_exc.ForbiddenAddress,
              store_exc.StorageDenied, rpc_exc.InvalidArguments,
              rpc_exc.NoSuchMethod, rpc_exc.UnsupportedVersion,
              rpc_exc.MalformedMessage, rpc_exc.MessageTooLarge)
-EXT = {'jpeg': 'jpg', 'tiff': 'tif'}
 
 
 def is_permanent(exc):
@@ -38,27 +36,15 @@ def is_permanent(exc):
     return isinstance(exc, PERMANENT)
 
 
-def storage_key(item, handle):
-    """The submitted key, else the name (+ the image's extension), else
-    None so the endpoint names it from the URL (sha1(url).ext). Every
-    attempt derives the same key, so nothing is stored twice."""
-    if item.key:
-        return item.key
-    if item.name:
-        if os.path.splitext(item.name)[1]:
-            return item.name
-        fmt = (handle.get('format') or '').lower()
-        return '%s.%s' % (item.name, EXT.get(fmt, fmt)) if fmt else item.name
-    return None
-
-
 class ItemWorker:
 
     def __init__(self, conf, transport, store):
         self.conf = conf.conductor
         self.store = store
+        # 1.1: store takes name= and answers with the content's sha256,
+        # format and size, which a resumed item no longer has from fetch.
         target = Target(topic=self.conf.image_topic, namespace='image',
-                        version='1.0')
+                        version='1.1')
         self.fetcher = RPCClient(transport, target,
                                  timeout=self.conf.fetch_timeout)
         self.storer = RPCClient(transport, target,
@@ -95,13 +81,15 @@ class ItemWorker:
         return self._store(ctxt, item, handle)
 
     def _store(self, ctxt, item, handle):
+        """Store the spooled copy under the submitted key, else the name
+        (+ the image's extension), else the key the endpoint derives from
+        the URL: every attempt gets the same key, so nothing is stored
+        twice."""
         client = self.storer.prepare(server=handle['server'])
         result = client.call(ctxt, 'store', spool_id=handle['spool_id'],
-                             key=storage_key(item, handle))
+                             key=item.key or None, name=item.name or None)
+        result.pop('source_url', None)  # the item's own url
         result['server'] = handle['server']
-        for field in ('sha256', 'format', 'width', 'height'):
-            if field in handle:
-                result[field] = handle[field]
         return result
 
     def _failed(self, item, exc):

@@ -2,7 +2,10 @@
 
 ``fetch`` downloads into this server's spool and returns a handle;
 ``store`` uploads a spooled image (send it to the server named in the
-handle) and frees the spool; ``transfer`` does both in one call. Failures
+handle) and frees the spool; ``transfer`` does both in one call. Both
+answer with what was stored and what the content is (sha256, format,
+size), so a caller holding only a ``spool_id`` (say, one that restarted
+between the two calls) learns everything about the object. Failures
 are the typed errors of :mod:`rpcmq.fetch.errors` (download) and
 :mod:`rpcmq.storage.errors` (upload), rebuilt as such on the caller.
 """
@@ -22,10 +25,13 @@ __all__ = ['ImageEndpoint']
 
 _HANDLE_FIELDS = ('server', 'spool_id', 'size', 'url', 'url_sha1', 'sha256',
                   'format', 'width', 'height', 'content_type')
+_CONTENT_FIELDS = ('sha256', 'format', 'width', 'height', 'content_type')
 
 
 class ImageEndpoint:
-    """Endpoint ``image`` 1.0.
+    """Endpoint ``image`` 1.1.
+
+    1.1: ``store`` takes ``name`` and returns the content fields.
 
     :param conf: a ConfigOpts with every rpcmq option registered.
     :param store: a ``rpcmq.storage`` Store; by default built on first use
@@ -34,7 +40,7 @@ class ImageEndpoint:
         the ``[image]`` options.
     """
 
-    target = Target(namespace='image', version='1.0')
+    target = Target(namespace='image', version='1.1')
 
     def __init__(self, conf, store=None, fetcher=None):
         self.conf = conf
@@ -64,14 +70,21 @@ class ImageEndpoint:
         self.spool.maybe_sweep()
         return self._fetch(url)
 
-    def store(self, ctxt, spool_id, key=None):
-        """Upload a spooled image under ``key`` (default: ``key_template``).
+    def store(self, ctxt, spool_id, key=None, name=None):
+        """Upload a spooled image under ``key``; else under ``name`` plus the
+        image's extension when ``name`` has none (``cats/tom`` becomes
+        ``cats/tom.png``); else under ``key_template``.
 
-        :returns: ``{key, size, etag, url}`` (``url`` of the stored object).
+        :returns: ``{key, size, etag, url, source_url, sha256, format, width,
+            height, content_type}``: ``url`` is the stored object's,
+            ``source_url`` the one it was downloaded from (1.1; 1.0 gave
+            the first four).
         :raises SpoolNotFound: unknown, invalid or expired ``spool_id``.
         """
         self.spool.maybe_sweep()
         path, meta = self.spool.get(spool_id)
+        if key is None and name:
+            key = name_key(name, meta['format'])
         try:
             stored = self._put(path, meta, key)
         except Exception:
@@ -80,7 +93,10 @@ class ImageEndpoint:
                 raise self.spool.not_found(spool_id) from None
             raise
         self.spool.remove(spool_id)
-        return stored
+        result = {f: meta.get(f) for f in _CONTENT_FIELDS}
+        result['source_url'] = meta['url']
+        result.update(stored)
+        return result
 
     def transfer(self, ctxt, url, key=None):
         """Download ``url`` and upload it in one call.
@@ -141,6 +157,14 @@ class ImageEndpoint:
         key = key if key is not None else self.default_key(meta)
         result = self.store_driver.put_file(key, path)
         return {f: result.get(f) for f in ('key', 'size', 'etag', 'url')}
+
+
+def name_key(name, fmt):
+    """``name``, plus the extension of image format ``fmt`` if it has none."""
+    if os.path.splitext(name)[1]:
+        return name
+    ext = image.extension(fmt)
+    return '%s.%s' % (name, ext) if ext else name
 
 
 def _name_of(url):

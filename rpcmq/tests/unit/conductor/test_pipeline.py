@@ -1,14 +1,17 @@
 """Batches through the conductor and two image servers, on memory://."""
 
+import hashlib
 import os
 import threading
 import time
 
 import pytest
 
-from rpcmq import Target
+from rpcmq import RPCClient, Target
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
+from rpcmq.conductor.service import ConductorService
 from rpcmq.notify import get_notification_listener
+from rpcmq.testing.imageserver import make_image
 from rpcmq.testing.pipeline import Pipeline
 
 
@@ -119,6 +122,41 @@ def test_items_of_a_server_that_went_away_run_elsewhere(tmp_path):
         retried = [i for i in status['items'] if i['attempts'] > 1]
         assert retried
         assert {i['result']['server'] for i in retried} == {'demo-1'}
+
+
+def test_an_item_fetched_before_a_conductor_crash_is_stored_whole(pipeline):
+    """The conductor died between image.fetch and image.store: the next one
+    stores the spooled copy under the same key and still reports what the
+    content is, though it never saw the fetch's answer."""
+    p = pipeline
+    p.conductor.stop()
+    p.conductor.wait(30)
+    dead = ConductorService(p.conf, p.transport)  # its database, not running
+    url = p.images.url('/img/resumed.png')
+    batch_id, _ = dead.store.submit([{'url': url, 'name': 'cats/resumed'}])
+    [item] = dead.store.claim(10)
+    images = RPCClient(p.transport, Target(topic='image', namespace='image',
+                                           version='1.1'), timeout=10)
+    handle = images.call({}, 'fetch', url=url)
+    dead.store.record_fetched(batch_id, 0, item.attempts, handle['server'],
+                              handle['spool_id'])
+    dead.store.close()
+
+    p.conductor = ConductorService(p.conf, p.transport)
+    p.conductor.start()
+    end = wait_end(p, batch_id)
+
+    assert end['totals']['done'] == 1
+    [outcome] = end['items']
+    body = make_image('png', 'resumed')
+    result = outcome['result']
+    assert result['key'] == 'cats/resumed.png'
+    assert result['server'] == handle['server']
+    assert result['sha256'] == hashlib.sha256(body).hexdigest()
+    assert (result['format'], result['size']) == ('png', len(body))
+    with open(os.path.join(p.store_dir, 'cats', 'resumed.png'), 'rb') as f:
+        assert f.read() == body
+    assert p.images.count('/img/resumed.png') == 1  # not downloaded again
 
 
 def test_user_errors_reach_the_caller_typed(pipeline):

@@ -39,7 +39,7 @@ def _age(conf, spool_id, seconds):
 
 
 def test_target_and_entry_point(conf):
-    assert ImageEndpoint.target == Target(namespace='image', version='1.0')
+    assert ImageEndpoint.target == Target(namespace='image', version='1.1')
     mgr = driver.DriverManager('rpcmq.endpoints', 'image',
                                invoke_on_load=True, invoke_args=(conf,))
     assert isinstance(mgr.driver, ImageEndpoint)
@@ -73,6 +73,12 @@ def test_fetch_then_store_frees_spool(server, conf, endpoint):
     assert result['size'] == len(body)
     assert result['etag'] == hashlib.md5(body).hexdigest()
     assert result['url'].endswith(key)
+    # What the content is comes back too, for a caller that lost the handle.
+    assert result['source_url'] == url
+    assert result['sha256'] == hashlib.sha256(body).hexdigest()
+    assert (result['format'], result['width'], result['height'],
+            result['content_type']) == (handle['format'], handle['width'],
+                                        handle['height'], 'image/png')
     assert _stored(conf, key) == body
     assert _spool(conf) == []
     with pytest.raises(SpoolNotFound):
@@ -85,6 +91,16 @@ def test_store_with_explicit_key(server, conf, endpoint):
                             key='shop/1/k.webp')
     assert result['key'] == 'shop/1/k.webp'
     assert _stored(conf, 'shop/1/k.webp') == make_image('webp', 'k')
+
+
+@pytest.mark.parametrize('name, key', [('cats/tom', 'cats/tom.png'),
+                                       ('cats/tom.PNG', 'cats/tom.PNG')])
+def test_store_under_a_name_gets_the_images_extension(server, conf, endpoint,
+                                                      name, key):
+    handle = endpoint.fetch(CTXT, url=server.url('/img/tom.png'))
+    result = endpoint.store(CTXT, spool_id=handle['spool_id'], name=name)
+    assert result['key'] == key
+    assert _stored(conf, key) == make_image('png', 'tom')
 
 
 def test_store_survives_restart(server, conf, endpoint):
