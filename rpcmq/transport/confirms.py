@@ -7,6 +7,13 @@ cast. ``ConfirmingPublisher`` keeps one channel in confirm mode instead:
 ``basic.ack`` removes it from the unconfirmed set, a ``basic.nack`` or a
 lost connection publishes it again (at-least-once, like casts themselves).
 
+A broker that lost our exchanges and queues (reset, or deleted by hand)
+must not swallow casts: after a lost connection or closed channel (a
+publish to a missing exchange closes it) everything is declared again
+before the unconfirmed casts go out again. Casts to a queue we declared
+are ``mandatory``; if one comes back unroutable (its queue was deleted
+under a live connection) the queue is declared again and it is resent.
+
 Invariants:
 
 * Messages are numbered and written under ``_io`` (one writer at a time),
@@ -20,9 +27,12 @@ Invariants:
 """
 
 import collections
+import itertools
 import logging
 import threading
 import time
+
+import kombu
 
 from rpcmq.exceptions import TransportError
 from rpcmq.transport import raw
@@ -45,6 +55,9 @@ class ConfirmingPublisher:
         self._state = threading.Condition()   # the bookkeeping below
         self._unconfirmed = collections.OrderedDict()  # tag -> message
         self._nacked = collections.deque()
+        self._returned = set()         # message ids that came back
+        self._redeclare = False        # declare what _nacked needs first
+        self._ids = itertools.count(1)
         self._next_tag = 1
         self._reader = None
         self._closed = False
@@ -55,6 +68,11 @@ class ConfirmingPublisher:
         """(Re)open the channel; publish again what is unconfirmed."""
         if self._conn is not None:
             self._conn.collect()
+            self.driver.forget_declarations()
+            with self._state:
+                pending = list(self._unconfirmed.values()) + \
+                    list(self._nacked)
+            self.driver.declare(_entities(pending), deadline)
         conn = self.driver.ensure_connection(
             self.driver.connection(),
             lambda exc, interval: self.driver.retry_or_give_up(
@@ -62,11 +80,14 @@ class ConfirmingPublisher:
         channel = conn.channel()
         channel.events['basic_ack'].add(self._on_ack)
         channel.events['basic_nack'].add(self._on_nack)
+        channel.events['basic_return'].add(self._on_return)
         channel.confirm_select()
         with self._state:
             pending = list(self._unconfirmed.values()) + list(self._nacked)
             self._unconfirmed.clear()
             self._nacked.clear()
+            self._returned.clear()
+            self._redeclare = False
             self._next_tag = 1
             self._conn, self._channel = conn, channel
         for message in pending:
@@ -123,12 +144,23 @@ class ConfirmingPublisher:
         The message is recorded first, so if writing fails the reconnect
         publishes it again.
         """
-        body, exchange, routing_key, properties = message
+        body, exchange, routing_key, properties, declare = message
         with self._state:
             self._unconfirmed[self._next_tag] = message
             self._next_tag += 1
             channel = self._channel
-        raw.send(channel, body, exchange, routing_key, **properties)
+        raw.send(channel, body, exchange, routing_key,
+                 mandatory='message_id' in properties, **properties)
+
+    def _send_nacked(self, deadline):
+        """Publish again what was refused or returned; the caller holds
+        ``_io``. Returned casts get their queue declared again first."""
+        if self._redeclare:
+            self._redeclare = False
+            self.driver.forget_declarations()
+            self.driver.declare(_entities(self._nacked), deadline)
+        while self._nacked and self._channel is not None:
+            self._send(self._nacked.popleft())
 
     def _wait_for_room(self, deadline):
         with self._state:
@@ -145,7 +177,10 @@ class ConfirmingPublisher:
         # Declaring waits for the broker's answer on the connection, which
         # the reader thread of this one is reading: use another one.
         self.driver.declare(declare, deadline)
-        message = (body, exchange, routing_key, properties)
+        if any(isinstance(e, kombu.Queue) for e in declare):
+            # Routable by construction: if it comes back, its queue is gone.
+            properties['message_id'] = 'rpcmq.%d' % next(self._ids)
+        message = (body, exchange, routing_key, properties, tuple(declare))
         if self._closed:
             raise TransportError(reason='transport is closed')
         self._wait_for_room(deadline)
@@ -153,8 +188,7 @@ class ConfirmingPublisher:
             try:
                 if self._channel is None:
                     self._connect(deadline)
-                while self._nacked:
-                    self._send(self._nacked.popleft())
+                self._send_nacked(deadline)
                 self._send(message)
             except self.driver.recoverable_errors():
                 # Everything unconfirmed, this one included, goes again.
@@ -164,7 +198,12 @@ class ConfirmingPublisher:
 
     def _on_ack(self, delivery_tag, multiple):
         with self._state:
-            self._settle(delivery_tag, multiple)
+            back = self._returned_of(self._settle(delivery_tag, multiple))
+            if back:
+                LOG.warning('%d casts came back unroutable (queue %s is '
+                            'gone); declaring it again and publishing them '
+                            'again', len(back), back[0][2])
+                self._nacked.extend(back)
             self._state.notify_all()
 
     def _on_nack(self, delivery_tag, multiple):
@@ -172,8 +211,25 @@ class ConfirmingPublisher:
             again = self._settle(delivery_tag, multiple)
             LOG.warning('broker refused %d casts; they will be published '
                         'again', len(again))
+            self._returned_of(again)
             self._nacked.extend(again)
             self._state.notify_all()
+
+    def _returned_of(self, settled):
+        """Those of ``settled`` that came back unroutable (RabbitMQ sends
+        basic.return before their ack); their queue is declared again
+        before they go out again. The caller holds ``_state``."""
+        back = [m for m in settled
+                if m[3].get('message_id') in self._returned]
+        if back:
+            self._returned.difference_update(m[3]['message_id']
+                                             for m in back)
+            self._redeclare = True
+        return back
+
+    def _on_return(self, exc, exchange, routing_key, message):
+        with self._state:
+            self._returned.add(message.properties.get('message_id'))
 
     def _settle(self, delivery_tag, multiple):
         tags = [t for t in self._unconfirmed if t <= delivery_tag] \
@@ -187,8 +243,12 @@ class ConfirmingPublisher:
         while True:
             if self._nacked:
                 with self._io:
-                    while self._nacked and self._channel is not None:
-                        self._send(self._nacked.popleft())
+                    try:
+                        self._send_nacked(deadline)
+                    except (TransportError,) + \
+                            self.driver.recoverable_errors():
+                        pass  # the reader reconnects and sends them
+
             with self._state:
                 if not self._unconfirmed and not self._nacked:
                     return True
@@ -209,3 +269,7 @@ class ConfirmingPublisher:
             self._reader.join(2 * READ_INTERVAL + 1)
         if self._conn is not None:
             self._conn.release()
+
+
+def _entities(messages):
+    return [entity for message in messages for entity in message[4]]

@@ -50,6 +50,10 @@ class Consumer(ConsumerMixin):
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.driver.settle_consumers(connection)
+        if self._active is not None:
+            # Consuming again after a lost connection or closed channel:
+            # what the driver declared may be gone with it.
+            self.driver.forget_declarations()
         self._active = connection
         self.ready.set()
 

@@ -17,7 +17,6 @@ import weakref
 import kombu
 import kombu.exceptions
 from kombu import pools
-from kombu.common import maybe_declare
 from kombu.utils.functional import retry_over_time
 
 from rpcmq.exceptions import ConfigError, TransportError
@@ -147,8 +146,10 @@ class KombuDriver:
                     self._send(producer, body, exchange, routing_key,
                                declare, properties)
                 except self.recoverable_errors():
-                    # The pooled connection is dead: reconnect on next use.
+                    # The pooled connection is dead: reconnect on next use,
+                    # to a broker that may have lost our entities.
                     producer.connection.collect()
+                    self.forget_declarations()
                     raise
 
         self._retry(attempt, deadline)
@@ -191,7 +192,9 @@ class KombuDriver:
 
         kombu's own ``declare=`` binds a copy of every entity on every
         publish; remembering what each channel declared avoids that. A new
-        channel (after a reconnect) declares again.
+        channel (after a reconnect) declares again. (kombu's maybe_declare
+        is not used: its cache lives as long as the kombu Connection, so
+        it would not declare again after ``forget_declarations``.)
         """
         channel = producer.channel
         done = self._declared.get(channel)
@@ -199,7 +202,7 @@ class KombuDriver:
             done = self._declared[channel] = set()
         for entity in declare:
             if _key(entity) not in done:
-                maybe_declare(entity, channel)
+                entity.declare(channel=channel)
                 done.add(_key(entity))
         producer.publish(body, exchange=exchange, routing_key=routing_key,
                          serializer=None, content_type=JSON,
@@ -222,18 +225,29 @@ class KombuDriver:
 
     def declare(self, entities, deadline=None):
         """Declare entities not declared yet by this driver, on a pooled
-        connection; durable entities outlive reconnects, so once is enough.
+        connection. Durable entities outlive reconnects, so once is enough
+        until ``forget_declarations``.
         """
-        todo = [e for e in entities if _key(e) not in self._declared_once]
+        todo = {_key(e): e for e in entities}
+        for key in self._declared_once.intersection(todo):
+            del todo[key]
         if not todo:
             return
+        todo = list(todo.values())
 
         def attempt():
             with self._producers.acquire(block=True) as producer:
                 for entity in todo:
-                    maybe_declare(entity, producer.channel)
+                    entity.declare(channel=producer.channel)
         self._retry(attempt, deadline)
         self._declared_once.update(_key(e) for e in todo)
+
+    def forget_declarations(self):
+        """Declare everything again before its next use: a connection was
+        lost or a channel closed, and the broker may have been reset or
+        had our exchanges and queues deleted meanwhile."""
+        self._declared_once = set()
+        self._declared = weakref.WeakKeyDictionary()
 
     def flush(self, timeout=None):
         """Wait until the broker confirmed every cast; True if it has."""

@@ -14,8 +14,11 @@ __all__ = ['send']
 JSON = 'application/json'
 
 
-def send(channel, body, exchange, routing_key, **properties):
-    """Write one JSON message; ``expiration`` is in seconds."""
+def send(channel, body, exchange, routing_key, mandatory=False,
+         **properties):
+    """Write one JSON message; ``expiration`` is in seconds. A
+    ``mandatory`` message that no queue takes comes back as basic.return.
+    """
     expiration = properties.pop('expiration', None)
     if expiration is not None:
         properties['expiration'] = str(int(expiration * 1000))
@@ -23,5 +26,5 @@ def send(channel, body, exchange, routing_key, **properties):
                        **properties)
     channel.send_method(
         amqp.spec.Basic.Publish, 'Bssbb',
-        (0, getattr(exchange, 'name', exchange) or '', routing_key, False,
-         False), msg)
+        (0, getattr(exchange, 'name', exchange) or '', routing_key,
+         mandatory, False), msg)
