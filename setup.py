@@ -41,6 +41,7 @@ setup(
         'rpcmq.drivers': [
             'rabbit = rpcmq.transport.drivers:RabbitDriver',
             'amqp = rpcmq.transport.drivers:RabbitDriver',
+            'amqps = rpcmq.transport.drivers:RabbitDriver',
             'redis = rpcmq.transport.drivers:RedisDriver',
             'memory = rpcmq.transport.drivers:MemoryDriver',
         ],

@@ -37,7 +37,8 @@ RABBIT_OPTS = [
     cfg.IntOpt('heartbeat_timeout_threshold', default=60, min=0,
                help='AMQP heartbeat in seconds; 0 disables heartbeats.'),
     cfg.BoolOpt('ssl', default=False,
-                help='Connect to RabbitMQ over TLS.'),
+                help='Connect to RabbitMQ over TLS (amqps:// URLs always '
+                     'do; their default port is 5671).'),
     cfg.StrOpt('ssl_ca_file', default='',
                help='CA bundle that signs the broker certificate.'),
     cfg.StrOpt('ssl_cert_file', default='',

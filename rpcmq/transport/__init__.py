@@ -70,6 +70,7 @@ def get_transport(conf, url=None):
             invoke_args=(conf, url))
     except NoMatches:
         raise ConfigError(reason='no transport driver for %r URLs; use '
-                                 'rabbit://, amqp://, redis:// or memory://'
+                                 'rabbit://, amqp://, amqps:// (TLS), '
+                                 'redis:// or memory://'
                                  % url.scheme) from None
     return Transport(conf, mgr.driver, url)

@@ -263,7 +263,10 @@ class KombuDriver:
 
 
 class RabbitDriver(KombuDriver):
-    """RabbitMQ through py-amqp: confirms, heartbeats, TLS, failover."""
+    """RabbitMQ through py-amqp: confirms, heartbeats, TLS, failover.
+
+    ``amqps://`` URLs are TLS whatever ``[rabbit] ssl`` says.
+    """
 
     kombu_scheme = amqp.SCHEME  # py-amqp with read-ahead
     default_vhost = '/'
@@ -278,8 +281,8 @@ class RabbitDriver(KombuDriver):
         rabbit = self.conf.rabbit
         kwargs = {'heartbeat': rabbit.heartbeat_timeout_threshold,
                   'connect_timeout': 5}
-        if rabbit.ssl:
-            kwargs['ssl'] = self._ssl_options(rabbit)
+        if rabbit.ssl or self.url.scheme == 'amqps':
+            kwargs['ssl'] = self._ssl_options(rabbit)  # port 5671 if unset
         return kwargs
 
 

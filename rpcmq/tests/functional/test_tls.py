@@ -56,6 +56,22 @@ def test_call_and_cast_over_tls(tls_broker):
         assert diag.count({}) == 5
 
 
+def test_amqps_urls_are_tls_without_the_ssl_option(tls_broker):
+    conf = tls_conf(tls_broker, **{'rabbit.ssl': False})
+    with InProcessServer([DiagEndpoint()], url=tls_broker.url(scheme='amqps'),
+                         conf=conf) as env:
+        assert env.client.call({}, 'echo', x='amqps') == 'amqps'
+    # The same options on rabbit:// speak plain AMQP to the TLS port.
+    transport = rpcmq.get_transport(conf, url=tls_broker.url())
+    try:
+        client = rpcmq.RPCClient(transport, rpcmq.Target(topic='t'),
+                                 timeout=2)
+        with pytest.raises((rpcmq.MessagingTimeout, rpcmq.TransportError)):
+            client.call({}, 'echo', x=1)
+    finally:
+        transport.cleanup()
+
+
 def test_a_broker_signed_by_another_ca_is_refused(tls_broker, caplog):
     transport = rpcmq.get_transport(tls_conf(tls_broker, ca='other-ca.pem'),
                                     url=tls_broker.url())

@@ -108,8 +108,8 @@ class TLSBroker:
         raise RuntimeError('TLS node did not listen on %d within %ss; log:'
                            '\n%s' % (self.port, timeout, self.log()))
 
-    def url(self, host='127.0.0.1'):
-        return 'rabbit://guest:guest@%s:%d/' % (host, self.port)
+    def url(self, host='127.0.0.1', scheme='rabbit'):
+        return '%s://guest:guest@%s:%d/' % (scheme, host, self.port)
 
     def log(self):
         logdir = os.path.join(self.dir, 'log')
