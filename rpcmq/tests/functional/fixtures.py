@@ -161,9 +161,10 @@ class Cluster:
                     'checkpoint_dir': self.workdir / ('ckpt-' + host)},
         }, self.server_opts))
 
-    def conductor_config(self, connection):
+    def conductor_config(self, connection, executor='eventlet'):
         return write_config(self.workdir / 'conductor.conf', self._merge({
-            'DEFAULT': self._common(self.conductor_host),
+            'DEFAULT': dict(self._common(self.conductor_host),
+                            executor=executor),
             'conductor': {'connection': connection,
                           'topic': self.conductor_topic,
                           'image_topic': self.image_topic},
@@ -200,11 +201,11 @@ class Cluster:
         if dead:
             self.start_servers(dead)
 
-    def start_conductor(self, connection=None):
+    def start_conductor(self, connection=None, executor='eventlet'):
         """Start the conductor (the same config file as before unless
         ``connection`` is given) and wait until it serves."""
         if connection is not None:
-            self.conductor_config(connection)
+            self.conductor_config(connection, executor)
         conf = str(self.workdir / 'conductor.conf')
         self.conductor = self._daemon('rpcmq-conductor', conf, 'conductor')
         self.conductor.wait_for_log('rpcmq-conductor started', timeout=30)

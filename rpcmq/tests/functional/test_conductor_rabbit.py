@@ -263,6 +263,31 @@ def test_the_conductor_killed_mid_batch_and_restarted(pipeline, images, oss):
     assert any(i['attempts'] > 1 for i in end['items'])
 
 
+def os_threads(pid):
+    return len(os.listdir('/proc/%d/task' % pid))
+
+
+@pytest.mark.parametrize('executor', ['eventlet', 'threading'])
+def test_the_conductors_executor(cluster, sqlite_url, images, oss, executor):
+    """executor = threading: items run on OS threads (the daemon
+    re-executed itself, same pid, without eventlet's patching); eventlet:
+    on green threads of one OS thread or a few."""
+    cluster.ensure_servers()
+    conductor = cluster.start_conductor(sqlite_url, executor=executor)
+    pid = conductor.proc.pid
+    urls = [images.url(SLOW % ('exec-' + executor, i)) for i in range(60)]
+    batch_id, before = submit(cluster, oss, urls)
+    wait_done(cluster, batch_id, 20)  # 16 items in flight
+    threads = os_threads(pid)
+    check_batch(cluster, oss, batch_id, urls, before)
+    assert conductor.proc.pid == pid and conductor.proc.poll() is None
+    if executor == 'threading':
+        assert threads >= CONDUCTOR_OPTS['conductor']['max_inflight']
+    else:
+        assert threads < 8
+    assert cluster.stop_conductor() == 0, cluster.logs()
+
+
 def test_bad_urls_fail_typed_and_the_rest_is_stored(pipeline, images, oss):
     cluster = pipeline
     good = [images.url('/img/mixed-%d.jpg?kb=4' % i) for i in range(30)]
