@@ -12,6 +12,7 @@ from rpcmq.exceptions import InvalidTarget, MessageTooLarge, MessagingTimeout
 from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target
+from rpcmq.transport.reply import LOST
 
 __all__ = ['RPCClient', 'get_rpc_client']
 
@@ -151,7 +152,7 @@ class RPCClient:
         try:
             if replies.direct:
                 driver.declare(declare, deadline)
-                replies.publish(body, exchange, routing_key, deadline,
+                replies.publish(body, exchange, routing_key, deadline, slot,
                                 correlation_id=cid, expiration=timeout)
             else:
                 driver.publish(body, exchange, routing_key, declare=declare,
@@ -166,6 +167,12 @@ class RPCClient:
         if reply is None:
             raise MessagingTimeout(method=method, target=repr(self.target),
                                    timeout=timeout)
+        if reply is LOST:
+            raise MessagingTimeout(
+                'the connection to %s that would carry the reply to %s was '
+                'lost; the call may or may not have run'
+                % (self.transport.url, method), method=method,
+                target=repr(self.target), timeout=timeout)
         return wire.decode_reply(reply, self.conf.allowed_remote_exmods)
 
 

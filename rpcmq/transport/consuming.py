@@ -44,16 +44,24 @@ class Consumer(ConsumerMixin):
 
     @contextlib.contextmanager
     def establish_connection(self):
+        if self._active is not None:
+            # kombu's loop lost the connection (or the broker closed the
+            # channel) and starts again.
+            self._active = None
+            self.ready.clear()
+            # What the driver declared may be gone with it.
+            self.driver.forget_declarations()
+            self.on_connection_lost()
         with self.create_connection() as conn:
             yield self.driver.ensure_connection(conn,
                                                 self.on_connection_error)
 
+    def on_connection_lost(self):
+        """Runs in the consumer thread when consuming stops on an error,
+        before reconnecting."""
+
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.driver.settle_consumers(connection)
-        if self._active is not None:
-            # Consuming again after a lost connection or closed channel:
-            # what the driver declared may be gone with it.
-            self.driver.forget_declarations()
         self._active = connection
         self.ready.set()
 

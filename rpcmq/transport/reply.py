@@ -11,6 +11,12 @@ no reply queue exists at all, and the broker requires requests to be
 published on the consuming channel, so ``publish`` writes them there (frame
 writes are locked by py-amqp; only the consumer thread reads). Elsewhere it
 consumes an exclusive queue and requests go through the producer pool.
+
+A direct reply-to reply can only reach the channel its request was
+published on: when that channel's connection is lost, the calls published
+on it get ``LOST`` at once instead of waiting out their timeout. (An
+exclusive reply queue is declared again under the same name, so calls
+waiting on it keep waiting: their replies may still come.)
 """
 
 import itertools
@@ -31,6 +37,7 @@ LOG = logging.getLogger(__name__)
 
 REPLY_QUEUE_TEMPLATE = 'rpcmq_reply_{}'
 DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
+LOST = object()  # wait_reply's answer when the reply can no longer come
 
 
 class _Slot:
@@ -39,12 +46,13 @@ class _Slot:
     (A bare lock is cheaper than an Event: one allocation, no Condition.)
     """
 
-    __slots__ = ('lock', 'body')
+    __slots__ = ('lock', 'body', 'channel')
 
     def __init__(self):
         self.lock = threading.Lock()
         self.lock.acquire()
         self.body = None
+        self.channel = None  # direct reply-to: where the request went
 
 
 class ReplyWaiter(Consumer):
@@ -108,7 +116,8 @@ class ReplyWaiter(Consumer):
         return correlation_id, slot
 
     def wait_reply(self, correlation_id, slot, timeout):
-        """The reply body (bytes), or None if none came within timeout."""
+        """The reply body (bytes), ``LOST`` if the connection that would
+        have carried it was lost, or None if none came within timeout."""
         if slot.lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX)):
             return slot.body
         if self._slots.pop(correlation_id, None) is None and \
@@ -116,7 +125,8 @@ class ReplyWaiter(Consumer):
             return slot.body  # it was being handed over as time ran out
         return None
 
-    def publish(self, body, exchange, routing_key, deadline, **properties):
+    def publish(self, body, exchange, routing_key, deadline, slot,
+                **properties):
         """Publish a request on the consuming channel (direct reply-to).
 
         Waits (until ``deadline``) for the consumer to be connected; if the
@@ -128,14 +138,29 @@ class ReplyWaiter(Consumer):
             if remaining <= 0 or not self.ready.wait(remaining):
                 raise TransportError(reason='no connection to %s within '
                                      'the call timeout' % self.driver.url)
+            channel = slot.channel = self._channel
             try:
-                raw.send(self._channel, body, exchange, routing_key,
+                raw.send(channel, body, exchange, routing_key,
                          reply_to=DIRECT_REPLY_TO, **properties)
                 return
             except self.driver.recoverable_errors() as exc:
+                if slot.body is LOST:
+                    return  # its caller learns so; do not run it later
                 LOG.warning('publishing a call on %s failed (%s); waiting '
                             'for the reconnect', self.driver.url, exc)
                 time.sleep(min(pause, max(0.0, remaining)))
+
+    def on_connection_lost(self):
+        """Direct reply-to: answer LOST to the calls published on the lost
+        channel (a call publishing right now sets its channel before
+        writing, so it is either failed here or written to the next)."""
+        if not self.direct:
+            return
+        lost = self._channel
+        for cid, slot in list(self._slots.items()):
+            if slot.channel is lost and self._slots.pop(cid, None) is slot:
+                slot.body = LOST
+                slot.lock.release()
 
     def forget(self, correlation_id):
         self._slots.pop(correlation_id, None)

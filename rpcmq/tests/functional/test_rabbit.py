@@ -276,3 +276,35 @@ def test_replies_by_direct_reply_to_or_an_exclusive_queue(rabbit_url, direct):
                         conn.default_channel).queue_declare(passive=True)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize('direct', [True, False])
+def test_a_call_whose_reply_connection_drops(rabbit_url, direct):
+    """Direct reply-to: the reply could only come on the lost channel, so
+    the call fails at once, not after its timeout. An exclusive reply
+    queue comes back under the same name: the call gets its reply."""
+    server_env = Env(rabbit_url)
+    server_env.serve([DiagEndpoint(server_env.conf)])
+    with TcpProxy('127.0.0.1', 5672) as proxy:
+        env = Env('rabbit://guest:guest@127.0.0.1:%d/' % proxy.port)
+        env.topic = server_env.topic
+        env.conf.set_override('direct_reply_to', direct, group='rabbit')
+        env.conf.set_override('rabbit_retry_interval', 0.2, group='rabbit')
+        try:
+            client = env.client(timeout=30)
+            assert client.call({}, 'echo', x=1) == 1
+            threading.Timer(0.5, proxy.cut).start()
+            threading.Timer(1.0, proxy.restore).start()
+            started = time.monotonic()
+            if direct:
+                with pytest.raises(rpcmq.MessagingTimeout) as err:
+                    client.call({}, 'sleep', seconds=3)
+                assert time.monotonic() - started < 2.5
+                assert 'was lost' in str(err.value)
+            else:
+                assert client.call({}, 'sleep', seconds=3) == \
+                    server_env.conf.host
+            assert wait_for(lambda: _calls_work(client), timeout=20)
+        finally:
+            env.close()
+            server_env.close()
