@@ -27,6 +27,7 @@ def start_diag_daemon(rabbit_url, tmp_path, host, executor):
         'graceful_shutdown_timeout': 10}})
     daemon = Daemon('rpcmq-server', conf, tmp_path / 'server.log').start()
     daemon.topic = topic
+    daemon.server_queue = '%s.%s' % (topic, host)
     return daemon
 
 
@@ -36,6 +37,11 @@ def diag_daemon(rabbit_url, tmp_path):
     daemon.wait_for_log('rpcmq-server started')
     yield daemon
     daemon.stop()
+    # A daemon still running when a test deleted its queues declared them
+    # again on the consumer cancel: delete them once it is gone.
+    with kombu.Connection(KOMBU_URL) as conn:
+        for name in (daemon.topic, daemon.server_queue):
+            conn.default_channel.queue_delete(name)
 
 
 def sleep_together(client, calls=20, seconds=0.5):
@@ -53,6 +59,7 @@ def sleep_together(client, calls=20, seconds=0.5):
 def test_eventlet_daemon_serves_calls_and_casts(rabbit_url, diag_daemon):
     env = Env(rabbit_url)
     env.topic = diag_daemon.topic
+    env.queues.add(diag_daemon.server_queue)  # deleted by env.close()
     try:
         client = env.client()
         pong = client.call({}, 'ping')
@@ -73,6 +80,7 @@ def test_threading_daemon_runs_on_os_threads(rabbit_url, tmp_path):
     daemon = start_diag_daemon(rabbit_url, tmp_path, 'os-1', 'threading')
     env = Env(rabbit_url)
     env.topic = daemon.topic
+    env.queues.add(daemon.server_queue)  # deleted by env.close()
     try:
         daemon.wait_for_log('rpcmq-server started')
         client = env.client()
@@ -91,6 +99,7 @@ def test_threading_daemon_runs_on_os_threads(rabbit_url, tmp_path):
 def test_sigterm_lets_a_running_call_finish(rabbit_url, diag_daemon):
     env = Env(rabbit_url)
     env.topic = diag_daemon.topic
+    env.queues.add(diag_daemon.server_queue)  # deleted by env.close()
     result = []
     try:
         caller = threading.Thread(target=lambda: result.append(
@@ -108,6 +117,7 @@ def test_a_cast_whose_server_dies_is_redelivered(rabbit_url, diag_daemon,
                                                  tmp_path):
     env = Env(rabbit_url)
     env.topic = diag_daemon.topic
+    env.queues.add(diag_daemon.server_queue)  # deleted by env.close()
     try:
         env.client().cast({}, 'sleep', seconds=3)
         time.sleep(0.5)
