@@ -23,7 +23,7 @@ from rpcmq.testing.imageserver import ImageServer, make_image
 from rpcmq.testing.ossserver import OSSServer
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
-from rpcmq.tests.functional.daemons import Daemon, write_config
+from rpcmq.tests.functional.daemons import Daemon, delete_queues, write_config
 
 KIB = 1024
 MAX_BYTES = 2 * 1024 * KIB
@@ -126,6 +126,9 @@ class Cluster:
             except Exception:
                 daemon.stop()
                 codes[host] = 'killed'
+        delete_queues([q for name, (hosts, _, _) in DAEMONS.items()
+                       for q in [self.topics[name]] + [
+                           '%s.%s' % (self.topics[name], h) for h in hosts]])
         return codes
 
 
