@@ -144,7 +144,7 @@ class ConfirmingPublisher:
         The message is recorded first, so if writing fails the reconnect
         publishes it again.
         """
-        body, exchange, routing_key, properties, declare = message
+        body, exchange, routing_key, properties, _ = message
         with self._state:
             self._unconfirmed[self._next_tag] = message
             self._next_tag += 1
@@ -157,8 +157,10 @@ class ConfirmingPublisher:
         ``_io``. Returned casts get their queue declared again first."""
         if self._redeclare:
             self._redeclare = False
+            with self._state:  # the reader thread appends to _nacked
+                entities = _entities(self._nacked)
             self.driver.forget_declarations()
-            self.driver.declare(_entities(self._nacked), deadline)
+            self.driver.declare(entities, deadline)
         while self._nacked and self._channel is not None:
             self._send(self._nacked.popleft())
 
@@ -248,7 +250,6 @@ class ConfirmingPublisher:
                     except (TransportError,) + \
                             self.driver.recoverable_errors():
                         pass  # the reader reconnects and sends them
-
             with self._state:
                 if not self._unconfirmed and not self._nacked:
                     return True
