@@ -22,9 +22,8 @@ import threading
 import time
 import uuid
 
-import kombu
-
 import rpcmq
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 
 
@@ -54,20 +53,8 @@ def main():
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
-            delete_queues(a.url, [topic, topic + '.bench'])
-
-
-def delete_queues(url, names):
-    """The topic's durable queues would outlive the run on the broker."""
-    transport = rpcmq.get_transport(make_conf(), url=url)
-    driver = transport.driver
-    try:
-        with kombu.Connection(driver.url.kombu_urls(
-                driver.kombu_scheme, driver.default_vhost)) as conn:
-            for name in names:
-                conn.default_channel.queue_delete(name)
-    finally:
-        transport.cleanup()
+            # The topic's durable queues would outlive the run.
+            delete_entities(a.url, [topic, topic + '.bench'])
 
 
 def emit(**fields):

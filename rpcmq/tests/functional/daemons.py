@@ -6,17 +6,7 @@ import subprocess
 import sys
 import time
 
-import kombu
-
 __all__ = ['Daemon', 'write_config']
-
-
-def delete_queues(names, url='amqp://guest:guest@127.0.0.1:5672//'):
-    """Delete durable queues a test's daemons declared (they would outlive
-    the test on the broker); deleting a missing queue is not an error."""
-    with kombu.Connection(url) as conn:
-        for name in names:
-            conn.default_channel.queue_delete(name)
 
 
 def write_config(path, sections):

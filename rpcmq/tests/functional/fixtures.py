@@ -17,11 +17,10 @@ import threading
 import time
 import uuid
 
-import kombu
-
 import rpcmq
 from rpcmq.conductor.api import ConductorAPI
 from rpcmq.notify import get_notification_listener
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.daemons import Daemon, write_config
 
@@ -282,19 +281,10 @@ class Cluster:
 
     def delete_broker_entities(self):
         """Remove the durable queues and exchanges this cluster declared."""
-        url = self.rabbit_url.replace('rabbit://', 'amqp://', 1)
         queues = [self.image_topic, self.conductor_topic,
                   '%s.%s' % (self.conductor_topic, self.conductor_host)]
         queues += ['%s.%s' % (self.image_topic, h) for h in self.hosts]
-        try:
-            with kombu.Connection(url) as conn:
-                channel = conn.default_channel
-                for name in queues:
-                    channel.queue_delete(name)
-                for name in (self.control_exchange,
-                             self.notification_exchange,
-                             '%s_fanout' % self.image_topic,
-                             '%s_fanout' % self.conductor_topic):
-                    channel.exchange_delete(name)
-        except Exception:  # leftovers are harmless: every name is unique
-            pass
+        delete_entities(self.rabbit_url, queues, [
+            self.control_exchange, self.notification_exchange,
+            '%s_fanout' % self.image_topic,
+            '%s_fanout' % self.conductor_topic])

@@ -8,6 +8,7 @@ import kombu
 import pytest
 
 from rpcmq.endpoints.diag import DiagEndpoint
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.proxy import TcpProxy
 from rpcmq.tests.functional.test_rabbit import KOMBU_URL
 from rpcmq.tests.scenarios.rpc import Env, wait_for
@@ -19,14 +20,6 @@ def env_on(url):
                           'rpcmq-reset-%s' % uuid.uuid4().hex[:8])
     env.conf.set_override('rabbit_retry_interval', 0.2, group='rabbit')
     return env
-
-
-def delete(queue, exchange=None):
-    with kombu.Connection(KOMBU_URL) as conn:
-        channel = conn.channel()
-        channel.queue_delete(queue)
-        if exchange:
-            channel.exchange_delete(exchange)
 
 
 def messages_in(queue):
@@ -50,8 +43,9 @@ def test_casts_after_entities_were_deleted_arrive(rabbit_url, lost):
         client = env.client(timeout=10)
         client.cast({}, 'bump')
         assert env.transport.flush(10)
-        delete(env.topic, env.conf.control_exchange
-               if lost == 'queue and exchange' else None)
+        delete_entities(rabbit_url, [env.topic],
+                        [env.conf.control_exchange]
+                        if lost == 'queue and exchange' else [], strict=True)
         # A missing exchange closes the channel; a missing queue returns
         # the cast unroutable. Either way the client declares again.
         for _ in range(5):
@@ -61,7 +55,7 @@ def test_casts_after_entities_were_deleted_arrive(rabbit_url, lost):
         assert serve_and_count(env, 5)
     finally:
         env.close()
-        delete(env.topic, env.conf.control_exchange)
+        delete_entities(rabbit_url, [env.topic], [env.conf.control_exchange])
 
 
 def test_casts_after_a_broker_reset_arrive(rabbit_url):
@@ -74,7 +68,8 @@ def test_casts_after_a_broker_reset_arrive(rabbit_url):
             client.cast({}, 'bump')
             assert env.transport.flush(10)
             proxy.cut()
-            delete(env.topic, env.conf.control_exchange)
+            delete_entities(rabbit_url, [env.topic],
+                            [env.conf.control_exchange], strict=True)
             proxy.restore()
             for _ in range(3):
                 client.cast({}, 'bump')
@@ -86,4 +81,5 @@ def test_casts_after_a_broker_reset_arrive(rabbit_url):
                 'after reset'
         finally:
             env.close()
-            delete(env.topic, env.conf.control_exchange)
+            delete_entities(rabbit_url, [env.topic],
+                            [env.conf.control_exchange])

@@ -19,11 +19,12 @@ from rpcmq.fetch.errors import (
     TooLarge,
 )
 from rpcmq.storage.errors import StorageDenied
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.imageserver import ImageServer, make_image
 from rpcmq.testing.ossserver import OSSServer
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
-from rpcmq.tests.functional.daemons import Daemon, delete_queues, write_config
+from rpcmq.tests.functional.daemons import Daemon, write_config
 
 KIB = 1024
 MAX_BYTES = 2 * 1024 * KIB
@@ -126,9 +127,10 @@ class Cluster:
             except Exception:
                 daemon.stop()
                 codes[host] = 'killed'
-        delete_queues([q for name, (hosts, _, _) in DAEMONS.items()
-                       for q in [self.topics[name]] + [
-                           '%s.%s' % (self.topics[name], h) for h in hosts]])
+        delete_entities(RABBIT_URL, [
+            q for name, (hosts, _, _) in DAEMONS.items()
+            for q in [self.topics[name]] + [
+                '%s.%s' % (self.topics[name], h) for h in hosts]])
         return codes
 
 

@@ -11,9 +11,10 @@ import pytest
 
 import rpcmq
 from rpcmq.endpoints.diag import DiagEndpoint
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.proxy import TcpProxy
 from rpcmq.testing.server import make_conf
-from rpcmq.tests.functional.daemons import Daemon, delete_queues, write_config
+from rpcmq.tests.functional.daemons import Daemon, write_config
 from rpcmq.tests.scenarios.rpc import Env, raw_call, wait_for
 
 KOMBU_URL = 'amqp://guest:guest@127.0.0.1:5672//'
@@ -39,7 +40,7 @@ def diag_daemon(rabbit_url, tmp_path):
     daemon.stop()
     # A daemon still running when a test deleted its queues declared them
     # again on the consumer cancel: delete them once it is gone.
-    delete_queues([daemon.topic, daemon.server_queue])
+    delete_entities(rabbit_url, [daemon.topic, daemon.server_queue])
 
 
 def sleep_together(client, calls=20, seconds=0.5):

@@ -13,6 +13,7 @@ import pytest
 import rpcmq
 from rpcmq import Target
 from rpcmq.endpoints.diag import DiagEndpoint
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 
 
@@ -75,16 +76,7 @@ class Env:
 
     def delete_queues(self):
         """Durable topic queues outlive the test on a real broker."""
-        if self.url.startswith('memory'):
-            return
-        driver = self.transport.driver
-        with kombu.Connection(driver.url.kombu_urls(
-                driver.kombu_scheme, driver.default_vhost)) as conn:
-            for name in self.queues | {self.topic}:
-                try:
-                    conn.default_channel.queue_delete(name)
-                except Exception:  # already gone, or never declared
-                    conn.collect()
+        delete_entities(self.url, self.queues | {self.topic})
 
 
 @pytest.fixture
