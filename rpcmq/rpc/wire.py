@@ -4,20 +4,36 @@ Request: ``{"method", "args", "namespace"?, "version"?, "context"?}``.
 Reply: ``{"result": ...}`` or ``{"failure": {"type", "module", "message",
 "traceback", "args", "kwargs"}}``. No pickle: a failure is rebuilt only as
 an exception class named by module and type, and only for builtins,
-rpcmq's own modules and ``allowed_remote_exmods``.
+rpcmq's error modules (``ERROR_MODULES``) and ``allowed_remote_exmods``;
+no other module a message names is ever imported.
+
+Bodies nested too deeply for the decoder, and requests holding lone UTF-16
+surrogates, are refused as MalformedMessage.
 """
 
 import builtins
 import importlib
 import json
+import re
 import traceback
 
 from rpcmq.exceptions import MalformedMessage, RemoteError, RpcmqError
 
 __all__ = ['encode', 'decode_request', 'decode_reply', 'failure_reply',
-           'result_reply']
+           'result_reply', 'rebuild_failure', 'ERROR_MODULES']
+
+#: The modules that define the rpcmq errors which travel in replies. A
+#: failure naming one of them is rebuilt as its own type (an RpcmqError
+#: subclass only); any other rpcmq module is treated like a foreign one.
+ERROR_MODULES = ('rpcmq.exceptions', 'rpcmq.fetch.errors',
+                 'rpcmq.storage.errors', 'rpcmq.conductor.errors')
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
+
+# A \uXXXX escape of a surrogate (D800-DFFF) in a bytes body; a str body
+# may also hold the surrogate itself.
+_SURROGATE_ESCAPE = re.compile(rb'\\u[dD][89a-fA-F]')
+_SURROGATE_IN_STR = re.compile(r'\\u[dD][89a-fA-F]|[\ud800-\udfff]')
 
 
 def encode(obj):
@@ -25,12 +41,48 @@ def encode(obj):
     return _dumps(obj).encode('utf-8')
 
 
+def _loads(body, what):
+    """``json.loads(body)``; MalformedMessage naming ``what`` if it is not
+    JSON or nests arrays and objects deeper than Python's recursion limit
+    (json raises RecursionError for those, in C, before it runs out of
+    stack)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedMessage(reason='%s is nested too deeply' % what) \
+            from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedMessage(reason='%s is not JSON (%s)' % (what, exc)) \
+            from None
+
+
+def _check_surrogates(body, msg):
+    """Refuse a lone UTF-16 surrogate: json decodes a ``\\ud800`` escape that
+    is not half of a valid pair into a str no UTF-8 can encode, so the
+    method would run and its reply fail. Only a body with such an escape
+    (or not in UTF-8, where the escape would not show) is checked
+    thoroughly: every key and value of the decoded message is encoded as
+    UTF-8 (in C), which a valid pair, one character by then, passes."""
+    if isinstance(body, str):
+        if not _SURROGATE_IN_STR.search(body):
+            return
+    elif not _SURROGATE_ESCAPE.search(body) and \
+            json.detect_encoding(body).startswith('utf-8'):
+        return
+    try:
+        _dumps(msg).encode('utf-8')
+    except UnicodeEncodeError as exc:
+        raise MalformedMessage(
+            reason='body holds a lone UTF-16 surrogate (\\u%04x), which is '
+                   'not a character; escape characters outside the BMP as '
+                   'a high-low surrogate pair, or send them as UTF-8'
+                   % ord(exc.object[exc.start])) from None
+
+
 def decode_request(body):
     """Validate a request body; raise MalformedMessage saying what is off."""
-    try:
-        msg = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedMessage(reason='body is not JSON (%s)' % exc) from None
+    msg = _loads(body, 'body')
+    _check_surrogates(body, msg)
     if not isinstance(msg, dict):
         raise MalformedMessage(reason='body must be a JSON object, got %s'
                                % type(msg).__name__)
@@ -83,11 +135,16 @@ def failure_reply(exc, tb=None):
 def _exception_class(module, name, allowed):
     """The class a failure names if it may be rebuilt here, else None.
 
-    Builtins and ``allowed`` modules may; rpcmq's own modules only for
-    rpcmq errors (fetch, storage, conductor ...). Nothing else is imported.
+    Only exact module names are looked at: ``builtins``, ``ERROR_MODULES``
+    (for RpcmqError subclasses) and the ``allowed`` ones
+    (``allowed_remote_exmods``). No other module is ever imported: a
+    message may name any module, and importing one runs its code (e.g.
+    ``rpcmq.cmd.server`` monkey-patches the process with eventlet).
     """
-    own = module.startswith('rpcmq.')
-    if not (module == 'builtins' or own or module in allowed):
+    if not (isinstance(module, str) and isinstance(name, str)):
+        return None
+    own = module in ERROR_MODULES
+    if not (module == 'builtins' or own or module in (allowed or ())):
         return None
     try:
         mod = builtins if module == 'builtins' else \
@@ -128,10 +185,7 @@ def rebuild_failure(failure, allowed=()):
 
 def decode_reply(body, allowed=()):
     """The call's result, or raise the remote failure."""
-    try:
-        reply = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedMessage(reason='reply is not JSON (%s)' % exc) from None
+    reply = _loads(body, 'reply')
     if not isinstance(reply, dict):
         raise MalformedMessage(reason='reply must be a JSON object')
     if 'failure' in reply:

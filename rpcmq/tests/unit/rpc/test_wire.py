@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -70,3 +73,125 @@ def test_malformed_requests_are_named(body, reason):
 def test_minimal_request_gets_defaults():
     msg = wire.decode_request(b'{"method": "ping"}')
     assert msg['args'] == {} and msg['context'] == {}
+
+
+# -- what a hostile or broken peer sends ------------------------------------
+
+def _nested(depth, leaf=b'1'):
+    """A JSON value of ``depth`` nested arrays around ``leaf``."""
+    return b'[' * depth + leaf + b']' * depth
+
+
+def _request(args_json):
+    return b'{"method":"echo","args":{"x":' + args_json + b'}}'
+
+
+def test_a_deeply_nested_request_is_refused_not_a_crash():
+    # 200 KB of brackets: json.loads alone would raise RecursionError.
+    body = _request(_nested(100000))
+    with pytest.raises(exceptions.MalformedMessage) as err:
+        wire.decode_request(body)
+    assert 'nested too deeply' in str(err.value)
+
+
+def test_a_deeply_nested_reply_is_refused_not_a_crash():
+    for body in (b'{"result":' + _nested(100000) + b'}',
+                 b'{"failure":{"message":' + _nested(100000) + b'}}'):
+        with pytest.raises(exceptions.MalformedMessage) as err:
+            wire.decode_reply(body)
+        assert 'nested too deeply' in str(err.value)
+
+
+@pytest.mark.parametrize('body', [
+    _request(b'"\\ud800"'),
+    _request(b'"ok \\uDFFF"'),
+    _request(b'"\\udc00\\ud800"'),
+    _request(b'{"\\ud83d": 1}'),
+    _request(b'[["a", "\\ud800b"]]'),
+    b'{"method":"echo\\ud800","args":{}}',
+    b'{"method":"echo","context":{"user":"\\udbff"}}',
+    _request(b'"\\ud800"').decode().encode('utf-16'),
+    _request(b'"\\ud800"').decode(),
+    '{"method":"echo","args":{"x":"\ud800"}}',
+], ids=['lone-high', 'lone-low', 'pair-reversed', 'in-a-key',
+        'deep-in-a-list', 'in-the-method', 'in-the-context',
+        'utf-16-body', 'str-body', 'str-body-unescaped'])
+def test_lone_surrogates_are_refused_wherever_they_hide(body):
+    with pytest.raises(exceptions.MalformedMessage) as err:
+        wire.decode_request(body)
+    assert 'surrogate' in str(err.value)
+
+
+def test_a_surrogate_pair_is_one_character_but_half_a_pair_is_refused():
+    # An emoji escaped as a UTF-16 pair is one character, and the method's
+    # reply can carry it back.
+    msg = wire.decode_request(_request(b'"\\ud83d\\ude00"'))
+    assert msg['args']['x'] == '\U0001F600'
+    assert json.loads(wire.result_reply(msg['args']['x']))['result'] == \
+        '\U0001F600'
+    # An escaped backslash before "ud800" is six characters of text.
+    msg = wire.decode_request(_request(b'"\\\\ud800"'))
+    assert msg['args']['x'] == '\\ud800'
+    # Half the pair is not a character: refused before any method runs.
+    with pytest.raises(exceptions.MalformedMessage) as err:
+        wire.decode_request(_request(b'"\\ud83d"'))
+    assert 'lone UTF-16 surrogate' in str(err.value)
+
+
+def _failure(module, name, **fields):
+    return json.dumps({'failure': dict(
+        {'module': module, 'type': name, 'message': 'forged',
+         'traceback': ''}, **fields)}).encode()
+
+
+def test_errors_keep_their_type_only_from_rpcmq_error_modules():
+    allowed = ['rpcmq', 'rpcmq.tests']
+    for module, name in [('rpcmq.exceptions', 'MessageTooLarge'),
+                         ('rpcmq.fetch.errors', 'NotAnImage'),
+                         ('rpcmq.storage.errors', 'NoSuchObject'),
+                         ('rpcmq.conductor.errors', 'BatchNotFound')]:
+        with pytest.raises(exceptions.RpcmqError) as err:
+            wire.decode_reply(_failure(module, name, kwargs={'x': 1}),
+                              allowed)
+        assert type(err.value).__module__ == module
+        assert type(err.value).__name__ == name and err.value.x == 1
+    # rpcmq modules that merely import an error are not error modules, and
+    # allowed_remote_exmods lists exact module names, not prefixes.
+    for module, name in [('rpcmq.rpc.client', 'MessageTooLarge'),
+                         ('rpcmq.rpc.wire', 'MalformedMessage'),
+                         ('rpcmq.tests.unit.rpc.test_wire', 'AppError')]:
+        with pytest.raises(exceptions.RemoteError) as err:
+            wire.decode_reply(_failure(module, name), allowed)
+        assert err.value.exc_type == '%s.%s' % (module, name)
+        assert err.value.value == 'forged'
+
+
+# Run in a fresh interpreter: importing rpcmq.cmd.server monkey-patches the
+# whole process with eventlet, which would spoil this test process too.
+FORGED_REPLY_SCRIPT = '''
+import json, sys
+import eventlet.patcher
+from rpcmq.exceptions import RemoteError
+from rpcmq.rpc import wire
+
+body = json.dumps({"failure": {"module": "rpcmq.cmd.server", "type": "X",
+                               "message": "forged", "traceback": ""}})
+try:
+    wire.decode_reply(body.encode())
+except RemoteError as exc:
+    raised = exc.exc_type
+patched = eventlet.patcher.is_monkey_patched("socket")
+print(json.dumps({"raised": raised, "monkey_patched": patched,
+                  "imported": "rpcmq.cmd.server" in sys.modules}))
+'''
+
+
+def test_a_reply_naming_the_daemon_module_does_not_import_it():
+    env = {k: v for k, v in os.environ.items() if k != 'RPCMQ_OS_THREADS'}
+    proc = subprocess.run([sys.executable, '-c', FORGED_REPLY_SCRIPT],
+                          capture_output=True, text=True, timeout=60,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout.splitlines()[-1])
+    assert outcome == {'raised': 'rpcmq.cmd.server.X',
+                       'monkey_patched': False, 'imported': False}
