@@ -8,6 +8,14 @@ connection error, a timeout, a body cut mid-stream or a 5xx status is
 retried after an exponential backoff with jitter; anything else fails at
 once. The finished file is checked by Pillow, then renamed into place -- on
 any failure no file is left behind.
+
+``total_timeout`` is a wall-clock bound on each attempt -- connect, every
+redirect hop, headers and body -- however steadily the server drips: the
+attempt runs inside a :class:`~rpcmq.fetch.guard.Deadline`, whose watchdog
+shuts the connection down when it passes (on OS threads and on eventlet
+green threads alike). Whatever error or early end of body that causes, an
+attempt whose deadline passed fails with ``DownloadFailed`` naming
+total_timeout, and is not retried.
 """
 
 import dataclasses
@@ -18,7 +26,6 @@ import tempfile
 import time
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from rpcmq.fetch import image
@@ -28,7 +35,12 @@ from rpcmq.fetch.errors import (
     ForbiddenAddress,
     TooLarge,
 )
-from rpcmq.fetch.guard import AddressGuard, GuardedAdapter, check_url
+from rpcmq.fetch.guard import (
+    AddressGuard,
+    Deadline,
+    GuardedAdapter,
+    check_url,
+)
 
 __all__ = ['FetchOptions', 'FetchResult', 'Fetcher', 'download', 'url_sha1']
 
@@ -120,7 +132,9 @@ class Fetcher:
 
     Thread-safe for concurrent :meth:`download` calls. Environment proxy
     settings are ignored on the session it creates: through a proxy the
-    address guard could not see where a download really goes.
+    address guard could not see where a download really goes. Its adapter
+    is always a :class:`GuardedAdapter` (which lets every address through
+    when ``allow_private_networks`` is set): it enforces total_timeout.
     """
 
     def __init__(self, options=None, session=None, sleep=time.sleep):
@@ -131,11 +145,7 @@ class Fetcher:
         if session is None:
             session = requests.Session()
             session.trust_env = False
-        if opts.allow_private_networks:
-            adapter = HTTPAdapter(pool_maxsize=32, max_retries=0)
-        else:
-            adapter = GuardedAdapter(self.guard, pool_maxsize=32,
-                                     max_retries=0)
+        adapter = GuardedAdapter(self.guard, pool_maxsize=32, max_retries=0)
         session.mount('http://', adapter)
         session.mount('https://', adapter)
         self.session = session
@@ -203,11 +213,14 @@ class Fetcher:
         return base / 2 + random.uniform(0, base / 2)
 
     def _attempt(self, url, dest_dir, attempt):
+        with Deadline(self.options.total_timeout) as deadline:
+            return self._follow(url, dest_dir, attempt, deadline)
+
+    def _follow(self, url, dest_dir, attempt, deadline):
         opts = self.options
-        deadline = time.monotonic() + opts.total_timeout
         hop = url
         for _hop in range(opts.max_redirects + 1):
-            with self._get(url, hop, attempt) as resp:
+            with self._get(url, hop, attempt, deadline) as resp:
                 if not resp.is_redirect:
                     self._check_status(url, resp, attempt)
                     return self._save(url, resp, dest_dir, attempt, deadline)
@@ -225,7 +238,7 @@ class Fetcher:
             reason='more than %d redirects (max_redirects)'
                    % opts.max_redirects)
 
-    def _get(self, url, hop, attempt):
+    def _get(self, url, hop, attempt, deadline):
         opts = self.options
         try:
             return self.session.get(
@@ -238,12 +251,21 @@ class Fetcher:
                 reason = 'it redirects to %s and %s' % (hop, reason)
             raise ForbiddenAddress(url=url, address=exc.address,
                                    reason=reason) from None
-        except requests.exceptions.SSLError as exc:
-            raise DownloadFailed(url=url, status=None, attempts=attempt,
-                                 reason='TLS failed: %s'
-                                        % _reason(exc, opts)) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
+            if deadline.expired:
+                raise self._overtime(url, None, attempt, 'while waiting for '
+                                     'the response of %s' % hop) from None
+            if isinstance(exc, requests.exceptions.SSLError):
+                raise DownloadFailed(url=url, status=None, attempts=attempt,
+                                     reason='TLS failed: %s'
+                                            % _reason(exc, opts)) from None
             raise _Retryable(None, _reason(exc, opts)) from None
+
+    def _overtime(self, url, status, attempt, stage):
+        return DownloadFailed(
+            url=url, status=status, attempts=attempt,
+            reason='it took longer than total_timeout (%ss) and was stopped '
+                   '%s (not retried)' % (self.options.total_timeout, stage))
 
     def _check_status(self, url, resp, attempt):
         status = resp.status_code
@@ -268,6 +290,12 @@ class Fetcher:
                 unit='bytes')
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix='.part-')
         digest, size = hashlib.sha256(), 0
+
+        def overtime():
+            return self._overtime(url, resp.status_code, attempt,
+                                  'after writing %d bytes of the body'
+                                  % size)
+
         try:
             with os.fdopen(fd, 'wb') as f:
                 for chunk in resp.iter_content(opts.chunk_size):
@@ -280,18 +308,18 @@ class Fetcher:
                                              declared or 'no length'),
                             url=url, limit=opts.max_bytes, size=size,
                             unit='bytes')
-                    if time.monotonic() > deadline:
-                        raise DownloadFailed(
-                            url=url, status=resp.status_code,
-                            attempts=attempt,
-                            reason='the body took longer than total_timeout '
-                                   '(%ss); got %d bytes'
-                                   % (opts.total_timeout, size))
+                    if deadline.expired:
+                        raise overtime()
                     digest.update(chunk)
                     f.write(chunk)
+            if deadline.expired:
+                # The watchdog may have ended a body without a length early.
+                raise overtime()
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             _unlink(tmp)
+            if deadline.expired:
+                raise overtime() from None
             raise _Retryable(resp.status_code, 'the body was cut after %d '
                              'bytes: %s' % (size, _reason(exc, opts))) \
                 from None

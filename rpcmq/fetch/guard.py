@@ -1,4 +1,4 @@
-"""Address guard: downloads reach public addresses only.
+"""Connection guard: downloads reach public addresses only, in time.
 
 A caller who can make a server download any URL could otherwise make it
 reach internal services (cloud metadata at 169.254.169.254, admin ports on
@@ -12,10 +12,36 @@ opens, and a DNS answer cannot change between check and connect.
 through (e.g. ``127.0.0.1/32`` in tests while ``10.0.0.0/8`` stays refused).
 ``GuardedAdapter(guard)`` is a requests transport adapter that applies it;
 mount it for ``http://`` and ``https://`` on a ``requests.Session``.
+
+The adapter also enforces a :class:`Deadline`: a wall-clock limit on a
+whole download, set for the code inside ``with Deadline(seconds):``.
+Socket timeouts bound each read, not a server that drips a byte just
+before every timeout, so a watchdog timer (an OS thread, or a green thread
+under eventlet monkey-patching) shuts down the socket of the connection the
+download holds when the deadline passes; the blocked read or write wakes up
+with EOF or an error at once, whether it is in the headers, a redirect hop
+or the body. Invariants:
+
+- the pool lends a connection to the deadline of the download that takes
+  it (``_get_conn``) and takes it back when it is returned (``_put_conn``):
+  a deadline only ever shuts down a connection its download holds, never
+  one back in the pool or lent to another download;
+- the deadline keeps its own duplicate descriptor of the socket, so it can
+  still shut it down after urllib3 wraps it in TLS (which detaches the
+  original socket object) and it can never hit a reused descriptor number;
+- attach, detach, expiry and stop hold one lock; a socket attached after
+  the deadline passed is shut down at once, and no connection is opened
+  after it (connect timeouts are cut to the time left).
+
+Name resolution (``getaddrinfo``) cannot be interrupted: it is bounded by
+the resolver's own timeouts, and the deadline is checked right after it.
 """
 
+import contextvars
 import ipaddress
 import socket
+import threading
+import time
 import urllib.parse
 
 from requests.adapters import HTTPAdapter
@@ -31,7 +57,7 @@ from urllib3.util import connection as u3connection
 from rpcmq.exceptions import ConfigError
 from rpcmq.fetch.errors import BadURL, ForbiddenAddress
 
-__all__ = ['AddressGuard', 'GuardedAdapter', 'check_url']
+__all__ = ['AddressGuard', 'Deadline', 'GuardedAdapter', 'check_url']
 
 SCHEMES = ('http', 'https')
 
@@ -131,8 +157,100 @@ class AddressGuard:
         return addresses
 
 
+# The Deadline of the download running in this thread or green thread
+# (greenlets each have their own context): the pool reads it when a
+# download takes a connection.
+_current = contextvars.ContextVar('rpcmq_fetch_deadline', default=None)
+
+
+class Deadline:
+    """A wall-clock limit of ``seconds`` on the downloads run inside
+    ``with Deadline(seconds) as deadline:`` -- see the module docstring.
+
+    ``expired`` tells whether it passed; after it has, reads and writes on
+    the download's connection fail (or see EOF) and no new connection is
+    opened, so the caller must check ``expired`` before trusting a body
+    that ended early.
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._fired = self._stopped = False
+        self._dup = None    # our own descriptor of the watched socket
+        self._timer = self._token = None
+
+    def __enter__(self):
+        self._timer = threading.Timer(self.remaining(), self.expire)
+        self._timer.daemon = True
+        self._timer.start()
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        _current.reset(self._token)
+        self.stop()
+
+    @property
+    def expired(self):
+        return self._fired or time.monotonic() >= self._at
+
+    def remaining(self):
+        """Seconds left, 0 once expired."""
+        return max(0.0, self._at - time.monotonic())
+
+    def attach(self, sock):
+        """Watch ``sock``, the socket the download now uses (replacing any
+        other); shut it down at once if the deadline already passed."""
+        with self._lock:
+            self._close_dup()
+            if self._stopped:
+                return
+            self._dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+            if self._fired:
+                _shutdown(self._dup)
+
+    def detach(self):
+        """Stop watching the socket: the download gave its connection
+        back. Once this returns the deadline never touches it again."""
+        with self._lock:
+            self._close_dup()
+
+    def expire(self):
+        """The watchdog: mark the deadline passed and shut the watched
+        socket down. Called by the timer (or a test)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._fired = True
+            if self._dup is not None:
+                _shutdown(self._dup)
+
+    def stop(self):
+        """End the watch: cancel the timer, let go of the socket."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            self._close_dup()
+
+    def _close_dup(self):
+        dup, self._dup = self._dup, None
+        if dup is not None:
+            dup.close()
+
+
+def _shutdown(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass    # already disconnected
+
+
 class _GuardedConnectionMixin:
     guard = None  # set on the subclasses GuardedAdapter builds
+    deadline = None  # the Deadline of the download holding the connection
 
     def _new_conn(self):
         try:
@@ -141,9 +259,10 @@ class _GuardedConnectionMixin:
             raise NameResolutionError(self.host, self, exc) from exc
         error = None
         for address in addresses:
+            timeout = self._connect_timeout()
             try:
-                return u3connection.create_connection(
-                    (address, self.port), self.timeout,
+                sock = u3connection.create_connection(
+                    (address, self.port), timeout,
                     source_address=self.source_address,
                     socket_options=self.socket_options)
             except TimeoutError as exc:
@@ -156,11 +275,46 @@ class _GuardedConnectionMixin:
                     self, 'Failed to establish a new connection to %s: %s'
                     % (address, exc))
                 error.__cause__ = exc
+            else:
+                if self.deadline is not None:
+                    self.deadline.attach(sock)
+                return sock
         raise error
+
+    def _connect_timeout(self):
+        """connect_timeout, cut to the time left before the deadline."""
+        timeout, deadline = self.timeout, self.deadline
+        if deadline is None:
+            return timeout
+        left = deadline.remaining()
+        if left <= 0:
+            raise ConnectTimeoutError(
+                self, 'total_timeout (%ss) passed before connecting to %s'
+                % (deadline.seconds, self.host))
+        return min(timeout, left) if isinstance(timeout, (int, float)) \
+            else left
+
+
+class _WatchedPoolMixin:
+    """Lends each connection to the Deadline of the download taking it."""
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        conn.deadline = deadline = _current.get()
+        if deadline is not None and conn.sock is not None:
+            deadline.attach(conn.sock)   # a kept-alive connection
+        return conn
+
+    def _put_conn(self, conn):
+        if conn is not None and conn.deadline is not None:
+            conn.deadline.detach()
+            conn.deadline = None
+        super()._put_conn(conn)
 
 
 class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections go through ``guard``.
+    """A requests adapter whose connections go through ``guard`` and are
+    watched by the :class:`Deadline` of the download using them.
 
     A refused address raises :class:`ForbiddenAddress` out of
     ``session.get`` before any connection is attempted.
@@ -174,10 +328,11 @@ class GuardedAdapter(HTTPAdapter):
         https_conn = type('GuardedHTTPSConnection',
                           (_GuardedConnectionMixin, HTTPSConnection), attrs)
         self._pool_classes = {
-            'http': type('GuardedHTTPConnectionPool', (HTTPConnectionPool,),
+            'http': type('GuardedHTTPConnectionPool',
+                         (_WatchedPoolMixin, HTTPConnectionPool),
                          {'ConnectionCls': http_conn}),
             'https': type('GuardedHTTPSConnectionPool',
-                          (HTTPSConnectionPool,),
+                          (_WatchedPoolMixin, HTTPSConnectionPool),
                           {'ConnectionCls': https_conn}),
         }
         super().__init__(**kwargs)

@@ -23,6 +23,11 @@ Routes (``<ext>`` is png, jpg, jpeg, webp, gif or bmp):
   chunked (which wins, per RFC 7230) and ``mb`` MiB of data; ``length``
   sends a 200 KiB PNG behind the short length.
 - ``/endless`` a JPEG-looking body with no length that never ends.
+- ``/drip?delay=0.25&bytes=40&first=0&mode=length|close|headers`` one byte
+  every ``delay`` seconds, after ``first`` bytes sent at once: of a
+  ``bytes`` long body declared by Content-Length (``length``), of a body
+  without a length ended by closing (``close``), or of the status line and
+  headers themselves (``headers``). It stops when the client hangs up.
 - ``/redirect-private`` 302 to ``PRIVATE_TARGET`` (http://10.1.2.3/x.jpg).
 - ``/redirect/<path>`` 302 to ``/<path>`` with the same query.
 - ``/loop`` 302 to itself.
@@ -106,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         (r'/img/' + _EXT, 'image'), (r'/big\.png', 'big'),
         (r'/slow/' + _EXT, 'slow'), (r'/flaky/' + _EXT, 'flaky'),
         (r'/status/(?P<code>\d{3})', 'status'), (r'/html', 'html'),
-        (r'/liar', 'liar'), (r'/endless', 'endless'),
+        (r'/liar', 'liar'), (r'/endless', 'endless'), (r'/drip', 'drip'),
         (r'/redirect-private', 'redirect_private'),
         (r'/redirect/(?P<rest>.+)', 'redirect'), (r'/loop', 'loop'))]
 
@@ -220,6 +225,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers(200, 'image/jpeg', None, [('Connection', 'close')])
         for chunk in self._forever(b'\xff\xd8\xff\xe0', float('inf')):
             self.wfile.write(chunk)
+
+    def drip(self):
+        delay, size = self._arg('delay', 0.25), self._arg('bytes', 40, int)
+        body = (b'\xff\xd8\xff\xe0' + bytes(size))[:size]
+        mode = self.query.get('mode', 'length')
+        self.close_connection = True
+        head = (b'HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n'
+                b'Connection: close\r\n')
+        if mode != 'close':
+            head += b'Content-Length: %d\r\n' % len(body)
+        head += b'\r\n'
+        first = self._arg('first', 0, int)
+        if mode == 'headers':
+            self._drip(head + body, delay, first)
+        else:
+            self.wfile.write(head)
+            self._drip(body, delay, first)
+
+    def _drip(self, data, delay, first):
+        self.wfile.write(data[:first])
+        for i in range(first, len(data)):
+            if self.server.owner.stopping.wait(delay):
+                return
+            self.wfile.write(data[i:i + 1])
 
     def redirect_private(self):
         self._redirect_to(PRIVATE_TARGET)

@@ -18,6 +18,7 @@ from rpcmq.fetch import (
     TooLarge,
     errors,
 )
+from rpcmq.fetch.guard import Deadline
 from rpcmq.rpc import wire
 from rpcmq.testing.imageserver import make_image
 
@@ -103,6 +104,96 @@ def test_total_timeout_is_not_retried(server, make_fetcher, spool):
     assert info.value.attempts == 1
     assert server.count(path) == 1
     assert _files(spool) == []
+
+
+# Each drip would take 8-10 s to finish; total_timeout must cut it at 1 s.
+@pytest.mark.parametrize('path', [
+    '/drip?delay=0.25&bytes=40',                 # body, Content-Length
+    '/drip?delay=0.25&bytes=40&mode=close',      # body ended by closing
+    '/drip?delay=0.1&bytes=4&mode=headers',      # status line and headers
+    '/redirect/drip?delay=0.25&bytes=40',        # after a redirect hop
+    # One full chunk, then a stall: cut, it ends like a complete body.
+    '/drip?delay=10&bytes=1025&first=1024&mode=close',
+])
+def test_total_timeout_bounds_a_dripping_server(server, make_fetcher,
+                                                spool, path):
+    fetcher = make_fetcher(total_timeout=1.0, read_timeout=20.0,
+                           download_retries=2, chunk_size=1024)
+    # A kept-alive connection: the drip's request reuses it.
+    fetcher.download(server.url('/img/warm.png'), spool, name='warm.png')
+    start = time.monotonic()
+    with pytest.raises(DownloadFailed, match='total_timeout') as info:
+        fetcher.download(server.url(path), spool)
+    elapsed = time.monotonic() - start
+    assert elapsed < 1.0 + 3.0, 'took %.1fs' % elapsed
+    assert info.value.attempts == 1
+    assert server.count('/drip') == 1
+    assert _files(spool) == ['warm.png']
+    # The pool is not spoilt for the next download.
+    assert fetcher.download(server.url('/img/next.png'), spool).size > 0
+
+
+# The deadline's watchdog on a socket pair; expire() is what its timer
+# calls, so these need no waiting.
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    for sock in a, b:
+        sock.settimeout(10)   # a broken watchdog fails, it does not hang
+    with a, b:
+        yield a, b
+
+
+def test_deadline_shuts_down_the_socket_it_watches(pair):
+    a, _b = pair
+    with Deadline(60) as deadline:
+        deadline.attach(a)
+        deadline.expire()
+        assert deadline.expired
+        assert a.recv(1) == b''
+
+
+def test_deadline_reaches_the_socket_after_it_is_rewrapped(pair):
+    # As when urllib3 wraps a new connection's socket in TLS.
+    a, _b = pair
+    with Deadline(60) as deadline:
+        deadline.attach(a)
+        with socket.socket(fileno=a.detach()) as wrapped:
+            wrapped.settimeout(10)
+            deadline.expire()
+            assert wrapped.recv(1) == b''
+
+
+def test_deadline_leaves_detached_and_stopped_sockets_alone(pair):
+    a, b = pair
+    with Deadline(60) as deadline:
+        deadline.attach(a)
+        deadline.detach()
+        deadline.expire()
+    with Deadline(60) as deadline:
+        deadline.attach(a)
+    deadline.expire()
+    b.sendall(b'x')
+    assert a.recv(1) == b'x'
+
+
+def test_socket_attached_after_the_deadline_is_shut_down_at_once(pair):
+    a, _b = pair
+    with Deadline(60) as deadline:
+        deadline.expire()
+        deadline.attach(a)
+        assert a.recv(1) == b''
+
+
+def test_deadline_timer_wakes_a_blocked_read(pair):
+    a, _b = pair
+    start = time.monotonic()
+    with Deadline(0.5) as deadline:
+        deadline.attach(a)
+        assert a.recv(1) == b''
+        assert deadline.expired
+    assert time.monotonic() - start < 0.5 + 3.0
 
 
 def test_500_then_200_succeeds_after_retries(server, fetcher, spool):
