@@ -27,7 +27,9 @@ _EXPORTS = {
 _EXPORTS.update(dict.fromkeys((
     'RpcmqError', 'MessagingTimeout', 'RemoteError', 'NoSuchMethod',
     'UnsupportedVersion', 'InvalidArguments', 'InvalidTarget',
-    'MessageTooLarge', 'MalformedMessage', 'TransportError', 'ConfigError'),
+    'MessageTooLarge', 'MalformedMessage', 'TransportError',
+    'BrokerUnreachable', 'AuthenticationError', 'BrokerRefused',
+    'CallInterrupted', 'ConfigError'),
     'rpcmq.exceptions'))
 
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,9 @@ with the same type and fields on the caller (see ``rpcmq.rpc.wire``).
 __all__ = [
     'RpcmqError', 'MessagingTimeout', 'RemoteError', 'NoSuchMethod',
     'UnsupportedVersion', 'MessageTooLarge', 'MalformedMessage',
-    'TransportError', 'InvalidTarget', 'ConfigError', 'InvalidArguments',
+    'CallInterrupted', 'InternalError', 'TransportError', 'BrokerUnreachable',
+    'AuthenticationError',
+    'BrokerRefused', 'InvalidTarget', 'ConfigError', 'InvalidArguments',
 ]
 
 
@@ -50,8 +52,49 @@ class MessagingTimeout(RpcmqError):
     msg_fmt = 'no reply to %(method)s on %(target)s within %(timeout)ss'
 
 
+class CallInterrupted(RpcmqError):
+    """The server that took a call stopped or lost its connection before
+    answering, and the broker delivered the call again. It is not run a
+    second time: it may or may not have run."""
+
+    msg_fmt = ('call to %(method)s was interrupted: the server that took it '
+               'stopped or lost its broker connection before answering; it '
+               'may or may not have run, and was not run again')
+
+
+class InternalError(RpcmqError):
+    msg_fmt = 'the server failed to handle the request: %(reason)s'
+
+
 class TransportError(RpcmqError):
+    """The broker could not take or deliver a message. Every failure that
+    leaves the transport is one of these subclasses (or this class)."""
+
     msg_fmt = 'transport failure: %(reason)s'
+
+
+class BrokerUnreachable(TransportError):
+    """No connection to the broker within the deadline; ``reason`` holds
+    the last socket error."""
+
+    msg_fmt = ('broker %(url)s unreachable: %(reason)s; is it running and '
+               'is the URL right?')
+
+
+class AuthenticationError(TransportError):
+    """The broker refused the login (wrong user, password or vhost)."""
+
+    msg_fmt = ('broker %(url)s refused the login of user %(user)r on vhost '
+               '%(vhost)r: %(reason)s; check the user, password and vhost '
+               'in the transport URL')
+
+
+class BrokerRefused(TransportError):
+    """The broker refused an operation for good (AMQP 403/404/406): an
+    entity declared with other arguments, a missing exchange, no access.
+    Not retried: the same request would be refused again."""
+
+    msg_fmt = 'broker %(url)s refused %(what)s: %(reason)s'
 
 
 class ConfigError(RpcmqError):

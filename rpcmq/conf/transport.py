@@ -21,8 +21,12 @@ DEFAULT_OPTS = [
                     'refuse to publish larger ones; servers answer larger '
                     'ones with an error.'),
     cfg.IntOpt('rpc_prefetch_count', default=16, min=1,
-               help='Messages a server takes from a queue before acking; '
-                    'low values spread work fairly across servers.'),
+               deprecated_for_removal=True,
+               deprecated_reason='A server now takes as many messages as '
+                                 'it has workers (executor_thread_pool_size)'
+                                 ' and settles each when its work is done, '
+                                 'so the rest wait in the broker.',
+               help='Ignored.'),
     cfg.StrOpt('notification_exchange', default='rpcmq_notifications',
                help='Topic exchange that carries notifications such as '
                     'batch.start, batch.item and batch.end; their routing '

@@ -1,9 +1,13 @@
 """Executors run endpoint methods off the listener thread.
 
 Plugins of the ``rpcmq.executors`` stevedore group: ``eventlet`` (green
-threads) and ``threading`` (a thread pool). ``submit`` blocks while every
-worker is busy, so a busy server stops taking messages and the broker gives
-them to other servers of the topic.
+threads) and ``threading`` (a thread pool). ``submit`` never blocks: the
+thread that reads the broker's socket calls it, and must go on reading
+(heartbeats, acks, other replies) however long endpoints run. How much
+work can arrive is bounded upstream: a server asks the broker for at most
+``size`` unacked messages (prefetch), so the rest wait in the broker.
+
+Whatever escapes a submitted callable is logged with its traceback.
 """
 
 from stevedore import driver

@@ -1,18 +1,32 @@
 """The executor interface."""
 
-__all__ = ['Executor']
+import logging
+
+__all__ = ['Executor', 'run_logged']
+
+LOG = logging.getLogger('rpcmq.executors')
+
+
+def run_logged(fn, args):
+    """Run ``fn(*args)``; log (with traceback) whatever escapes it."""
+    try:
+        fn(*args)
+    except Exception:
+        LOG.exception('unhandled error in %s', getattr(fn, '__qualname__',
+                                                       fn))
 
 
 class Executor:
-    """Runs callables on ``size`` workers."""
+    """Runs callables on up to ``size`` workers."""
 
     def __init__(self, size):
         self.size = size
 
     def submit(self, fn, *args):
-        """Run ``fn(*args)`` on a worker; block while all are busy."""
+        """Run ``fn(*args)`` on a worker; never blocks (work beyond
+        ``size`` waits for a free worker)."""
         raise NotImplementedError
 
     def shutdown(self, timeout=None):
-        """Wait up to ``timeout`` seconds for running work; True if done."""
+        """Wait up to ``timeout`` seconds for submitted work; True if done."""
         raise NotImplementedError

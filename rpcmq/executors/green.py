@@ -6,20 +6,20 @@ socket reads and green threads never run.
 
 Workers are started as work arrives and then kept, waiting on a queue:
 a green thread per message (``GreenPool.spawn_n``) would cost a new
-greenlet and a fresh interpreter frame stack each time.
+greenlet and a fresh interpreter frame stack each time. A new worker is
+started whenever there are more unfinished jobs than workers, up to
+``size``; beyond that jobs wait in the queue (``submit`` never blocks).
 """
 
-import logging
+import threading
 
 import eventlet
-from eventlet import patcher, queue, semaphore
+from eventlet import patcher, queue
 
 from rpcmq.exceptions import ConfigError
-from rpcmq.executors.base import Executor
+from rpcmq.executors.base import Executor, run_logged
 
 __all__ = ['EventletExecutor']
-
-LOG = logging.getLogger(__name__)
 
 _STOP = object()
 
@@ -34,51 +34,51 @@ class EventletExecutor(Executor):
                                      'of the program; use the threading '
                                      'executor otherwise')
         super().__init__(size)
-        self._slots = semaphore.Semaphore(size)  # work queued or running
         self._jobs = queue.LightQueue()
+        self._changed = threading.Condition()  # green under monkey_patch
         self._workers = 0
-        self._idle = 0   # workers waiting for a job nobody has claimed
+        self._unfinished = 0  # submitted, not yet returned
 
     def submit(self, fn, *args):
-        self._slots.acquire()  # blocks while `size` jobs are unfinished
-        if self._idle:
-            self._idle -= 1     # that worker will take this job
-        else:
-            self._workers += 1  # all busy, and fewer than `size` exist
-            eventlet.spawn_n(self._work)
+        with self._changed:
+            self._unfinished += 1
+            spawn = self._unfinished > self._workers and \
+                self._workers < self.size
+            if spawn:
+                self._workers += 1
         self._jobs.put((fn, args))
+        if spawn:
+            eventlet.spawn_n(self._work)
 
     def _work(self):
-        while True:
-            job = self._jobs.get()
-            if job is _STOP:
-                return
-            fn, args = job
-            del job  # keep no message alive while idle
-            try:
-                fn(*args)
-            except Exception:
-                LOG.exception('unhandled error in %r', fn)
-            except BaseException:  # GreenletExit, a stray Timeout
-                self._workers -= 1  # this worker ends here
-                self._slots.release()
-                raise
-            finally:
-                del fn, args
-            self._idle += 1
-            self._slots.release()
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is _STOP:
+                    return
+                fn, args = job
+                del job  # keep no message alive while idle
+                try:
+                    run_logged(fn, args)
+                finally:
+                    del fn, args
+                    self._finished()
+        finally:
+            with self._changed:
+                self._workers -= 1
+
+    def _finished(self):
+        with self._changed:
+            self._unfinished -= 1
+            if not self._unfinished:
+                self._changed.notify_all()
 
     def shutdown(self, timeout=None):
-        taken = 0
-        with eventlet.Timeout(timeout, False):
-            while taken < self.size:  # every slot free: nothing unfinished
-                self._slots.acquire()
-                taken += 1
-        for _ in range(taken):
-            self._slots.release()
-        if taken == self.size:
-            for _ in range(self._workers):
+        with self._changed:
+            done = self._changed.wait_for(lambda: not self._unfinished,
+                                          timeout)
+            workers = self._workers
+        if done:
+            for _ in range(workers):
                 self._jobs.put(_STOP)
-            self._workers = self._idle = 0
-            return True
-        return False
+        return done

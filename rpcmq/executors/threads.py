@@ -3,7 +3,7 @@
 import threading
 from concurrent import futures
 
-from rpcmq.executors.base import Executor
+from rpcmq.executors.base import Executor, run_logged
 
 __all__ = ['ThreadingExecutor']
 
@@ -14,17 +14,11 @@ class ThreadingExecutor(Executor):
         super().__init__(size)
         self._pool = futures.ThreadPoolExecutor(
             max_workers=size, thread_name_prefix='rpcmq-worker')
-        self._slots = threading.BoundedSemaphore(size)
         self._running = set()
         self._lock = threading.Lock()
 
     def submit(self, fn, *args):
-        self._slots.acquire()
-        try:
-            future = self._pool.submit(fn, *args)
-        except BaseException:
-            self._slots.release()
-            raise
+        future = self._pool.submit(run_logged, fn, args)
         with self._lock:
             self._running.add(future)
         future.add_done_callback(self._done)
@@ -32,7 +26,6 @@ class ThreadingExecutor(Executor):
     def _done(self, future):
         with self._lock:
             self._running.discard(future)
-        self._slots.release()
 
     def shutdown(self, timeout=None):
         with self._lock:

@@ -9,6 +9,7 @@ the ``topic_fanout`` exchange. See docs/wire-format.md.
 import time
 
 from rpcmq.exceptions import InvalidTarget, MessageTooLarge, MessagingTimeout
+from rpcmq.rpc import deadline as call_deadline
 from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target
@@ -130,22 +131,27 @@ class RPCClient:
     def call(self, ctxt, method, **kwargs):
         """Send and wait for the reply; return its result.
 
-        Raises MessagingTimeout when no reply comes within the timeout (the
-        request expires on the broker then, so it is not run late), or the
-        remote exception, rebuilt as its own type where allowed.
+        Raises MessagingTimeout when the broker took the request and no
+        reply came within the timeout (the request expires on the broker
+        then, and a server that gets it after its deadline drops it, so it
+        is not run late); TransportError (BrokerUnreachable,
+        AuthenticationError, BrokerRefused) when the request could not be
+        sent within the timeout; or the remote exception, rebuilt as its
+        own type where allowed.
         """
         if self.target.fanout:
             raise InvalidTarget(target=self.target,
                                 reason='call cannot be fanned out; use cast')
         body = self._message(ctxt, method, kwargs)
         timeout = self._timeout()
+        # The server drops a call whose deadline passed before it could
+        # start it (docs/wire-format.md); the broker drops it on expiration.
+        # Taken together, so the server's deadline is never later than the
+        # moment this caller gives up.
+        headers = call_deadline.headers_for(timeout)
         deadline = time.monotonic() + timeout
         replies = self.transport.replies
-        if not replies.ensure_started(timeout):
-            raise MessagingTimeout(
-                'no connection to %s for replies within %ss'
-                % (self.transport.url, timeout), method=method,
-                target=repr(self.target), timeout=timeout)
+        replies.ensure_started(timeout)  # or the TransportError saying why
         exchange, routing_key, declare = self._route()
         cid, slot = replies.register()
         driver = self.transport.driver
@@ -153,12 +159,13 @@ class RPCClient:
             if replies.direct:
                 driver.declare(declare, deadline)
                 replies.publish(body, exchange, routing_key, deadline, slot,
-                                correlation_id=cid, expiration=timeout)
+                                correlation_id=cid, expiration=timeout,
+                                headers=headers)
             else:
                 driver.publish(body, exchange, routing_key, declare=declare,
                                reply_to=replies.queue_name,
                                correlation_id=cid, expiration=timeout,
-                               deadline=deadline)
+                               headers=headers, deadline=deadline)
         except BaseException:
             replies.forget(cid)
             raise

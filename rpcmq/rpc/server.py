@@ -2,30 +2,44 @@
 
 Ordering and invariants:
 
-* A call is acked on receipt, so it never runs twice; its reply (result or
-  failure) goes to the default exchange with routing key ``reply_to`` and
-  the request's ``correlation_id``.
-* A cast is acked after its endpoint returns (at-least-once): a server that
-  dies mid-cast leaves it to be redelivered.
-* Bad input never kills the server or blocks the queue: it gets an error
-  reply (calls) or a log line (casts) and is acked.
+* The thread that reads the broker's socket only hands each message to the
+  executor (which never blocks), so heartbeats, acks and replies keep
+  flowing however long endpoints run.
+* Back-pressure lives in the broker: the server asks for at most as many
+  unacked messages as it has workers (prefetch = executor size), and
+  settles every message when its work is done. Requests it cannot start
+  yet stay queued in the broker, where their expiration still applies and
+  other servers of the topic can take them.
+* A call is acked once its reply (result or failure) is sent; the reply
+  goes to the default exchange with routing key ``reply_to`` and the
+  request's ``correlation_id``. A call runs at most once: one the broker
+  delivers again (``redelivered``: the server that took it died or lost
+  its connection) is answered with ``CallInterrupted``, not run.
+* A call whose deadline (``x-rpcmq-deadline``) has passed when a worker
+  picks it up is dropped with one INFO line and no reply: its caller has
+  given up.
+* A cast is acked after its endpoint returns (at-least-once): a server
+  that dies mid-cast leaves it to be redelivered.
+* One message costs only itself: whatever decoding, checking, dispatching
+  or replying raises, that message gets an error reply (calls) or a log
+  line (casts) and is settled; the listener goes on.
 * ``stop()`` stops taking messages; work in flight finishes (up to
   ``graceful_shutdown_timeout``) before the connection closes, and casts
   that did not finish are requeued by the broker.
 """
 
 import logging
-import time
 
 from rpcmq.exceptions import (
+    CallInterrupted,
+    InternalError,
     MalformedMessage,
     MessageTooLarge,
-    NoSuchMethod,
     RpcmqError,
-    UnsupportedVersion,
+    TransportError,
 )
 from rpcmq.executors import get_executor
-from rpcmq.rpc import wire
+from rpcmq.rpc import deadline, wire
 from rpcmq.rpc.dispatcher import ExpectedException, RPCDispatcher
 from rpcmq.transport.listener import TopicListener
 
@@ -33,10 +47,7 @@ __all__ = ['RPCServer', 'get_rpc_server']
 
 LOG = logging.getLogger(__name__)
 
-REPLY_DEADLINE = 30.0
 ACCEPTED_CONTENT_TYPES = (None, '', 'application/json', 'text/plain')
-_CALLER_ERRORS = (NoSuchMethod, UnsupportedVersion, MalformedMessage,
-                  MessageTooLarge, TypeError)
 
 
 class RPCServer:
@@ -55,16 +66,28 @@ class RPCServer:
         self._listener = None
 
     def start(self, ready_timeout=10.0):
-        """Start consuming; wait up to ``ready_timeout`` for the queues."""
+        """Start consuming; wait up to ``ready_timeout`` for the queues.
+
+        Raises AuthenticationError or BrokerRefused (the login or a queue
+        declaration was refused) as soon as the broker says so; a broker
+        that is only unreachable is retried in the background.
+        """
         if self._listener is not None:
             return
         self._listener = TopicListener(
             self.transport.driver, self.target, self._on_incoming,
-            prefetch=self.conf.rpc_prefetch_count, on_drain=self._drain)
+            prefetch=self.executor.size, on_drain=self._drain)
         self._listener.start()
-        if not self._listener.ready.wait(ready_timeout):
-            LOG.warning('server %s: broker %s not reachable yet; it keeps '
-                        'trying', self.target, self.transport.url)
+        try:
+            ready = self._listener.wait_ready(ready_timeout)
+        except TransportError:
+            self.stop()
+            self._listener = None
+            raise
+        if not ready:
+            LOG.warning('server %s: %s; it keeps trying', self.target,
+                        self._listener.unreachable(
+                            'within %ss' % ready_timeout))
 
     def stop(self):
         """Stop taking new messages (returns at once; see ``wait``)."""
@@ -87,20 +110,41 @@ class RPCServer:
     # -- one message ------------------------------------------------------
 
     def _on_incoming(self, incoming):
+        """On the listener's thread: hand over, never wait."""
+        self.executor.submit(self._process, incoming)
+
+    def _process(self, incoming):
+        """On a worker: handle one message; whatever happens, settle it."""
         is_call = bool(incoming.reply_to)
-        if is_call:
+        try:
+            self._handle(incoming, is_call)
+        except Exception as exc:
+            LOG.exception('server %s: unexpected error on a %s (correlation '
+                          'id %s)', self.target.topic,
+                          'call' if is_call else 'cast',
+                          incoming.correlation_id)
+            if is_call:
+                self._reply(incoming, '?', wire.failure_reply(
+                    InternalError(reason='%s: %s' % (type(exc).__name__,
+                                                     exc)), tb=''))
+        finally:
             incoming.ack()
+
+    def _handle(self, incoming, is_call):
         try:
             msg = self._check(incoming)
         except RpcmqError as exc:
             LOG.warning('rejected %s from queue of %s: %s',
                         'call' if is_call else 'cast', self.target.topic, exc)
             if is_call:
-                self._reply(incoming, wire.failure_reply(exc, tb=''))
-            else:
-                incoming.ack()
+                self._reply(incoming, '?', wire.failure_reply(exc, tb=''))
             return
-        self.executor.submit(self._process, incoming, msg, is_call)
+        method = msg['method']
+        if is_call and self._not_to_run(incoming, method):
+            return
+        reply = self._dispatch(msg, method, is_call)
+        if is_call:
+            self._reply(incoming, method, reply)
 
     def _check(self, incoming):
         limit = self.conf.max_message_size
@@ -112,49 +156,61 @@ class RPCServer:
                                    % incoming.content_type)
         return wire.decode_request(incoming.body)
 
-    def _process(self, incoming, msg, is_call):
-        method = msg['method']
+    def _not_to_run(self, incoming, method):
+        """True (and answered or logged) for a call that must not run."""
+        late = deadline.expired_by(incoming.headers)
+        if late is not None and late >= 0:
+            LOG.info('dropped call %s (correlation id %s) on %s: its '
+                     'deadline passed %.1fs ago, its caller has given up',
+                     method, incoming.correlation_id, self.target.topic, late)
+            return True
+        if incoming.redelivered:
+            LOG.warning('call %s (correlation id %s) was delivered again '
+                        'after the server that took it went away; answering '
+                        'CallInterrupted instead of running it twice',
+                        method, incoming.correlation_id)
+            self._reply(incoming, method, wire.failure_reply(
+                CallInterrupted(method=method), tb=''))
+            return True
+        return False
+
+    def _dispatch(self, msg, method, is_call):
+        """Run the endpoint; the encoded reply (None for a cast)."""
         try:
             result = self.dispatcher.dispatch(
                 msg['context'], method, msg['args'], msg.get('namespace'),
                 msg.get('version'))
         except ExpectedException as wrapped:
             LOG.debug('%s raised expected %r', method, wrapped.exc)
-            reply = wire.failure_reply(wrapped.exc)
-        except (RpcmqError,) + _CALLER_ERRORS as exc:
+            return wire.failure_reply(wrapped.exc)
+        except RpcmqError as exc:
             # Typed errors are part of the contract: one line, no traceback.
             LOG.warning('%s: %s', method, exc)
-            reply = wire.failure_reply(exc)
+            return wire.failure_reply(exc)
         except Exception as exc:
+            # Including a TypeError from inside the method: the arguments
+            # were bound already (InvalidArguments), so it is a bug there.
             LOG.exception('%s failed', method)
-            reply = wire.failure_reply(exc)
-        else:
-            if not is_call:
-                incoming.ack()
-                return
-            try:
-                reply = wire.result_reply(result)
-            except (TypeError, ValueError) as exc:
-                reply = wire.failure_reply(TypeError(
-                    '%s returned a value that is not JSON: %s'
-                    % (method, exc)))
-        if is_call:
-            self._reply(incoming, reply)
-        else:
-            incoming.ack()
+            return wire.failure_reply(exc)
+        if not is_call:
+            return None
+        try:
+            return wire.result_reply(result)
+        except (TypeError, ValueError) as exc:
+            return wire.failure_reply(TypeError(
+                '%s returned a value that is not JSON: %s' % (method, exc)))
 
-    def _reply(self, incoming, body):
+    def _reply(self, incoming, method, body):
         limit = self.conf.max_message_size
         if len(body) > limit:
             body = wire.failure_reply(MessageTooLarge(size=len(body),
                                                       limit=limit), tb='')
         try:
-            self.transport.driver.reply(
-                incoming.channel, body, incoming.reply_to,
-                incoming.correlation_id, time.monotonic() + REPLY_DEADLINE)
-        except RpcmqError as exc:
-            LOG.error('could not send reply %s to %s: %s',
-                      incoming.correlation_id, incoming.reply_to, exc)
+            incoming.reply(body)
+        except Exception as exc:
+            LOG.error('could not send the reply to %s (correlation id %s) '
+                      'to %s: %s', method, incoming.correlation_id,
+                      incoming.reply_to, exc)
 
 
 def get_rpc_server(transport, target, endpoints, executor='threading',

@@ -4,6 +4,14 @@
 reconnects paced by the ``[rabbit]`` retry options, a ``stop()`` that also
 ends a reconnect loop in progress, readiness as an Event, and a thread (a
 green thread under eventlet).
+
+A consumer is never alive but deaf: whatever ends kombu's consume loop
+(a lost connection, a refused login, a bug in a message handler) is
+logged once, in words, and consuming starts again after a pause, until
+``stop()``. The last broker failure is kept (``last_error``, an rpcmq
+``TransportError``) so that callers waiting for readiness learn *why*
+there is no connection: ``wait_ready`` raises a refused login or a
+refused declaration at once instead of waiting out its timeout.
 """
 
 import contextlib
@@ -12,6 +20,9 @@ import threading
 import time
 
 from kombu.mixins import ConsumerMixin
+
+from rpcmq.exceptions import BrokerUnreachable
+from rpcmq.transport import errors
 
 __all__ = ['Consumer', 'Stopped']
 
@@ -38,6 +49,9 @@ class Consumer(ConsumerMixin):
         self.driver = driver
         self.connection = driver.connection()
         self.ready = threading.Event()
+        self.last_error = None          # a TransportError, or None
+        self._changed = threading.Condition()  # ready or last_error moved
+        self._stopping = threading.Event()
         self._thread = None
         self._active = None
         self._last_heartbeat = time.monotonic()
@@ -63,7 +77,10 @@ class Consumer(ConsumerMixin):
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.driver.settle_consumers(connection)
         self._active = connection
-        self.ready.set()
+        with self._changed:
+            self.last_error = None
+            self.ready.set()
+            self._changed.notify_all()
 
     def on_iteration(self):
         # kombu checks heartbeats only when a read times out; a consumer
@@ -77,17 +94,75 @@ class Consumer(ConsumerMixin):
     def on_connection_error(self, exc, interval):
         if self.should_stop:
             raise Stopped()
-        self.ready.clear()
-        LOG.warning('%s lost %s (%s); reconnecting in %.1fs', self.name,
-                    self.driver.url, exc, interval)
+        self._failed(errors.classify(exc, self.driver.url))
+        LOG.warning('%s: broker %s unreachable (%s); retrying in %.1fs',
+                    self.name, self.driver.url, exc, interval)
+
+    def _failed(self, error):
+        with self._changed:
+            self.ready.clear()
+            self.last_error = error
+            self._changed.notify_all()
+
+    def wait_ready(self, timeout):
+        """True once consuming; False after ``timeout``; raises the broker's
+        refusal (AuthenticationError, BrokerRefused) as soon as it comes."""
+        def settled():
+            return self.ready.is_set() or \
+                errors.is_permanent(self.last_error)
+        with self._changed:
+            self._changed.wait_for(settled, timeout)
+            if self.ready.is_set():
+                return True
+            if errors.is_permanent(self.last_error):
+                raise self.last_error
+            return False
+
+    def unreachable(self, within):
+        """The error to raise when no connection came ``within`` (text:
+        'within 5s')."""
+        last = self.last_error
+        return BrokerUnreachable(
+            url=str(self.driver.url),
+            reason='no connection %s (last error: %s)' % (
+                within, getattr(last, 'reason', None) or last or 'none yet'))
+
+    def run(self, _tokens=1, **kwargs):
+        """kombu's loop, restarted after any error until ``stop()``."""
+        while not self.should_stop:
+            try:
+                for _ in self.consume(limit=None,
+                                      safety_interval=DRAIN_INTERVAL):
+                    pass
+            except Stopped:
+                return
+            except Exception as exc:
+                self._restart_after(exc)
+
+    def _restart_after(self, exc):
+        if self.should_stop:
+            return
+        policy = self.driver.retry_policy
+        if isinstance(exc, self.connection.connection_errors +
+                      self.connection.channel_errors) or \
+                errors.is_permanent(exc):
+            error = errors.classify(exc, self.driver.url)
+            self._failed(error)
+            if not errors.is_permanent(error):
+                LOG.warning('%s lost %s: %s; reconnecting', self.name,
+                            self.driver.url, exc)
+                return  # establish_connection paces the reconnect
+            LOG.error('%s: %s', self.name, error)
+            pause = policy['interval_max']
+        else:
+            LOG.exception('%s stopped on an unexpected error; consuming '
+                          'again', self.name)
+            self._failed(None)
+            pause = policy['interval_start']
+        self._stopping.wait(max(pause, DRAIN_INTERVAL))
 
     def _run(self):
-        try:
-            self.run(safety_interval=DRAIN_INTERVAL)
-        except Stopped:
-            pass
-        except Exception:
-            LOG.exception('%s stopped on an unexpected error', self.name)
+        self.run()
 
     def start_thread(self):
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -96,6 +171,7 @@ class Consumer(ConsumerMixin):
 
     def stop(self):
         self.should_stop = True
+        self._stopping.set()
 
     def wait(self, timeout=None):
         """Join the thread; True if it has ended."""

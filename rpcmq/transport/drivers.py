@@ -19,8 +19,8 @@ import kombu.exceptions
 from kombu import pools
 from kombu.utils.functional import retry_over_time
 
-from rpcmq.exceptions import ConfigError, TransportError
-from rpcmq.transport import amqp, raw
+from rpcmq.exceptions import ConfigError
+from rpcmq.transport import amqp, errors, raw
 from rpcmq.transport.confirms import ConfirmingPublisher
 
 __all__ = ['KombuDriver', 'RabbitDriver', 'RedisDriver', 'MemoryDriver']
@@ -139,37 +139,59 @@ class KombuDriver:
                                            declare=declare,
                                            deadline=deadline, **properties)
         pool = self._producers
+        missing = []
 
         def attempt():
             with pool.acquire(block=True) as producer:
                 try:
                     self._send(producer, body, exchange, routing_key,
                                declare, properties)
-                except self.recoverable_errors():
-                    # The pooled connection is dead: reconnect on next use,
-                    # to a broker that may have lost our entities.
+                except self.recoverable_errors() as exc:
+                    # The pooled connection is dead (or the broker closed
+                    # the channel): reconnect on next use, to a broker that
+                    # may have lost our entities.
                     producer.connection.collect()
                     self.forget_declarations()
+                    self._give_up_if_permanent(exc, missing)
                     raise
 
         self._retry(attempt, deadline)
 
+    def _give_up_if_permanent(self, exc, missing):
+        """Raise the TransportError for a failure retrying cannot mend.
+
+        A 404 (exchange gone) is retried once, after declaring again; a
+        second one, a 403/406 or a refused login is raised at once.
+        """
+        if errors.is_missing_entity(exc) and not missing:
+            missing.append(exc)
+            return
+        if errors.is_permanent(exc):
+            raise errors.classify(exc, self.url) from exc
+
     def retry_or_give_up(self, exc, interval, deadline):
         """Log a retry in ``interval`` seconds, or raise TransportError if
         that would pass ``deadline`` (``time.monotonic()``; None: never)."""
-        if deadline is not None and time.monotonic() + interval > deadline:
-            raise TransportError(reason='broker %s unreachable: %s' % (
-                self.url, exc)) from exc
+        permanent = errors.is_permanent(exc) and \
+            not errors.is_missing_entity(exc)  # 404: declared again first
+        if permanent or (
+                deadline is not None and
+                time.monotonic() + interval > deadline):
+            raise errors.classify(exc, self.url) from exc
         LOG.warning(W_RECONNECT, self.url, exc, interval)
 
     def ensure_connection(self, conn, errback):
         """Connect ``conn``, retrying with the [rabbit] backoff options;
         ``errback(exc, interval)`` runs before each wait and may raise."""
         policy = self.retry_policy
-        conn.ensure_connection(errback, policy['max_retries'],
-                               interval_start=policy['interval_start'],
-                               interval_step=policy['interval_step'],
-                               interval_max=policy['interval_max'])
+        try:
+            conn.ensure_connection(errback, policy['max_retries'],
+                                   interval_start=policy['interval_start'],
+                                   interval_step=policy['interval_step'],
+                                   interval_max=policy['interval_max'])
+        except self.recoverable_errors() as exc:
+            # A refused login (not retried by kombu), or retries ran out.
+            raise errors.classify(exc, self.url) from exc
         return conn
 
     def _retry(self, attempt, deadline):
@@ -180,11 +202,16 @@ class KombuDriver:
             return interval
 
         policy = self.retry_policy
-        retry_over_time(attempt, self.recoverable_errors(), errback=errback,
-                        max_retries=policy['max_retries'],
-                        interval_start=policy['interval_start'],
-                        interval_step=policy['interval_step'],
-                        interval_max=policy['interval_max'])
+        try:
+            retry_over_time(attempt, self.recoverable_errors(),
+                            errback=errback,
+                            max_retries=policy['max_retries'],
+                            interval_start=policy['interval_start'],
+                            interval_step=policy['interval_step'],
+                            interval_max=policy['interval_max'])
+        except self.recoverable_errors() as exc:
+            # rabbit_max_retries ran out: the last error, in our words.
+            raise errors.classify(exc, self.url) from exc
 
     def _send(self, producer, body, exchange, routing_key, declare,
               properties):
@@ -237,8 +264,14 @@ class KombuDriver:
 
         def attempt():
             with self._producers.acquire(block=True) as producer:
-                for entity in todo:
-                    entity.declare(channel=producer.channel)
+                try:
+                    for entity in todo:
+                        entity.declare(channel=producer.channel)
+                except self.recoverable_errors() as exc:
+                    producer.connection.collect()
+                    if errors.is_permanent(exc):
+                        raise errors.classify(exc, self.url) from exc
+                    raise
         self._retry(attempt, deadline)
         self._declared_once.update(_key(e) for e in todo)
 

@@ -6,9 +6,15 @@ exclusive queue bound to the ``topic_fanout`` exchange. It runs kombu's
 ``ConsumerMixin`` loop in a thread (a green thread under eventlet), so
 connection loss, reconnect with backoff and re-declaring the queues are
 kombu's. Messages are acked by whoever finishes them, from any thread.
+
+The channel's prefetch is global (shared by the three consumers): the
+broker hands a server at most ``prefetch`` unacked messages in all, so
+with prefetch equal to the number of workers nothing waits in the server
+that another server could have run.
 """
 
 import logging
+import time
 import uuid
 
 import kombu
@@ -19,14 +25,17 @@ __all__ = ['IncomingMessage', 'TopicListener']
 
 LOG = logging.getLogger(__name__)
 
+REPLY_DEADLINE = 30.0  # seconds a reply may wait for a lost connection
+
 
 class IncomingMessage:
     """A request as it came off the broker, with ways to settle it."""
 
-    __slots__ = ('body', 'properties', '_message')
+    __slots__ = ('body', 'properties', '_message', '_driver')
 
-    def __init__(self, message):
+    def __init__(self, message, driver):
         self._message = message
+        self._driver = driver
         self.body = message.body
         self.properties = message.properties
 
@@ -39,12 +48,25 @@ class IncomingMessage:
         return self.properties.get('correlation_id')
 
     @property
-    def channel(self):
-        return self._message.channel
+    def headers(self):
+        return self._message.headers
+
+    @property
+    def redelivered(self):
+        """True if the broker delivered this message before (to a consumer
+        that did not settle it)."""
+        return bool(self._message.delivery_info.get('redelivered'))
 
     @property
     def content_type(self):
         return self._message.content_type
+
+    def reply(self, body):
+        """Send ``body`` to this call's ``reply_to`` (on RabbitMQ on the
+        channel the request came on; raises TransportError)."""
+        self._driver.reply(self._message.channel, body, self.reply_to,
+                           self.correlation_id,
+                           time.monotonic() + REPLY_DEADLINE)
 
     def ack(self):
         try:
@@ -91,15 +113,26 @@ class TopicListener(Consumer):
         return queues
 
     def get_consumers(self, Consumer, channel):
+        channel.basic_qos(0, self._prefetch, True)  # for all three queues
         return [Consumer(queues=self.queues(), on_message=self._on_message,
-                         prefetch_count=self._prefetch, no_ack=False)]
+                         no_ack=False)]
 
     def on_consume_end(self, connection, channel):
         if self.should_stop and self._on_drain is not None:
             self._on_drain()
 
     def _on_message(self, message):
-        self._handler(IncomingMessage(message))
+        try:
+            self._handler(IncomingMessage(message, self.driver))
+        except Exception:
+            # The handler only hands the message on; if even that fails,
+            # this message is dropped, not the listener.
+            LOG.exception('%s: could not take message %s; rejecting it',
+                          self.name, message.properties.get('correlation_id'))
+            try:
+                message.reject()
+            except Exception as exc:
+                LOG.warning('could not reject a message: %s', exc)
 
     def start(self):
         self.start_thread()

@@ -16,12 +16,16 @@ JSON = 'application/json'
 
 def send(channel, body, exchange, routing_key, mandatory=False,
          **properties):
-    """Write one JSON message; ``expiration`` is in seconds. A
-    ``mandatory`` message that no queue takes comes back as basic.return.
+    """Write one JSON message; ``expiration`` is in seconds, ``headers``
+    the application headers (kombu's name). A ``mandatory`` message that
+    no queue takes comes back as basic.return.
     """
     expiration = properties.pop('expiration', None)
     if expiration is not None:
         properties['expiration'] = str(int(expiration * 1000))
+    headers = properties.pop('headers', None)
+    if headers:
+        properties['application_headers'] = headers
     msg = amqp.Message(body, content_type=JSON, content_encoding='utf-8',
                        **properties)
     channel.send_method(

@@ -27,7 +27,6 @@ import uuid
 
 import kombu
 
-from rpcmq.exceptions import TransportError
 from rpcmq.transport import raw
 from rpcmq.transport.consuming import Consumer
 
@@ -102,12 +101,18 @@ class ReplyWaiter(Consumer):
     # -- caller side ------------------------------------------------------
 
     def ensure_started(self, timeout):
-        """Start the consumer once; wait until its queue exists."""
+        """Start the consumer once; wait until its queue exists.
+
+        Raises the TransportError that says why not: a refused login at
+        once, an unreachable broker (with its last error) after
+        ``timeout``.
+        """
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
                     self.start_thread()
-        return self.ready.wait(timeout)
+        if not self.wait_ready(timeout):
+            raise self.unreachable('within %ss' % timeout)
 
     def register(self):
         """A new correlation id and the slot its reply will land in."""
@@ -135,9 +140,8 @@ class ReplyWaiter(Consumer):
         pause = self.driver.retry_policy['interval_start']
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.ready.wait(remaining):
-                raise TransportError(reason='no connection to %s within '
-                                     'the call timeout' % self.driver.url)
+            if remaining <= 0 or not self.wait_ready(remaining):
+                raise self.unreachable('within the call timeout')
             channel = slot.channel = self._channel
             try:
                 raw.send(channel, body, exchange, routing_key,

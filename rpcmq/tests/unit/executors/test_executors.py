@@ -21,26 +21,39 @@ def test_eventlet_without_monkey_patching_is_refused_clearly():
     assert 'monkey_patch' in str(err.value)
 
 
-def test_threading_submit_blocks_when_all_workers_are_busy():
+def test_threading_submit_never_blocks_and_runs_extra_work_when_free():
+    # The listener thread calls submit: it must never wait for a worker.
     ex = get_executor('threading', 2)
     release = threading.Event()
-    started = []
+    started, third_ran = [], threading.Event()
     for i in range(2):
         ex.submit(lambda i=i: (started.append(i), release.wait(10)))
-    third = threading.Thread(target=ex.submit, args=(lambda: None,))
-    third.start()
-    third.join(0.3)
-    assert third.is_alive(), 'a third task was accepted by a full pool'
+    ex.submit(third_ran.set)        # returns at once although both are busy
+    assert not third_ran.is_set() or len(started) < 2
     release.set()
-    third.join(5)
-    assert not third.is_alive()
+    assert third_ran.wait(5)
     assert ex.shutdown(5) is True
+
+
+def test_threading_executor_logs_an_exception_escaping_a_task(caplog):
+    ex = get_executor('threading', 1)
+
+    def broken():
+        raise LookupError('task blew up')
+
+    with caplog.at_level('ERROR', logger='rpcmq.executors'):
+        ex.submit(broken)
+        assert ex.shutdown(5) is True
+    [record] = [r for r in caplog.records if 'unhandled error' in r.message]
+    assert 'broken' in record.message
+    assert record.exc_info and record.exc_info[0] is LookupError
 
 
 # The eventlet executor needs a monkey-patched process of its own.
 GREEN_SCRIPT = r'''
 import eventlet
 eventlet.monkey_patch()
+import eventlet.event
 import json, greenlet
 from rpcmq.executors import get_executor
 
@@ -66,6 +79,16 @@ out['peak'] = peak[0]
 ex2 = get_executor('eventlet', 2)
 ex2.submit(eventlet.sleep, 5)
 out['gave_up'] = ex2.shutdown(0.2) is False
+
+# submit never blocks: 10 jobs on 2 workers are all accepted at once
+ex3 = get_executor('eventlet', 2)
+gate = eventlet.event.Event()
+done = []
+for i in range(10):
+    ex3.submit(lambda i=i: (gate.wait(), done.append(i)))
+out['accepted'] = True
+gate.send(True)
+out['drained'] = ex3.shutdown(10) and len(done) == 10
 print(json.dumps(out))
 '''
 
@@ -79,4 +102,5 @@ def test_eventlet_pool_is_bounded_reuses_workers_and_drains():
     assert out['peak'] == 4          # never more than `size` at once
     assert out['workers'] <= 4       # 200 jobs, the same few green threads
     assert out['gave_up'] is True
+    assert out['accepted'] is True and out['drained'] is True
     assert 'boom' in proc.stderr     # a failing job is logged

@@ -1,0 +1,218 @@
+"""Delivery you can trust, on the real RabbitMQ: a hostile message, a busy
+server, an expired call and a dead server each cost only what they must."""
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+
+import kombu
+import pytest
+
+import rpcmq
+from rpcmq.endpoints.diag import DiagEndpoint
+from rpcmq.testing.cleanup import delete_entities
+from rpcmq.tests.functional.daemons import Daemon, write_config
+from rpcmq.tests.scenarios.rpc import Env, raw_call, wait_for
+
+NESTED = b'{"method":"echo","args":{"x":' + b'[' * 100000 + \
+    b']' * 100000 + b'}}'
+
+
+def start_daemon(rabbit_url, tmp_path, host, topic=None, **options):
+    topic = topic or 'dlv_%s' % uuid.uuid4().hex[:8]
+    values = {'transport_url': rabbit_url, 'endpoints': 'diag',
+              'topic': topic, 'host': host, 'graceful_shutdown_timeout': 5}
+    rabbit = options.pop('rabbit', {})
+    values.update(options)
+    conf = write_config(tmp_path / ('%s.conf' % host),
+                        {'DEFAULT': values, 'rabbit': rabbit})
+    daemon = Daemon('rpcmq-server', conf, tmp_path / ('%s.log' % host))
+    daemon.topic = topic
+    daemon.queues = [topic, '%s.%s' % (topic, host)]
+    return daemon.start()
+
+
+@pytest.fixture
+def daemons(rabbit_url):
+    started = []
+    yield started
+    for daemon in started:
+        daemon.stop()
+        delete_entities(rabbit_url, daemon.queues)
+
+
+def test_a_nested_json_message_costs_only_itself(rabbit_url, tmp_path,
+                                                 daemons):
+    daemon = start_daemon(rabbit_url, tmp_path, 'nest-1')
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started')
+    env = Env(rabbit_url)
+    env.topic = daemon.topic
+    try:
+        # 100,000 nested arrays, 200 KB: far under max_message_size.
+        raw_call(env, NESTED, cast=True)
+        reply = raw_call(env, NESTED)
+        assert reply['failure']['type'] == 'MalformedMessage'
+        # The server still listens: the next call is answered.
+        assert env.client(timeout=10).call({}, 'echo', x=[1]) == [1]
+    finally:
+        env.close()
+    assert 'stopped on an unexpected error' not in daemon.log()
+
+
+def test_a_busy_server_keeps_its_heartbeats_and_answers_every_call(
+        rabbit_url, tmp_path, daemons):
+    # One worker, a 2 s heartbeat, three calls of 6 s: the later calls
+    # wait in the broker while the server's connection stays alive.
+    daemon = start_daemon(rabbit_url, tmp_path, 'busy-1',
+                          executor_thread_pool_size=1,
+                          rabbit={'heartbeat_timeout_threshold': 2})
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started')
+    env = Env(rabbit_url)
+    env.topic = daemon.topic
+    answers, errors = [], []
+
+    def call():
+        try:
+            answers.append(env.client(timeout=40).call(
+                {}, 'sleep', seconds=6))
+        except Exception as exc:  # recorded: the assertion shows it
+            errors.append(exc)
+    try:
+        callers = [threading.Thread(target=call) for _ in range(3)]
+        [t.start() for t in callers]
+        [t.join(60) for t in callers]
+    finally:
+        env.close()
+    assert errors == [] and answers == ['busy-1'] * 3
+    assert 'unreachable' not in daemon.log()
+
+
+class Gate(DiagEndpoint):
+    """Holds workers until released; counts the calls that ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.holding = 0
+        self.ran = []
+
+    def hold(self, ctxt):
+        with self._lock:
+            self.holding += 1
+        self.release.wait(30)
+        return 'released'
+
+    def short(self, ctxt, n):
+        self.ran.append(n)
+        return n
+
+
+def test_calls_that_expired_while_every_worker_was_busy_never_run(
+        rabbit_url):
+    env = Env(rabbit_url)
+    gate = Gate()
+    env.executor = 'threading'
+    workers = 4
+    srv = rpcmq.get_rpc_server(env.transport, rpcmq.Target(
+        topic=env.topic, server='gate-1'), [gate], executor='threading',
+        executor_size=workers)
+    srv.start()
+    env.servers.append(srv)
+    env.queues.add('%s.gate-1' % env.topic)
+    held = []
+    holders = [threading.Thread(target=lambda: held.append(
+        env.client(timeout=40).call({}, 'hold'))) for _ in range(workers)]
+    try:
+        [t.start() for t in holders]
+        assert wait_for(lambda: gate.holding == workers, 20)
+        late = env.client(timeout=0.5)
+        timeouts = 0
+        for n in range(40):
+            with pytest.raises(rpcmq.MessagingTimeout):
+                late.call({}, 'short', n=n)
+            timeouts += 1
+        gate.release.set()
+        [t.join(30) for t in holders]
+        assert held == ['released'] * workers
+        # A call sent now queues behind whatever is left of the 40: once it
+        # is answered, none of them may have run.
+        assert env.client(timeout=10).call({}, 'short', n=-1) == -1
+    finally:
+        gate.release.set()
+        env.close()
+    assert timeouts == 40 and gate.ran == [-1]
+
+
+def test_a_server_drops_a_call_whose_deadline_passed(rabbit_url, caplog):
+    # The deadline travels in a header: a server that gets the request
+    # after it (here: published already late) drops it without running.
+    env = Env(rabbit_url)
+    gate = Gate()
+    env.serve([gate])
+    caplog.set_level('INFO', logger='rpcmq.rpc.server')
+    try:
+        reply_q = 'plain_%s' % uuid.uuid4().hex
+        with kombu.Connection('amqp://guest:guest@127.0.0.1:5672//') as conn:
+            kombu.Queue(reply_q, exclusive=True,
+                        auto_delete=True)(conn.default_channel).declare()
+            conn.Producer().publish(
+                json.dumps({'method': 'short', 'args': {'n': 1}}),
+                exchange='', routing_key=env.topic, reply_to=reply_q,
+                correlation_id='late-1', content_type='application/json',
+                headers={'x-rpcmq-deadline':
+                         int((time.time() - 5) * 1000)})
+        assert env.client().call({}, 'short', n=2) == 2
+        assert wait_for(lambda: 'late-1' in caplog.text)
+    finally:
+        env.close()
+    assert gate.ran == [2]
+    assert 'deadline passed' in caplog.text
+
+
+def test_a_call_whose_server_died_is_answered_not_run_again(
+        rabbit_url, tmp_path, daemons):
+    first = start_daemon(rabbit_url, tmp_path, 'dies-1',
+                         executor='threading')
+    daemons.append(first)
+    first.wait_for_log('rpcmq-server started')
+    env = Env(rabbit_url)
+    env.topic = first.topic
+    outcome = []
+
+    def call():
+        try:
+            outcome.append(env.client(timeout=60).call(
+                {}, 'sleep', seconds=30))
+        except Exception as exc:
+            outcome.append(exc)
+    caller = threading.Thread(target=call)
+    try:
+        caller.start()
+        assert wait_for(lambda: _unacked(first.topic) == 1, 20)
+        first.kill()  # mid-call: the broker requeues the request
+        second = start_daemon(rabbit_url, tmp_path, 'takes-over',
+                              topic=first.topic, executor='threading')
+        daemons.append(second)
+        caller.join(40)
+    finally:
+        env.close()
+    [error] = outcome
+    assert isinstance(error, rpcmq.CallInterrupted), error
+    assert 'may or may not have run' in str(error)
+    assert 'delivered again' in second.log()
+
+
+def _unacked(queue):
+    """Messages of ``queue`` delivered to a consumer and not yet acked."""
+    out = subprocess.run(['rabbitmqctl', '-q', 'list_queues', 'name',
+                          'messages_unacknowledged'], capture_output=True,
+                         text=True, timeout=60).stdout
+    for line in out.splitlines():
+        name, _, count = line.partition('\t')
+        if name == queue:
+            return int(count)
+    return 0

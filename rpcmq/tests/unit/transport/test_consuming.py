@@ -1,0 +1,40 @@
+"""A consumer is never alive but deaf."""
+
+import kombu
+
+import rpcmq
+from rpcmq.testing.server import make_conf
+from rpcmq.transport.consuming import Consumer
+
+
+class FlakyConsumer(Consumer):
+    """Fails to set up its consumers the first time, as a bug would."""
+
+    name = 'flaky consumer'
+
+    def __init__(self, driver):
+        super().__init__(driver)
+        self.attempts = 0
+
+    def get_consumers(self, Consumer, channel):
+        self.attempts += 1
+        if self.attempts == 1:
+            raise RuntimeError('a bug in setting up')
+        return [Consumer(queues=[kombu.Queue('flaky_q')],
+                         on_message=lambda m: m.ack())]
+
+
+def test_a_consumer_that_hit_an_unexpected_error_consumes_again(caplog):
+    transport = rpcmq.get_transport(make_conf(), url='memory://')
+    consumer = FlakyConsumer(transport.driver)
+    with caplog.at_level('ERROR', logger='rpcmq.transport.consuming'):
+        consumer.start_thread()
+        try:
+            assert consumer.wait_ready(10)
+        finally:
+            consumer.stop()
+            assert consumer.wait(10)
+            transport.cleanup()
+    assert consumer.attempts == 2
+    [record] = [r for r in caplog.records if 'unexpected error' in r.message]
+    assert 'consuming again' in record.message and record.exc_info
