@@ -6,14 +6,12 @@ server of the topic) or ``topic.server`` (that server); fanout casts go to
 the ``topic_fanout`` exchange. See docs/wire-format.md.
 """
 
-import time
 
-from rpcmq.exceptions import InvalidTarget, MessageTooLarge, MessagingTimeout
+from rpcmq.exceptions import InvalidTarget, MessageTooLarge
 from rpcmq.rpc import deadline as call_deadline
 from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target
-from rpcmq.transport.reply import LOST
 
 __all__ = ['RPCClient', 'get_rpc_client']
 
@@ -90,21 +88,6 @@ class RPCClient:
             raise MessageTooLarge(size=len(body), limit=limit)
         return body
 
-    def _route(self):
-        """(exchange entity, routing key, entities to declare)."""
-        driver, target = self.transport.driver, self.target
-        if target.fanout:
-            exchange = driver.fanout_exchange(target.topic)
-            return exchange, target.topic, (exchange,)
-        name = target.exchange or self.conf.control_exchange
-        exchange = driver.exchange(name)
-        if target.server:
-            return exchange, '%s.%s' % (target.topic, target.server), \
-                (exchange,)
-        # Declaring the shared queue lets casts wait for the first server.
-        return exchange, target.topic, (driver.topic_queue(name,
-                                                           target.topic),)
-
     def _timeout(self):
         if self.timeout is not None:
             return self.timeout
@@ -123,10 +106,7 @@ class RPCClient:
         every confirm; ``transport.cleanup()`` does so before closing.
         """
         body = self._message(ctxt, method, kwargs)
-        exchange, routing_key, declare = self._route()
-        self.transport.driver.publish(
-            body, exchange, routing_key, declare=declare, confirm=True,
-            delivery_mode=2, deadline=time.monotonic() + self._timeout())
+        self.transport.send(self.target, body, self._timeout())
 
     def call(self, ctxt, method, **kwargs):
         """Send and wait for the reply; return its result.
@@ -146,40 +126,9 @@ class RPCClient:
         timeout = self._timeout()
         # The server drops a call whose deadline passed before it could
         # start it (docs/wire-format.md); the broker drops it on expiration.
-        # Taken together, so the server's deadline is never later than the
-        # moment this caller gives up.
-        headers = call_deadline.headers_for(timeout)
-        deadline = time.monotonic() + timeout
-        replies = self.transport.replies
-        replies.ensure_started(timeout)  # or the TransportError saying why
-        exchange, routing_key, declare = self._route()
-        cid, slot = replies.register()
-        driver = self.transport.driver
-        try:
-            if replies.direct:
-                driver.declare(declare, deadline)
-                replies.publish(body, exchange, routing_key, deadline, slot,
-                                correlation_id=cid, expiration=timeout,
-                                headers=headers)
-            else:
-                driver.publish(body, exchange, routing_key, declare=declare,
-                               reply_to=replies.queue_name,
-                               correlation_id=cid, expiration=timeout,
-                               headers=headers, deadline=deadline)
-        except BaseException:
-            replies.forget(cid)
-            raise
-        reply = replies.wait_reply(cid, slot,
-                                   max(0.0, deadline - time.monotonic()))
-        if reply is None:
-            raise MessagingTimeout(method=method, target=repr(self.target),
-                                   timeout=timeout)
-        if reply is LOST:
-            raise MessagingTimeout(
-                'the connection to %s that would carry the reply to %s was '
-                'lost; the call may or may not have run'
-                % (self.transport.url, method), method=method,
-                target=repr(self.target), timeout=timeout)
+        reply = self.transport.send(
+            self.target, body, timeout, wait_for_reply=True,
+            headers=call_deadline.headers_for(timeout), method=method)
         return wire.decode_reply(reply, self.conf.allowed_remote_exmods)
 
 

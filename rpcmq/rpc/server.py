@@ -41,7 +41,6 @@ from rpcmq.exceptions import (
 from rpcmq.executors import get_executor
 from rpcmq.rpc import deadline, wire
 from rpcmq.rpc.dispatcher import ExpectedException, RPCDispatcher
-from rpcmq.transport.listener import TopicListener
 
 __all__ = ['RPCServer', 'get_rpc_server']
 
@@ -74,10 +73,9 @@ class RPCServer:
         """
         if self._listener is not None:
             return
-        self._listener = TopicListener(
-            self.transport.driver, self.target, self._on_incoming,
-            prefetch=self.executor.size, on_drain=self._drain)
-        self._listener.start()
+        self._listener = self.transport.listen(
+            self.target, self._on_incoming, prefetch=self.executor.size,
+            on_drain=self._drain)
         try:
             ready = self._listener.wait_ready(ready_timeout)
         except TransportError:

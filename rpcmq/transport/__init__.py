@@ -1,14 +1,23 @@
-"""Transports: a broker URL turned into a driver that rpc layers use."""
+"""Transports: a broker URL turned into the two verbs rpc layers use.
+
+``Transport.send`` publishes a request to a Target (waiting for its reply
+or not); ``Transport.listen`` consumes a Target's queues. How a Target maps
+onto exchanges, queues and routing keys, which connection carries what,
+reconnecting and retrying (kombu's, paced by ``[rabbit]``) all stay below
+this line; the rpc layer sees bytes, Targets and rpcmq errors.
+"""
 
 import logging
 import threading
+import time
 
 from stevedore import driver as sv_driver
 from stevedore.exception import NoMatches
 
 from rpcmq import conf as rpcmq_conf
-from rpcmq.exceptions import ConfigError
-from rpcmq.transport.reply import ReplyWaiter
+from rpcmq.exceptions import ConfigError, MessagingTimeout
+from rpcmq.transport.listener import TopicListener
+from rpcmq.transport.reply import LOST, ReplyWaiter
 from rpcmq.transport.url import parse_url
 
 __all__ = ['Transport', 'get_transport']
@@ -39,6 +48,82 @@ class Transport:
                 if self._replies is None:
                     self._replies = ReplyWaiter(self.driver)
         return self._replies
+
+    # -- the two verbs ----------------------------------------------------
+
+    def send(self, target, body, timeout, wait_for_reply=False,
+             headers=None, method=None):
+        """Publish request ``body`` (JSON bytes) to ``target``.
+
+        Without ``wait_for_reply`` (a cast): returns once the broker has the
+        message (persistent; on RabbitMQ confirmed in the background, see
+        ``flush``). With it (a call): returns the reply body, or raises
+        MessagingTimeout when none came within ``timeout`` seconds. Either
+        way TransportError (BrokerUnreachable, AuthenticationError,
+        BrokerRefused) if it could not be sent within ``timeout``.
+        ``method`` only names the call in error messages.
+        """
+        exchange, routing_key, declare = self._route(target)
+        deadline = time.monotonic() + timeout
+        if not wait_for_reply:
+            self.driver.publish(body, exchange, routing_key, declare=declare,
+                                confirm=True, delivery_mode=2,
+                                headers=headers, deadline=deadline)
+            return None
+        replies = self.replies
+        replies.ensure_started(timeout)  # or the TransportError saying why
+        cid, slot = replies.register()
+        try:
+            if replies.direct:
+                self.driver.declare(declare, deadline)
+                replies.publish(body, exchange, routing_key, deadline, slot,
+                                correlation_id=cid, expiration=timeout,
+                                headers=headers)
+            else:
+                self.driver.publish(
+                    body, exchange, routing_key, declare=declare,
+                    reply_to=replies.queue_name, correlation_id=cid,
+                    expiration=timeout, headers=headers, deadline=deadline)
+        except BaseException:
+            replies.forget(cid)
+            raise
+        reply = replies.wait_reply(cid, slot,
+                                   max(0.0, deadline - time.monotonic()))
+        if reply is None:
+            raise MessagingTimeout(method=method, target=repr(target),
+                                   timeout=timeout)
+        if reply is LOST:
+            raise MessagingTimeout(
+                'the connection to %s that would carry the reply to %s was '
+                'lost; the call may or may not have run'
+                % (self.url, method), method=method, target=repr(target),
+                timeout=timeout)
+        return reply
+
+    def listen(self, target, handler, prefetch, on_drain=None):
+        """Consume ``target``'s queues in a background thread, calling
+        ``handler(IncomingMessage)`` for each request; at most ``prefetch``
+        unsettled at once. Returns the started listener (``wait_ready``,
+        ``stop``, ``wait``)."""
+        listener = TopicListener(self.driver, target, handler,
+                                 prefetch=prefetch, on_drain=on_drain)
+        listener.start()
+        return listener
+
+    def _route(self, target):
+        """(exchange entity, routing key, entities to declare)."""
+        driver = self.driver
+        if target.fanout:
+            exchange = driver.fanout_exchange(target.topic)
+            return exchange, target.topic, (exchange,)
+        name = target.exchange or self.conf.control_exchange
+        exchange = driver.exchange(name)
+        if target.server:
+            return exchange, '%s.%s' % (target.topic, target.server), \
+                (exchange,)
+        # Declaring the shared queue lets casts wait for the first server.
+        return exchange, target.topic, (driver.topic_queue(name,
+                                                           target.topic),)
 
     def flush(self, timeout=None):
         """Wait until the broker confirmed every cast sent so far; True if

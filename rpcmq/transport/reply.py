@@ -135,9 +135,9 @@ class ReplyWaiter(Consumer):
         """Publish a request on the consuming channel (direct reply-to).
 
         Waits (until ``deadline``) for the consumer to be connected; if the
-        write fails, waits for the reconnect and writes again.
+        write fails, waits for the consumer thread (the one owner of this
+        connection) to consume on a new channel and writes again.
         """
-        pause = self.driver.retry_policy['interval_start']
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.wait_ready(remaining):
@@ -152,7 +152,14 @@ class ReplyWaiter(Consumer):
                     return  # its caller learns so; do not run it later
                 LOG.warning('publishing a call on %s failed (%s); waiting '
                             'for the reconnect', self.driver.url, exc)
-                time.sleep(min(pause, max(0.0, remaining)))
+                self._wait_for_another_channel(channel, remaining)
+
+    def _wait_for_another_channel(self, channel, timeout):
+        def moved_on():
+            return (self._channel is not channel and self.ready.is_set()) \
+                or self.last_error is not None
+        with self._changed:
+            self._changed.wait_for(moved_on, timeout)
 
     def on_connection_lost(self):
         """Direct reply-to: answer LOST to the calls published on the lost
