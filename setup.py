@@ -14,6 +14,9 @@ setup(
     packages=find_packages(exclude=['rpcmq.tests', 'rpcmq.tests.*']),
     install_requires=[
         'kombu>=5.3',
+        # transport/raw.py and the confirmer write frames from several
+        # threads: py-amqp locks its shared frame buffer from 5.4.0 on.
+        'amqp>=5.4.0',
         'eventlet>=0.36',
         'oslo.config>=9.0',
         'stevedore>=5.0',

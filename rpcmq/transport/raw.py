@@ -1,7 +1,10 @@
 """Publishing straight on a py-amqp channel, from any thread.
 
-py-amqp locks frame writes, so several threads may publish on a channel
-that another thread consumes from. ``channel.basic_publish`` is not used:
+py-amqp (5.4.0 and later, pinned in setup.py) locks frame writes: before,
+every frame of a connection was packed into one shared buffer unlocked,
+and two threads writing at once could corrupt each other's frames. So
+several threads may publish on a channel that another thread consumes
+from. ``channel.basic_publish`` is not used:
 it reads from the socket (to look for connection.blocked), and only the
 consuming thread may read.
 """
