@@ -69,10 +69,14 @@ def run_until_signalled(service, conf, name):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        service.start()
+        connected = service.start()
     except RpcmqError as exc:
         fatal(exc)
-    LOG.info('%s started', name)
+    if connected is False:
+        LOG.warning('%s: not connected to the broker yet; it keeps trying '
+                    'and serves once connected', name)
+    else:
+        LOG.info('%s started', name)
     while not stop.wait(1.0):
         pass
     service.stop()

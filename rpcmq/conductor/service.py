@@ -31,8 +31,9 @@ class ConductorService:
             [self.endpoint], executor=executor, executor_size=16)
 
     def start(self):
+        """Start; True if the RPC server is consuming already."""
         self.scheduler.start()
-        self.server.start()
+        return self.server.start()
 
     def stop(self):
         self.server.stop()

@@ -69,10 +69,11 @@ class RPCServer:
 
         Raises AuthenticationError or BrokerRefused (the login or a queue
         declaration was refused) as soon as the broker says so; a broker
-        that is only unreachable is retried in the background.
+        that is only unreachable is retried in the background. Returns True
+        if the server is consuming.
         """
         if self._listener is not None:
-            return
+            return self._listener.ready.is_set()
         self._listener = self.transport.listen(
             self.target, self._on_incoming, prefetch=self.executor.size,
             on_drain=self._drain)
@@ -86,6 +87,7 @@ class RPCServer:
             LOG.warning('server %s: %s; it keeps trying', self.target,
                         self._listener.unreachable(
                             'within %ss' % ready_timeout))
+        return ready
 
     def stop(self):
         """Stop taking new messages (returns at once; see ``wait``)."""

@@ -106,3 +106,20 @@ def test_a_daemon_with_a_wrong_password_exits_with_one_line(rabbit_url,
     assert code != 0
     assert 'refused the login' in log and 'Traceback' not in log
     assert 'rpcmq-server started' not in log
+
+
+def test_a_daemon_whose_broker_is_down_does_not_claim_to_have_started(
+        rabbit_url, tmp_path):
+    conf = write_config(tmp_path / 'rpcmq.conf', {'DEFAULT': {
+        'transport_url': 'rabbit://guest:guest@127.0.0.1:%d/' % closed_port(),
+        'endpoints': 'diag', 'topic': 'err_%s' % uuid.uuid4().hex[:8],
+        'host': 'lonely-1'}, 'rabbit': {'rabbit_retry_interval': 0.2}})
+    daemon = Daemon('rpcmq-server', conf, tmp_path / 'server.log').start()
+    try:
+        daemon.wait_for_log('not connected to the broker yet', timeout=30)
+        assert daemon.terminate() == 0
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    assert 'rpcmq-server started' not in log and 'Traceback' not in log
+    assert 'ECONNREFUSED' in log or 'Connection refused' in log
