@@ -1,8 +1,15 @@
 """What the Redis and MQTT bridges share: input checks, batch ids, the
 submit-with-retry loop and the start/stop plumbing around the conductor's
-batch events."""
+batch events.
+
+No one message may stop a bridge: a task entry, MQTT message or batch
+event the bridge cannot use (not JSON, nested too deeply, lone UTF-16
+surrogates, wrong types, larger than ``MAX_INPUT_BYTES``) is set aside or
+dropped with a log line, and the bridge goes on with the next one.
+"""
 
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -13,23 +20,66 @@ from rpcmq.conductor.errors import InvalidBatch
 from rpcmq.notify import get_notification_listener
 from rpcmq.target import Target
 
-__all__ = ['Backoff', 'BridgeBase', 'InvalidInput', 'batch_id_for',
-           'check_url', 'is_safe_key']
+__all__ = ['Backoff', 'BridgeBase', 'InvalidInput', 'MAX_INPUT_BYTES',
+           'batch_id_for', 'check_url', 'is_safe_key', 'is_text', 'loads']
 
 LOG = logging.getLogger(__name__)
 
 #: The conductor's batch id rule (rpcmq.conductor.models.BATCH_ID_RE).
 BATCH_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
 EVENTS = ('batch.start', 'batch.item', 'batch.end')
+#: Largest task entry or MQTT message taken (bigger ones are rejected
+#: unread: parsing them could exhaust memory).
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+#: Longest reason kept in an InvalidInput (reasons quote the input).
+MAX_REASON = 1000
 
 
 class InvalidInput(ValueError):
     """A task entry or message the bridge cannot turn into a batch."""
 
     def __init__(self, reason, task_id=None):
+        if len(reason) > MAX_REASON:
+            reason = reason[:MAX_REASON] + '...'
         super().__init__(reason)
         self.reason = reason
         self.task_id = task_id
+
+
+def shown(value, limit=200):
+    """``repr(value)``, cut to ``limit`` characters (cheaply for text)."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return repr(value[:limit]) + '...'
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def is_text(value):
+    """True for a str that UTF-8 can encode: JSON's ``\\ud800`` escapes
+    decode to lone surrogates, which no key, list or wire format takes."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode('utf-8')
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def loads(raw, what):
+    """``json.loads(raw)``, or InvalidInput saying why ``what`` is not
+    usable JSON (too large, not UTF-8, nested too deeply)."""
+    if len(raw) > MAX_INPUT_BYTES:
+        raise InvalidInput('%s is %d bytes, more than the %d a bridge takes'
+                           % (what, len(raw), MAX_INPUT_BYTES))
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise InvalidInput('%s is not UTF-8 text' % what)
+    except RecursionError:
+        raise InvalidInput('%s is nested too deeply' % what)
+    except ValueError as exc:
+        raise InvalidInput('%s is not JSON: %s' % (what, exc))
 
 
 def batch_id_for(name, prefix='h-'):
@@ -37,36 +87,41 @@ def batch_id_for(name, prefix='h-'):
     ``prefix`` + sha1 of it (so the same name always maps the same)."""
     if BATCH_ID_RE.match(name):
         return name
-    return prefix + hashlib.sha1(name.encode('utf-8')).hexdigest()
+    return prefix + hashlib.sha1(
+        name.encode('utf-8', 'surrogatepass')).hexdigest()
 
 
 def check_url(url, where='url'):
     """Return ``url`` stripped, or raise InvalidInput: http(s) with a host."""
     if not isinstance(url, str) or not url.strip():
-        raise InvalidInput('%s must be a non-empty string, not %r'
-                           % (where, url))
+        raise InvalidInput('%s must be a non-empty string, not %s'
+                           % (where, shown(url)))
     url = url.strip()
+    if not is_text(url):
+        raise InvalidInput('%s %s holds a lone UTF-16 surrogate'
+                           % (where, shown(url)))
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname
     except ValueError as exc:
-        raise InvalidInput('%s %r is not a URL: %s' % (where, url, exc))
+        raise InvalidInput('%s %s is not a URL: %s' % (where, shown(url),
+                                                       exc))
     if parts.scheme.lower() not in ('http', 'https') or not host:
-        raise InvalidInput('%s %r is not an http(s) URL with a host'
-                           % (where, url))
+        raise InvalidInput('%s %s is not an http(s) URL with a host'
+                           % (where, shown(url)))
     if any(c.isspace() for c in url):
-        raise InvalidInput('%s %r contains whitespace' % (where, url))
+        raise InvalidInput('%s %s contains whitespace' % (where, shown(url)))
     return url
 
 
 def is_safe_key(key):
     """True if ``key`` is a valid key for every store (the ``file`` store's
     rules are the strictest: no empty, ``.`` or ``..`` segment)."""
-    if not isinstance(key, str) or not key or key.startswith('/'):
+    if not is_text(key) or not key or key.startswith('/'):
         return False
     if '\\' in key or any(ord(c) < 0x20 or c == '\x7f' for c in key):
         return False
-    if len(key.encode('utf-8', 'replace')) > 1023:
+    if len(key.encode('utf-8')) > 1023:
         return False
     return all(part not in ('', '.', '..') and not part.startswith('.rpcmq-')
                for part in key.split('/'))
@@ -101,6 +156,9 @@ class BridgeBase:
     name = 'bridge'
     #: Errors of on_event worth retrying (the output is unreachable).
     transient = (OSError,)
+    #: Errors of on_event never retried, even if ``transient`` has them:
+    #: the event itself is the problem (UnicodeError: lone surrogates).
+    permanent = (InvalidInput, RecursionError, UnicodeError)
 
     def __init__(self, conf, transport, group):
         from rpcmq.conductor.api import ConductorAPI
@@ -150,6 +208,12 @@ class BridgeBase:
         False if the bridge stops first; raises InvalidInput if the
         conductor rejects it. Unreachable conductor or broker: retried.
         """
+        try:
+            # What the RPC client would fail on, every time: not retried.
+            json.dumps(items, ensure_ascii=False).encode('utf-8')
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise InvalidInput('the batch cannot be sent: %s: %s'
+                               % (type(exc).__name__, exc))
         backoff = self.backoff()
         while not self.stopping:
             if not self.listener.ready.is_set():
@@ -177,24 +241,30 @@ class BridgeBase:
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         if event_type not in EVENTS or not isinstance(payload, dict):
             return
-        if not isinstance(payload.get('batch_id'), str):
-            return
+        batch_id = payload.get('batch_id')
+        if not isinstance(batch_id, str) or not BATCH_ID_RE.match(batch_id):
+            return  # the conductor's rule: no batch of ours (or of anyone)
         delay = self.group.retry_interval
         while True:
             # The event is acked when this returns: retry what may pass
             # (also while stopping: if the process exits first, the event
-            # stays queued and is handled after the restart).
+            # stays queued and is handled after the restart). What fails
+            # the same way every time is dropped, or it would stop every
+            # event behind it.
             try:
                 self.on_event(event_type, payload)
+                return
+            except self.permanent:
+                LOG.exception('%s: dropping %s of batch %s', self.name,
+                              event_type, batch_id)
                 return
             except self.transient as exc:
                 LOG.warning('%s: %s of batch %s not handled (%s: %s); '
                             'retrying in %.1fs', self.name, event_type,
-                            payload['batch_id'], type(exc).__name__, exc,
-                            delay)
+                            batch_id, type(exc).__name__, exc, delay)
             except Exception:
                 LOG.exception('%s: dropping %s of batch %s', self.name,
-                              event_type, payload['batch_id'])
+                              event_type, batch_id)
                 return
             time.sleep(delay)
             delay = min(delay * 2, self.group.retry_interval_max)

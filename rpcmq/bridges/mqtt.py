@@ -12,6 +12,11 @@ The session is persistent (fixed client id, ``clean_session=False``, QoS
 (or the message was rejected), so nothing published while the bridge is
 down or busy is lost. Progress of each batch is published as JSON on
 ``<topic>/progress``; rejected messages on ``<topic>/errors``.
+
+One message never stops the bridge: one it cannot use (not UTF-8, not
+JSON, nested too deeply, lone surrogates, wrong types, more than
+``MAX_INPUT_BYTES``) is reported on ``<topic>/errors`` and acked, and a
+batch event it cannot publish is dropped with a log line.
 """
 
 import hashlib
@@ -28,10 +33,13 @@ from paho.mqtt import client as mqtt
 
 from rpcmq.bridges.common import (
     BATCH_ID_RE,
+    MAX_INPUT_BYTES,
     BridgeBase,
     InvalidInput,
     check_url,
     is_safe_key,
+    is_text,
+    shown,
 )
 
 __all__ = ['BatchTopics', 'MqttBridge', 'parse_message', 'url_key']
@@ -40,6 +48,8 @@ LOG = logging.getLogger(__name__)
 
 ITEM_FIELDS = ('url', 'key', 'name')
 PUBLISH_WAIT = 60.0
+#: The largest payload MQTT can carry (paho raises ValueError beyond it).
+MQTT_MAX_PAYLOAD = 268435455
 
 
 def url_key(url, mode='path'):
@@ -66,6 +76,11 @@ def _json_item(item, idx):
     if unknown:
         raise InvalidInput('%s has unknown field(s) %s; allowed: url, key, '
                            'name' % (where, ', '.join(unknown)))
+    for field in ('key', 'name'):
+        value = item.get(field)
+        if value is not None and not is_text(value):
+            raise InvalidInput('%s %s must be a UTF-8 string, not %s'
+                               % (where, field, shown(value)))
     out = dict(item, url=check_url(item.get('url'), where + ' url'))
     return {k: v for k, v in out.items() if v is not None}
 
@@ -73,6 +88,8 @@ def _json_item(item, idx):
 def _parse_json(text):
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise InvalidInput('bad JSON: nested too deeply')
     except ValueError as exc:
         raise InvalidInput('bad JSON: %s' % exc)
     batch_id = None
@@ -95,6 +112,9 @@ def parse_message(topic, payload, key_mode='path'):
     """``(batch_id, items)`` for a message, or raise InvalidInput."""
     if isinstance(payload, str):
         payload = payload.encode('utf-8')
+    if len(payload) > MAX_INPUT_BYTES:
+        raise InvalidInput('the payload is %d bytes, more than the %d a '
+                           'bridge takes' % (len(payload), MAX_INPUT_BYTES))
     try:
         text = payload.decode('utf-8').strip()
     except UnicodeDecodeError:
@@ -235,7 +255,12 @@ class MqttBridge(BridgeBase):
             LOG.warning('mqtt disconnected (%s); reconnecting', reason_code)
 
     def _on_message(self, client, userdata, msg):
-        self._messages.put((self._session, msg.topic, msg.payload, msg.mid,
+        # paho re-raises what a callback raises, ending its network loop.
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers refuse those; be safe
+            topic = bytes(msg._topic).decode('utf-8', 'replace')
+        self._messages.put((self._session, topic, msg.payload, msg.mid,
                             msg.qos))
 
     # -- messages (worker thread) ------------------------------------------
@@ -247,18 +272,21 @@ class MqttBridge(BridgeBase):
                     timeout=0.5)
             except queue.Empty:
                 continue
-            LOG.info('message on %s: %d bytes%s', topic, len(payload),
-                     '' if session == self._session else ' (stale)')
             try:
-                done = self.handle(topic, payload)
+                self.take(session, topic, payload, mid, qos)
             except Exception:
                 LOG.exception('message on %s not handled; it is redelivered '
                               'after a restart', topic)
-                continue
-            if done and qos > 0 and session == self._session:
-                # After a reconnect the broker sends it again with a new
-                # mid; acking the old one could ack another message.
-                self.client.ack(mid, qos)
+
+    def take(self, session, topic, payload, mid, qos):
+        """Handle one message, then ack it if it is done with."""
+        LOG.info('message on %s: %d bytes%s', topic, len(payload),
+                 '' if session == self._session else ' (stale)')
+        if self.handle(topic, payload) and qos > 0 and \
+                session == self._session:
+            # After a reconnect the broker sends it again with a new
+            # mid; acking the old one could ack another message.
+            self.client.ack(mid, qos)
 
     def handle(self, topic, payload):
         """Submit one message; True when it can be acked."""
@@ -269,6 +297,12 @@ class MqttBridge(BridgeBase):
                                             self.group.key_mode)
         except InvalidInput as exc:
             self.report(topic, payload, exc.reason)
+            return True
+        except Exception as exc:
+            # Parsing fails the same way every time: not worth a redelivery.
+            LOG.exception('message on %s: parsing failed', topic)
+            self.report(topic, payload, 'the bridge failed on the message: '
+                        '%s: %.300s' % (type(exc).__name__, exc))
             return True
         self.state.add(batch_id, topic)
         try:
@@ -282,8 +316,8 @@ class MqttBridge(BridgeBase):
         return True
 
     def report(self, topic, payload, reason, batch_id=None):
-        LOG.warning('rejected message on %s: %s: %.300r', topic, reason,
-                    payload)
+        LOG.warning('rejected message on %s: %s: %r', topic, reason,
+                    payload[:300])
         body = {'topic': topic, 'reason': reason, 'batch_id': batch_id,
                 'payload': payload[:2000].decode('utf-8', 'replace'),
                 'time': time.time()}
@@ -294,13 +328,22 @@ class MqttBridge(BridgeBase):
             LOG.warning('error report for %s not confirmed: %s', topic, exc)
 
     def publish(self, topic, body, timeout=PUBLISH_WAIT):
-        """Publish JSON at QoS 1 and wait for the broker's ack."""
+        """Publish JSON at QoS 1 and wait for the broker's ack.
+        InvalidInput if ``body`` cannot be published at all."""
+        try:
+            data = json.dumps(body)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise InvalidInput('%s: not JSON-able: %s: %s' % (
+                topic, type(exc).__name__, exc))
+        if len(data) > MQTT_MAX_PAYLOAD:
+            raise InvalidInput('%s: %d bytes is more than MQTT carries'
+                               % (topic, len(data)))
         deadline = time.monotonic() + timeout
         while not self.client.is_connected():
             if time.monotonic() > deadline:
                 raise ConnectionError('not connected to the MQTT broker')
             time.sleep(0.1)
-        info = self.client.publish(topic, json.dumps(body), qos=1)
+        info = self.client.publish(topic, data, qos=1)
         while not info.is_published():
             if time.monotonic() > deadline:
                 raise TimeoutError('no PUBACK for %s' % topic)

@@ -12,6 +12,12 @@ submitted again (``batch_id`` is the task id, so that is a no-op for a
 batch the conductor already has). Replies are pushed from the conductor's
 batch events, each once: a Lua script adds a member to a per-task set and
 pushes only if it was new.
+
+One entry never stops the bridge: one that is not a task (not JSON, nested
+too deeply, lone surrogates, wrong types, too large) goes to the invalid
+list, and so does one the bridge fails on in an unforeseen way; batch
+events of unexpected shape push what they can and never block the events
+behind them.
 """
 
 import json
@@ -23,11 +29,14 @@ from typing import NamedTuple
 import redis
 
 from rpcmq.bridges.common import (
+    MAX_INPUT_BYTES,
     BridgeBase,
     InvalidInput,
     batch_id_for,
     check_url,
     is_safe_key,
+    is_text,
+    loads,
 )
 
 __all__ = ['RedisBridge', 'Task', 'derive_name', 'item_reply',
@@ -73,18 +82,15 @@ def _text_id(value):
 
 def parse_entry(raw, name_template='{batch_id}/{fn}'):
     """Turn a task list entry into a Task, or raise InvalidInput."""
-    try:
-        entry = json.loads(raw)
-    except UnicodeDecodeError:
-        raise InvalidInput('the entry is not UTF-8 text')
-    except ValueError as exc:
-        raise InvalidInput('the entry is not JSON: %s' % exc)
+    entry = loads(raw, 'the entry')
     if not isinstance(entry, dict):
         raise InvalidInput('the entry must be a JSON object, not %s'
                            % type(entry).__name__)
     task_id = _text_id(entry.get('task_id'))
     if not isinstance(task_id, str) or not task_id:
         raise InvalidInput('the entry has no task_id')
+    if not is_text(task_id):  # no reply list can be named after it
+        raise InvalidInput('the task_id holds a lone UTF-16 surrogate')
     infos = entry.get('task_info')
     if not isinstance(infos, list) or not infos:
         raise InvalidInput('task_info must be a non-empty list of '
@@ -101,6 +107,9 @@ def parse_entry(raw, name_template='{batch_id}/{fn}'):
             fn = _text_id(info.get('fn'))
             if not isinstance(fn, str) or not fn.strip():
                 raise InvalidInput('%s needs "fn", a file name' % where)
+            if not is_text(fn):
+                raise InvalidInput('%s: fn holds a lone UTF-16 surrogate'
+                                   % where)
             name = name_template.format(batch_id=batch_id,
                                         fn=derive_name(fn, url))
             if '/' in fn or not is_safe_key(name):
@@ -117,18 +126,33 @@ def parse_entry(raw, name_template='{batch_id}/{fn}'):
     return Task(task_id, batch_id, items, fns)
 
 
+def _word(value):
+    """A str or int field of an event as text Redis takes, else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return value[:200].encode('utf-8', 'replace').decode('utf-8')
+    return None
+
+
 def item_reply(outcome, fns):
     """``(member, fn, report)`` for a finished item: its fn if it was
-    stored, else a JSON failure report for the errors list."""
+    stored, else a JSON failure report for the errors list; None if the
+    outcome is no item of the task (no dict, no index of ``fns``)."""
+    if not isinstance(outcome, dict):
+        return None
     idx = outcome.get('idx')
-    fn = fns[idx] if isinstance(idx, int) and 0 <= idx < len(fns) else None
-    state = outcome.get('state')
+    if not isinstance(idx, int) or isinstance(idx, bool) or \
+            not 0 <= idx < len(fns):
+        return None
+    fn, state = fns[idx], _word(outcome.get('state'))
     if state == 'done':
-        return 'done:%s' % idx, fn or outcome.get('name'), None
+        return 'done:%d' % idx, fn, None
+    attempts = _word(outcome.get('attempts'))
     report = {'fn': fn, 'url': outcome.get('url'), 'state': state,
               'attempts': outcome.get('attempts'),
               'error': outcome.get('error')}
-    member = '%s:%s:%s' % (state, idx, outcome.get('attempts'))
+    member = '%s:%d:%s' % (state, idx, attempts)
     return member, None, json.dumps(report)
 
 
@@ -182,18 +206,39 @@ class RedisBridge(BridgeBase):
                                                           0, -1)):
                         if self.stopping:
                             return
-                        self.handle(raw)
+                        self.handle_one(raw)
                     recovered = True
                 raw = self.redis.blmove(self.tasks, self.processing, 1,
                                         'RIGHT', 'LEFT')
                 if raw is not None:
-                    self.handle(raw)
+                    self.handle_one(raw)
                 backoff.reset()
             except redis.RedisError as exc:
                 LOG.warning('redis: %s; retrying in %.1fs', exc,
                             backoff.delay)
                 recovered = False
                 backoff.wait()
+            except Exception:
+                # Not an entry's doing (handle_one fences those): keep on.
+                LOG.exception('%s: unexpected error; going on in %.1fs',
+                              self.name, backoff.delay)
+                recovered = False
+                backoff.wait()
+
+    def handle_one(self, raw):
+        """``handle``, but an entry it fails on in an unforeseen way is
+        moved to the invalid list instead of being taken again and again.
+        Redis errors are left to the caller (the entry stays taken)."""
+        try:
+            self.handle(raw)
+        except redis.RedisError:
+            raise
+        except Exception as exc:
+            LOG.exception('%s: failed on a task entry; setting it aside',
+                          self.name)
+            self.reject(raw, InvalidInput('the bridge failed on the entry: '
+                                          '%s: %s' % (type(exc).__name__,
+                                                      exc)))
 
     def handle(self, raw):
         """Submit one taken entry, or move it to the invalid list."""
@@ -209,15 +254,21 @@ class RedisBridge(BridgeBase):
             if not self.submit(task.batch_id, task.items):
                 return  # stopping: stays in processing for the next start
         except InvalidInput as exc:
-            return self.reject(raw, exc, submitted=True)
+            # Refused by the conductor: end the producer's wait.
+            return self.reject(raw, InvalidInput(exc.reason, task.task_id),
+                               submitted=True)
         self.redis.lrem(self.processing, -1, raw)
         LOG.info('task %s submitted as batch %s', task.task_id,
                  task.batch_id)
 
     def reject(self, raw, exc, submitted=False):
-        text = raw.decode('utf-8', 'replace')
+        if len(raw) > MAX_INPUT_BYTES:
+            raw_kept = raw[:65536]  # the record says it is cut
+        else:
+            raw_kept = raw
+        text = raw_kept.decode('utf-8', 'replace')
         LOG.warning('rejected task entry: %s; moved to %s: %.300s',
-                    exc.reason, self.invalid, text)
+                    exc.reason, self.invalid, text[:300])
         task_id = exc.task_id
         if task_id is not None:
             batch_id = batch_id_for(task_id, 't-')
@@ -227,8 +278,10 @@ class RedisBridge(BridgeBase):
                     ('start', 'start', False),
                     ('rejected', rejection_report(exc.reason), True),
                     ('end', 'end', False)])
-        record = json.dumps({'entry': text, 'reason': exc.reason,
-                             'time': time.time()})
+        record = {'entry': text, 'reason': exc.reason, 'time': time.time()}
+        if raw_kept is not raw:
+            record.update(truncated=True, size=len(raw))
+        record = json.dumps(record)
         pipe = self.redis.pipeline(transaction=True)
         pipe.lpush(self.invalid, record)
         pipe.lrem(self.processing, -1, raw)
@@ -260,13 +313,25 @@ class RedisBridge(BridgeBase):
             outcomes = payload.get('items') or []
         else:
             outcomes = []
+        if not isinstance(outcomes, list):
+            outcomes = []
         for outcome in outcomes:
-            member, fn, report = item_reply(outcome, fns)
+            try:
+                reply = item_reply(outcome, fns)
+            except (ValueError, TypeError, RecursionError) as exc:
+                reply = None
+                LOG.warning('task %s: an outcome of batch %s skipped: %s: '
+                            '%s', task_id, batch_id, type(exc).__name__, exc)
+            if reply is None:
+                continue  # not an item of this task: nothing to push
+            member, fn, report = reply
             replies.append((member, fn, False) if report is None
                            else (member, report, True))
         if event_type == 'batch.end':
             replies.append(('end', 'end', False))
-            totals = payload.get('totals') or {}
+            totals = payload.get('totals')
+            if not isinstance(totals, dict):
+                totals = {}
             LOG.info('task %s ended %s: %s done, %s failed, %s cancelled',
                      task_id, payload.get('state'), totals.get('done'),
                      totals.get('failed'), totals.get('cancelled'))

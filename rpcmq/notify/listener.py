@@ -12,7 +12,33 @@ Each endpoint method is named after a priority (``info``, ``error``...).
 Without ``pool`` a listener has its own exclusive queue that lives as long
 as it does; with ``pool='name'`` listeners share the durable queue
 ``name`` (events wait there while they are down, and are spread across
-the pool's members). A notification is acked after the endpoints return.
+the pool's members).
+
+Settling. Any one message costs that message only: whatever handling it
+raises, it is settled with a log line and the listener goes on.
+
+* A body that is not a notification (not JSON, nested too deeply, no
+  ``event_type``, an unknown ``priority``...) is rejected (dropped, or
+  dead-lettered if the queue has a dead-letter exchange) with a WARNING.
+* A notification is acked once every endpoint returned.
+* If an endpoint raises, the event is queued again, as a copy with the
+  header ``x-rpcmq-redeliveries`` incremented and ``x-rpcmq-done`` naming
+  the endpoints that took it, published on the consuming channel to this
+  listener's queue (default exchange) before the original is acked. The
+  next delivery, on this listener or another of the pool, runs only the
+  endpoints that have not taken it. After ``max_redeliveries`` copies
+  (3 by default), an event its endpoints still fail on is rejected with an
+  ERROR line naming its event type and message id.
+
+This is the same on RabbitMQ, Redis and memory://: none of them counts
+deliveries for us (RabbitMQ classic queues do not), so the count travels in
+the message. A copy goes to the back of the queue, behind events that came
+after it.
+
+Delivery is at-least-once per listener: if the process or connection dies
+between an endpoint's return and the ack (or between publishing a copy and
+acking the original) the broker delivers the event again and endpoints that
+had taken it run again. Endpoints should tolerate a repeated event.
 """
 
 import json
@@ -21,23 +47,102 @@ import uuid
 
 import kombu
 
-from rpcmq.notify.notifier import notification_exchange
+from rpcmq.notify.notifier import PRIORITIES, notification_exchange
+from rpcmq.transport import raw
 from rpcmq.transport.consuming import Consumer
 
-__all__ = ['NotificationListener', 'get_notification_listener']
+__all__ = ['MAX_REDELIVERIES', 'Malformed', 'NotificationListener',
+           'get_notification_listener', 'parse_notification']
 
 LOG = logging.getLogger(__name__)
+
+#: How often an event an endpoint failed on is queued again, by default.
+MAX_REDELIVERIES = 3
+#: Headers of a queued-again copy: how many copies came before it, and the
+#: endpoints (``endpoint_key``) that took the event already.
+REDELIVERIES = 'x-rpcmq-redeliveries'
+DONE = 'x-rpcmq-done'
+JSON = 'application/json'
+
+
+class Malformed(ValueError):
+    """A message body that is not a notification."""
+
+
+def parse_notification(body):
+    """``(priority, args)`` of a notification body, where ``args`` are the
+    endpoint method's arguments; Malformed says what is wrong."""
+    try:
+        note = json.loads(body)
+    except RecursionError:
+        raise Malformed('nested too deeply for json (RecursionError)') \
+            from None
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        raise Malformed('not JSON: %s' % exc) from None
+    if not isinstance(note, dict):
+        raise Malformed('not a JSON object but %s' % type(note).__name__)
+    event_type = note.get('event_type')
+    if not isinstance(event_type, str) or not event_type:
+        raise Malformed('"event_type" must be a non-empty string')
+    priority = note.get('priority', 'info')
+    if not isinstance(priority, str) or priority not in PRIORITIES:
+        raise Malformed('"priority" of %.100s must be one of %s'
+                        % (event_type, ', '.join(PRIORITIES)))
+    ctxt = note.get('context')
+    if ctxt is None:
+        ctxt = {}
+    elif not isinstance(ctxt, dict):
+        raise Malformed('"context" of %.100s must be a JSON object'
+                        % event_type)
+    metadata = {'message_id': note.get('message_id'),
+                'timestamp': note.get('timestamp')}
+    return priority, (ctxt, note.get('publisher_id'), event_type,
+                      note.get('payload'), metadata)
+
+
+def endpoint_key(index, endpoint):
+    """How ``x-rpcmq-done`` names an endpoint: position and class, the same
+    on every member of a pool that lists the same endpoints."""
+    cls = type(endpoint)
+    return '%d:%s.%s' % (index, cls.__module__, cls.__qualname__)
+
+
+def _redeliveries(headers):
+    count = (headers or {}).get(REDELIVERIES)
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        return count
+    return 0
+
+
+def _done(headers):
+    done = (headers or {}).get(DONE)
+    if not isinstance(done, (list, tuple)):
+        return set()
+    return {key for key in done if isinstance(key, str)}
+
+
+def _where(message):
+    """Words that locate a message in logs when its body cannot."""
+    info = message.delivery_info or {}
+    return 'routing key %.100r, %d bytes' % (
+        info.get('routing_key'), len(message.body or b''))
 
 
 class NotificationListener(Consumer):
 
-    def __init__(self, transport, targets, endpoints, pool=None):
+    def __init__(self, transport, targets, endpoints, pool=None,
+                 max_redeliveries=MAX_REDELIVERIES):
         super().__init__(transport.driver)
+        if max_redeliveries < 0:
+            raise ValueError('max_redeliveries must be 0 or more')
         self.transport = transport
         self.name = 'notification listener'
         self.patterns = [t.topic for t in targets]
         self.endpoints = list(endpoints)
         self.pool = pool
+        self.max_redeliveries = max_redeliveries
+        self._keyed = [(endpoint_key(n, e), e)
+                       for n, e in enumerate(self.endpoints)]
         self._queue_name = pool or 'rpcmq_notify_%s' % uuid.uuid4().hex
 
     def queue(self):
@@ -55,32 +160,111 @@ class NotificationListener(Consumer):
 
     def _on_message(self, message):
         try:
-            note = json.loads(message.body)
-            priority = note.get('priority', 'info')
-            args = (note.get('context') or {}, note.get('publisher_id'),
-                    note['event_type'], note.get('payload'),
-                    {'message_id': note.get('message_id'),
-                     'timestamp': note.get('timestamp')})
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            LOG.warning('dropping malformed notification: %s', exc)
-            message.ack()
+            self._handle(message)
+        except Exception:
+            # A bug here or in kombu: still this message only.
+            LOG.exception('%s: dropping a notification it failed on (%s)',
+                          self.name, _where(message))
+            self._settle(message, ack=False)
+
+    def _handle(self, message):
+        try:
+            priority, args = parse_notification(message.body)
+        except Malformed as exc:
+            LOG.warning('%s: dropping malformed notification (%s): %s',
+                        self.name, _where(message), exc)
+            self._settle(message, ack=False)
             return
-        for endpoint in self.endpoints:
+        event_type, message_id = args[2], args[4]['message_id']
+        done = _done(message.headers)
+        failed = []
+        for key, endpoint in self._keyed:
             method = getattr(endpoint, priority, None)
-            if method is None:
+            if key in done or not callable(method):
                 continue
             try:
                 method(*args)
             except Exception:
-                LOG.exception('notification endpoint %r failed on %s',
-                              endpoint, args[2])
-        message.ack()
+                LOG.exception('notification endpoint %r failed on %.100s '
+                              '(message id %.100s)', endpoint, event_type,
+                              message_id)
+                failed.append(key)
+            else:
+                done.add(key)
+        if failed:
+            self._again(message, event_type, message_id, done)
+        else:
+            self._settle(message, ack=True)
+
+    def _again(self, message, event_type, message_id, done):
+        """Queue a copy of an event some endpoint failed on, or drop it."""
+        count = _redeliveries(message.headers)
+        if count >= self.max_redeliveries:
+            LOG.error('%s: dropped notification %.100s (message id %.100s): '
+                      'an endpoint failed on each of its %d deliveries',
+                      self.name, event_type, message_id, count + 1)
+            self._settle(message, ack=False)
+            return
+        headers = dict(message.headers or {})
+        headers[REDELIVERIES] = count + 1
+        headers[DONE] = sorted(done)
+        try:
+            self._publish_copy(message, headers)
+        except Exception as exc:
+            # The channel is most likely gone, and the broker delivers the
+            # original again (without counting this delivery).
+            LOG.warning('%s: notification %.100s (message id %.100s) not '
+                        'queued again (%s); requeueing it', self.name,
+                        event_type, message_id, exc)
+            try:
+                message.requeue()
+            except Exception:
+                pass
+            return
+        self._settle(message, ack=True)
+        LOG.warning('%s: notification %.100s (message id %.100s) queued '
+                    'again (redelivery %d of %d)', self.name, event_type,
+                    message_id, count + 1, self.max_redeliveries)
+
+    def _publish_copy(self, message, headers):
+        """Publish ``message`` again to our queue on its own channel: the
+        broker takes the copy before the ack that follows on the channel.
+        """
+        properties = {'delivery_mode': 2 if self.pool else 1}
+        if self.driver.raw_channels:
+            # py-amqp: written, not read (we are inside a read already).
+            raw.send(message.channel, message.body, '', self._queue_name,
+                     application_headers=headers, **properties)
+            return
+        kombu.Producer(message.channel).publish(
+            message.body, exchange='', routing_key=self._queue_name,
+            serializer=None, content_type=message.content_type or JSON,
+            content_encoding=message.content_encoding or 'utf-8',
+            headers=headers, **properties)
+
+    def _settle(self, message, ack):
+        """Ack, or reject without requeueing; never raises."""
+        if message.acknowledged:
+            return
+        try:
+            if ack:
+                message.ack()
+            else:
+                message.reject(requeue=False)
+        except Exception as exc:  # the connection is gone: redelivered
+            LOG.warning('%s: could not %s a notification (%s): %s',
+                        self.name, 'ack' if ack else 'reject',
+                        _where(message), exc)
 
     def start(self, ready_timeout=10.0):
         self.start_thread()
         self.ready.wait(ready_timeout)
 
 
-def get_notification_listener(transport, targets, endpoints, pool=None):
-    """A listener for ``targets`` (Target(topic=pattern)) -> ``endpoints``."""
-    return NotificationListener(transport, targets, endpoints, pool=pool)
+def get_notification_listener(transport, targets, endpoints, pool=None,
+                              max_redeliveries=MAX_REDELIVERIES):
+    """A listener for ``targets`` (Target(topic=pattern)) -> ``endpoints``;
+    an event an endpoint raised on is queued again up to
+    ``max_redeliveries`` times (see the module's doc)."""
+    return NotificationListener(transport, targets, endpoints, pool=pool,
+                                max_redeliveries=max_redeliveries)

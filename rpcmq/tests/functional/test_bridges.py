@@ -389,6 +389,27 @@ def test_mqtt_bad_payloads_are_reported(stack, watcher, images):
     assert stack.path('j/1.png').exists()
 
 
+def test_mqtt_hostile_payloads_do_not_stop_the_bridge(stack, watcher,
+                                                       images):
+    for name in ('server', 'conductor', 'mqtt'):
+        stack.start(name)
+    nested = '[' * 100000 + ']' * 100000
+    for payload in (nested, '{"items": %s}' % nested,
+                    '[{"url": "http://h/a.jpg", "key": ["x"]}]',
+                    '["http://h/\\ud800.jpg"]'):
+        watcher.publish(payload)
+    errors = watcher.errors(4)
+    assert [e['reason'] for e in errors] == [
+        'bad JSON: nested too deeply', 'bad JSON: nested too deeply',
+        "item 0 key must be a UTF-8 string, not ['x']",
+        "item 0 'http://h/\\ud800.jpg' holds a lone UTF-16 surrogate"]
+    watcher.publish(json.dumps({'batch_id': stack.tid('after'), 'items': [
+        {'url': images.url('/img/after.png'), 'key': 'after/1.png'}]}))
+    (end,), _ = watcher.until_end()
+    assert end['batch_id'] == stack.tid('after') and end['state'] == 'done'
+    assert stack.daemons['mqtt'].proc.poll() is None
+
+
 def test_mqtt_messages_wait_while_the_bridge_is_down(stack, watcher, images):
     stack.start('server')
     stack.start('conductor')
@@ -423,3 +444,6 @@ def test_mqtt_unacked_message_survives_a_kill(stack, watcher, images):
     assert end['state'] == 'done' and end['totals']['done'] == 1
     assert stack.path('img/%s-m.jpg' % stack.ns).exists()
     assert images.count('/img/%s-m.jpg' % stack.ns) == 1
+
+
+# -- One hostile entry or event never stops the Redis bridge -------------

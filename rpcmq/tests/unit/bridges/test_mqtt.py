@@ -2,9 +2,12 @@
 
 import hashlib
 import json
+import logging
+import threading
 
 import pytest
 
+from rpcmq.bridges import common
 from rpcmq.bridges.common import InvalidInput
 from rpcmq.bridges.mqtt import (
     BatchTopics,
@@ -13,6 +16,7 @@ from rpcmq.bridges.mqtt import (
     parse_message,
     url_key,
 )
+from rpcmq.rpc import wire
 from rpcmq.testing.server import make_conf
 from rpcmq.transport import get_transport
 
@@ -122,13 +126,34 @@ def test_batch_topics_remember_the_first_topic(tmp_path):
     state.close()
 
 
+class FakeInfo:
+    def is_published(self):
+        return True
+
+    def wait_for_publish(self, timeout=None):
+        pass
+
+
 class FakeClient:
+    """What the bridge uses of paho's client; ``sent`` keeps what it
+    publishes (``published``: the reports of the ``bridge`` fixture)."""
+
     def __init__(self):
         self.acks = []
         self.published = []
+        self.sent = []
 
     def ack(self, mid, qos):
         self.acks.append((mid, qos))
+
+    def is_connected(self):
+        return True
+
+    def publish(self, topic, payload, qos=0):
+        if len(payload) > 268435455:
+            raise ValueError('Payload too large.')
+        self.sent.append((topic, json.loads(payload)))
+        return FakeInfo()
 
 
 @pytest.fixture
@@ -187,3 +212,127 @@ def test_own_progress_messages_are_skipped(bridge):
     run_once(bridge, (0, 'sync', A.encode(), 6, 1))
     assert len(bridge.submitted) == 1 and bridge.client.published == []
     assert bridge.client.acks == [(5, 1), (6, 1)]
+
+
+# -- hostile messages and events: one never stops the bridge -------------
+
+NESTED = b'[' * 100000 + b']' * 100000
+
+
+@pytest.mark.parametrize('payload,reason', [
+    (NESTED, 'bad JSON: nested too deeply'),
+    (b'{"items": ' + NESTED + b'}', 'bad JSON: nested too deeply'),
+    (json.dumps([{'url': A, 'key': ['x']}]).encode(),
+     "item 0 key must be a UTF-8 string, not ['x']"),
+    (json.dumps([{'url': A, 'name': {'a': 1}}]).encode(),
+     "item 0 name must be a UTF-8 string, not {'a': 1}"),
+    (b'["http://h/\\ud800.jpg"]', 'holds a lone UTF-16 surrogate'),
+    (json.dumps([{'url': A, 'key': 'a\ud800.jpg'}]).encode(),
+     "item 0 key must be a UTF-8 string, not 'a\\ud800.jpg'"),
+])
+def test_hostile_message_is_reported_and_acked(bridge, payload, reason):
+    bridge._messages.put((0, 'sync', payload, 3, 1))
+    run_once(bridge, (0, 'sync', A.encode(), 4, 1))
+    assert [b for b, _ in bridge.submitted] == [parse_message('sync', A)[0]]
+    (report,) = bridge.client.published
+    assert report[0] == 'sync' and reason in report[1]
+    assert bridge.client.acks == [(3, 1), (4, 1)]
+
+
+def test_huge_message_is_reported_unread(bridge):
+    huge = b'x' * (common.MAX_INPUT_BYTES + 1)
+    bridge._messages.put((0, 'sync', huge, 3, 1))
+    run_once(bridge, (0, 'sync', A.encode(), 4, 1))
+    assert bridge.client.published == [('sync', (
+        'the payload is %d bytes, more than the %d a bridge takes'
+        % (len(huge), common.MAX_INPUT_BYTES)))]
+    assert bridge.client.acks == [(3, 1), (4, 1)]
+
+
+def test_unsendable_batch_is_refused_not_retried(bridge):
+    """What the RPC client cannot encode is refused at once, not retried
+    for ever (which would hold every message behind it)."""
+    bridge.listener.ready.set()
+    calls = []
+
+    def api_submit(items, batch_id):  # encodes as the RPC client does
+        calls.append(wire.encode({'items': items, 'batch_id': batch_id}))
+    bridge.api.submit = api_submit
+    outcome = []
+
+    def submit():
+        try:
+            outcome.append(bridge.submit('b1', [{'url': 'http://h/\ud800'}]))
+        except InvalidInput as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=submit, daemon=True)
+    worker.start()
+    worker.join(10)
+    bridge._stop.set()  # ends a retry loop, if any
+    worker.join(5)
+    assert isinstance(outcome[0], InvalidInput), outcome
+    assert 'cannot be sent' in outcome[0].reason and calls == []
+
+
+def call_info(bridge, event_type, payload, timeout=10):
+    """bridge.info() in a thread; True if it returned within timeout."""
+    worker = threading.Thread(target=bridge.info, daemon=True, args=(
+        {}, 'conductor', event_type, payload, {}))
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive()
+
+
+def nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize('batch_id', ['\ud800', 'a\udfffb', 7,
+                                      None, 'x' * 65, '../x'])
+def test_event_of_no_bridge_batch_is_ignored(bridge, batch_id):
+    bridge.client = FakeClient()
+    assert call_info(bridge, 'batch.item', {'batch_id': batch_id}), \
+        'the event handler is stuck'
+    assert bridge.client.sent == []
+
+
+def test_unpublishable_event_is_dropped_and_the_next_goes_out(bridge,
+                                                              caplog):
+    bridge.client = FakeClient()
+    bridge.state.add('b1', 'sync')
+    assert call_info(bridge, 'batch.item', {'batch_id': 'b1', 'idx': 0,
+                                            'x': nested(100000)}), \
+        'the event handler is stuck'
+    assert [r for r in caplog.records if r.levelno == logging.ERROR
+            and 'dropping batch.item of batch b1' in r.getMessage()]
+    assert call_info(bridge, 'batch.end', {'batch_id': 'b1', 'state': 'done'})
+    assert bridge.client.sent == [('sync/progress', {
+        'batch_id': 'b1', 'state': 'done', 'event': 'batch.end'})]
+
+
+def test_too_large_event_is_dropped(bridge, monkeypatch):
+    from rpcmq.bridges import mqtt as mqtt_mod
+    monkeypatch.setattr(mqtt_mod, 'MQTT_MAX_PAYLOAD', 100)
+    bridge.client = FakeClient()
+    bridge.state.add('b1', 'sync')
+    assert call_info(bridge, 'batch.item', {'batch_id': 'b1',
+                                            'error': 'e' * 200})
+    assert bridge.client.sent == []
+
+
+def test_undecodable_topic_does_not_break_the_network_loop(bridge):
+    class Message:
+        _topic = b'sync/\xff'
+        payload, mid, qos = A.encode(), 9, 1
+
+        @property
+        def topic(self):
+            return self._topic.decode('utf-8')
+
+    bridge._on_message(None, None, Message())
+    assert bridge._messages.get_nowait()[1:3] == ('sync/\ufffd',
+                                                  A.encode())

@@ -120,3 +120,49 @@ def test_rejection_report_has_the_failure_shape():
     assert report['state'] == 'rejected' and report['fn'] is None
     assert report['error'] == {'type': 'InvalidEntry',
                                'message': 'the entry has no task_info'}
+
+
+NESTED = b'[' * 100000 + b']' * 100000
+
+
+@pytest.mark.parametrize('raw,reason,task_id', [
+    (NESTED, 'the entry is nested too deeply', None),
+    (b'{"task_id": "t", "task_info": ' + NESTED + b'}',
+     'the entry is nested too deeply', None),
+    (b'{"task_id": "\\ud800", "task_info": [{"fn": "a", '
+     b'"url": "http://h/a.jpg"}]}',
+     'the task_id holds a lone UTF-16 surrogate', None),
+    (entry('t', [{'fn': '\udfff', 'url': 'http://h/a.jpg'}]),
+     'task_info[0]: fn holds a lone UTF-16 surrogate', 't'),
+    (entry('t', [{'fn': 'a', 'url': 'http://h/\ud800.jpg'}]),
+     "task_info[0].url 'http://h/\\ud800.jpg' holds a lone UTF-16 surrogate",
+     't'),
+    (entry('t', [{'fn': 'a', 'url': 'http://h/' + 'x' * 2 ** 24}]),
+     'bytes, more than the %d a bridge takes' % 2 ** 24, None),
+], ids=['nested', 'nested-info', 'surrogate-task-id', 'surrogate-fn',
+        'surrogate-url', 'huge'])
+def test_parse_entry_rejects_hostile_entries(raw, reason, task_id):
+    with pytest.raises(InvalidInput) as err:
+        parse_entry(raw)
+    assert reason in err.value.reason
+    assert err.value.task_id == task_id
+    assert len(err.value.reason) <= 1003
+
+
+@pytest.mark.parametrize('outcome', [
+    1, 'x', None, [], {}, {'idx': 5, 'state': 'done', 'name': {'a': 1}},
+    {'idx': True, 'state': 'done'}, {'idx': '0', 'state': 'done'},
+    {'idx': -1, 'state': 'failed'}])
+def test_item_reply_skips_what_is_no_item_of_the_task(outcome):
+    assert item_reply(outcome, ['a']) is None
+
+
+def test_item_reply_fields_of_odd_types_become_text():
+    member, fn, report = item_reply(
+        {'idx': 0, 'state': ['x'], 'attempts': {'n': 1},
+         'error': '\ud800'}, ['a'])
+    assert (member, fn) == ('None:0:None', None)
+    member.encode('utf-8')
+    assert json.loads(report)['error'] == '\ud800'
+    member, _, _ = item_reply({'idx': 0, 'state': 'fa\udfffiled'}, ['a'])
+    assert member == 'fa?iled:0:None'
