@@ -52,11 +52,11 @@ class Env:
         self.servers = []
         self.queues = set()
 
-    def serve(self, endpoints, server='s1'):
+    def serve(self, endpoints, server='s1', executor_size=None):
         self.queues.add('%s.%s' % (self.topic, server))
         srv = rpcmq.get_rpc_server(
             self.transport, Target(topic=self.topic, server=server),
-            endpoints, executor=self.executor)
+            endpoints, executor=self.executor, executor_size=executor_size)
         srv.start()
         self.servers.append(srv)
         return srv
@@ -126,14 +126,36 @@ def test_call_pinned_to_a_server_reaches_only_it(env):
     assert {pinned.call({}, 'who') for _ in range(10)} == {'b'}
 
 
-def test_calls_to_a_topic_spread_over_its_servers(env):
-    eps = [Named('a'), Named('b')]
-    env.serve([eps[0]], server='a')
-    env.serve([eps[1]], server='b')
-    client = env.client()
-    hosts = [client.call({}, 'who', n=i) for i in range(40)]
-    assert set(hosts) == {'a', 'b'}
-    assert min(hosts.count('a'), hosts.count('b')) >= 5
+class Meeting(DiagEndpoint):
+    """``meet`` returns only once two calls are running at the same time."""
+
+    def __init__(self, name, barrier):
+        super().__init__()
+        self.host = name
+        self.barrier = barrier
+
+    def meet(self, ctxt):
+        self.barrier.wait()
+        return self.host
+
+
+def test_a_busy_server_leaves_calls_to_the_other_servers(env):
+    # Each server has one worker, so it takes one call at a time (prefetch
+    # follows the workers): two calls that must run together can only
+    # finish if each server took one of them.
+    barrier = threading.Barrier(2, timeout=20)
+    env.serve([Meeting('a', barrier)], server='a', executor_size=1)
+    env.serve([Meeting('b', barrier)], server='b', executor_size=1)
+    client = env.client(timeout=30)
+    for _ in range(5):
+        hosts = []
+
+        def meet(hosts=hosts):
+            hosts.append(client.call({}, 'meet'))
+        callers = [threading.Thread(target=meet) for _ in range(2)]
+        [t.start() for t in callers]
+        [t.join(40) for t in callers]
+        assert sorted(hosts) == ['a', 'b']
 
 
 def test_concurrent_callers_each_get_their_own_reply(env):
