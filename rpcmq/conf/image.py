@@ -47,6 +47,11 @@ IMAGE_OPTS = [
     cfg.IntOpt('max_redirects', default=5, min=0,
                help='Redirects followed per download; each hop is checked '
                     'against the address guard.'),
+    cfg.IntOpt('max_url_length', default=8192, min=64,
+               help='Longest image URL in characters, redirect targets '
+                    'included. A longer one fails with BadURL before any '
+                    'request, and errors show only its first 100 '
+                    'characters.'),
     cfg.BoolOpt('allow_private_networks', default=False,
                 help='Allow downloads from loopback, private, link-local and '
                      'other non-public addresses. Off by default so a '

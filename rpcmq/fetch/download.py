@@ -9,6 +9,12 @@ retried after an exponential backoff with jitter; anything else fails at
 once. The finished file is checked by Pillow, then renamed into place -- on
 any failure no file is left behind.
 
+The URL, and every redirect target, passes
+:func:`~rpcmq.fetch.urls.check_url` before it is requested: http(s) only,
+no user info, at most ``max_url_length`` characters, a host name DNS can
+take. A refused one fails with ``BadURL`` (permanent, never retried), so
+the URLs in the other errors carry no password.
+
 ``total_timeout`` is a wall-clock bound on each attempt -- connect, every
 redirect hop, headers and body -- however steadily the server drips: the
 attempt runs inside a :class:`~rpcmq.fetch.guard.Deadline`, whose watchdog
@@ -35,12 +41,8 @@ from rpcmq.fetch.errors import (
     ForbiddenAddress,
     TooLarge,
 )
-from rpcmq.fetch.guard import (
-    AddressGuard,
-    Deadline,
-    GuardedAdapter,
-    check_url,
-)
+from rpcmq.fetch.guard import AddressGuard, Deadline, GuardedAdapter
+from rpcmq.fetch.urls import MAX_URL_LENGTH, check_url, shown
 
 __all__ = ['FetchOptions', 'FetchResult', 'Fetcher', 'download', 'url_sha1']
 
@@ -66,6 +68,7 @@ class FetchOptions:
     max_pixels: int = 89478485
     formats: tuple = ('jpeg', 'png', 'webp', 'gif', 'bmp', 'tiff')
     max_redirects: int = 5
+    max_url_length: int = MAX_URL_LENGTH
     allow_private_networks: bool = False
     allowed_networks: tuple = ()
     user_agent: str = 'rpcmq-fetch/0.1'
@@ -81,7 +84,7 @@ class FetchOptions:
             connect_timeout=g.connect_timeout, read_timeout=g.read_timeout,
             total_timeout=g.total_timeout, max_bytes=g.max_image_bytes,
             max_pixels=g.max_image_pixels, formats=tuple(g.image_formats),
-            max_redirects=g.max_redirects,
+            max_redirects=g.max_redirects, max_url_length=g.max_url_length,
             allow_private_networks=g.allow_private_networks,
             allowed_networks=tuple(g.allowed_networks),
             user_agent=g.user_agent, chunk_size=g.chunk_size)
@@ -176,7 +179,7 @@ class Fetcher:
         :raises BadURL, ForbiddenAddress, DownloadFailed, TooLarge,
             NotAnImage: see :mod:`rpcmq.fetch.errors`.
         """
-        check_url(url)
+        check_url(url, self.options.max_url_length)
         os.makedirs(dest_dir, exist_ok=True)
         attempt = 0
         while True:
@@ -227,12 +230,14 @@ class Fetcher:
                 target = self.session.get_redirect_target(resp)
                 hop = requests.compat.urljoin(hop, target)
                 try:
-                    check_url(hop)
+                    check_url(hop, opts.max_url_length)
                 except BadURL as exc:
-                    raise DownloadFailed(
-                        url=url, status=resp.status_code, attempts=attempt,
-                        reason='it redirects to %r, which cannot be '
-                               'downloaded: %s' % (hop, exc.reason)) from None
+                    # Permanent: the server sends every attempt there.
+                    raise BadURL(
+                        url=url, reason='it redirects (%d) to %r, which '
+                        'cannot be downloaded: %s' % (
+                            resp.status_code, shown(hop), exc.reason)
+                    ) from None
         raise DownloadFailed(
             url=url, status=resp.status_code, attempts=attempt,
             reason='more than %d redirects (max_redirects)'
@@ -251,6 +256,13 @@ class Fetcher:
                 reason = 'it redirects to %s and %s' % (hop, reason)
             raise ForbiddenAddress(url=url, address=exc.address,
                                    reason=reason) from None
+        except requests.exceptions.InvalidURL as exc:
+            # Refused by requests before any I/O: a host name IDNA refuses.
+            reason = 'requests cannot send it: %s' % exc
+            if hop != url:
+                reason = 'it redirects to %r, which %s' % (
+                    shown(hop), reason.replace('it', 'they', 1))
+            raise BadURL(url=url, reason=reason) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             if deadline.expired:
                 raise self._overtime(url, None, attempt, 'while waiting for '

@@ -18,7 +18,13 @@ class FetchError(RpcmqError):
 
 
 class BadURL(FetchError, ValueError):
-    """The URL is not an http(s) URL with a host."""
+    """The URL, or a redirect target, may not be downloaded: not an
+    http(s) URL with a host, user info before the host, longer than
+    ``max_url_length``, or a host name DNS cannot take (see
+    :mod:`rpcmq.fetch.urls`). Permanent: never retried.
+
+    ``url`` is the URL with any user info replaced by ``***`` and cut to
+    100 characters (the URL given, uncut, when a redirect is refused)."""
 
     msg_fmt = ('cannot download %(url)r: %(reason)s; give an absolute '
                'http:// or https:// URL')

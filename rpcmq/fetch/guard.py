@@ -42,7 +42,6 @@ import ipaddress
 import socket
 import threading
 import time
-import urllib.parse
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -55,11 +54,12 @@ from urllib3.exceptions import (
 from urllib3.util import connection as u3connection
 
 from rpcmq.exceptions import ConfigError
-from rpcmq.fetch.errors import BadURL, ForbiddenAddress
+from rpcmq.fetch.errors import ForbiddenAddress
+from rpcmq.fetch.urls import SCHEMES, check_url, redact
 
-__all__ = ['AddressGuard', 'Deadline', 'GuardedAdapter', 'check_url']
-
-SCHEMES = ('http', 'https')
+# check_url and SCHEMES live in rpcmq.fetch.urls; still importable here.
+__all__ = ['AddressGuard', 'Deadline', 'GuardedAdapter', 'SCHEMES',
+           'check_url']
 
 # (test, reason) in the order reasons are reported.
 _CHECKS = (
@@ -70,30 +70,6 @@ _CHECKS = (
     ('is_reserved', 'a reserved address'),
     ('is_private', 'a private address'),
 )
-
-
-def check_url(url):
-    """Return ``urlsplit(url)`` if it is an absolute http(s) URL with a host.
-
-    :raises BadURL: otherwise, with the reason.
-    """
-    if not isinstance(url, str) or not url.strip():
-        raise BadURL(url=repr(url), reason='the URL is empty or not a string')
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        raise BadURL(url=url, reason='the URL contains spaces or control '
-                                     'characters')
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise BadURL(url=url, reason='it does not parse: %s' % exc) from None
-    if parts.scheme.lower() not in SCHEMES:
-        reason = ('scheme %r is not supported' % parts.scheme
-                  if parts.scheme else 'it has no scheme')
-        raise BadURL(url=url, reason=reason)
-    if not parts.hostname:
-        raise BadURL(url=url, reason='it has no host')
-    return parts
 
 
 def _parse_networks(networks):
@@ -343,6 +319,7 @@ class GuardedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
         # Through a proxy the guard would check the proxy, not the target.
+        proxy = redact(proxy)   # proxy URLs often carry a password
         raise ForbiddenAddress(
             url=proxy, address=proxy,
             reason='downloads through a proxy bypass the address guard')

@@ -30,6 +30,10 @@ Routes (``<ext>`` is png, jpg, jpeg, webp, gif or bmp):
   headers themselves (``headers``). It stops when the client hangs up.
 - ``/redirect-private`` 302 to ``PRIVATE_TARGET`` (http://10.1.2.3/x.jpg).
 - ``/redirect/<path>`` 302 to ``/<path>`` with the same query.
+- ``/redirect-to?url=<location>&pad=0`` 302 to ``<location>`` as given
+  (any scheme, user info, host...), followed by ``pad`` letters ``a``.
+- ``/redirect-userinfo/<path>`` 302 to ``/<path>`` on this server with
+  user info ``user:REDIRECT_PASSWORD@`` before the host.
 - ``/loop`` 302 to itself.
 
 ``count(path)`` tells how many requests a path (query ignored) received.
@@ -47,9 +51,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
 
-__all__ = ['PRIVATE_TARGET', 'ImageServer', 'make_image']
+__all__ = ['PRIVATE_TARGET', 'REDIRECT_PASSWORD', 'ImageServer',
+           'make_image']
 
 PRIVATE_TARGET = 'http://10.1.2.3/x.jpg'
+REDIRECT_PASSWORD = 'redirect-s3cret'
 CACHE_BYTES = 256 * 1024 * 1024
 _WRITE = 64 * 1024
 _EXT = r'(?P<name>[^/]+?)\.(?P<ext>png|jpe?g|webp|gif|bmp)'
@@ -113,7 +119,10 @@ class _Handler(BaseHTTPRequestHandler):
         (r'/status/(?P<code>\d{3})', 'status'), (r'/html', 'html'),
         (r'/liar', 'liar'), (r'/endless', 'endless'), (r'/drip', 'drip'),
         (r'/redirect-private', 'redirect_private'),
-        (r'/redirect/(?P<rest>.+)', 'redirect'), (r'/loop', 'loop'))]
+        (r'/redirect/(?P<rest>.+)', 'redirect'),
+        (r'/redirect-to', 'redirect_to'),
+        (r'/redirect-userinfo/(?P<rest>.+)', 'redirect_userinfo'),
+        (r'/loop', 'loop'))]
 
     def log_message(self, format, *args):
         pass
@@ -256,6 +265,14 @@ class _Handler(BaseHTTPRequestHandler):
     def redirect(self, rest):
         query = urllib.parse.urlsplit(self.path).query
         self._redirect_to('/' + rest + ('?' + query if query else ''))
+
+    def redirect_to(self):
+        self._redirect_to(self.query.get('url', '/')
+                          + 'a' * self._arg('pad', 0, int))
+
+    def redirect_userinfo(self, rest):
+        self._redirect_to('http://user:%s@%s/%s' % (
+            REDIRECT_PASSWORD, self.headers['Host'], rest))
 
     def loop(self):
         self._redirect_to('/loop')

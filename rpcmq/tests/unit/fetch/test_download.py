@@ -2,13 +2,16 @@
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import socket
 import time
+import urllib.parse
 
 import pytest
 
+from rpcmq.conductor.worker import is_permanent
 from rpcmq.fetch import (
     BadURL,
     DownloadFailed,
@@ -20,7 +23,7 @@ from rpcmq.fetch import (
 )
 from rpcmq.fetch.guard import Deadline
 from rpcmq.rpc import wire
-from rpcmq.testing.imageserver import make_image
+from rpcmq.testing.imageserver import REDIRECT_PASSWORD, make_image
 
 
 def _sha256(data):
@@ -333,6 +336,79 @@ def test_bad_urls(fetcher, spool, url):
         fetcher.download(url, spool)
     assert 'http' in str(info.value)
     assert _files(spool) == []
+
+
+def test_invalid_internationalized_host_is_a_bad_url(fetcher, spool,
+                                                    connects):
+    with pytest.raises(BadURL, match='IDNA'):
+        fetcher.download('http://\N{SNOWMAN}.example/a.jpg', spool)
+    assert connects == []
+
+
+def _redirect_to(server, location, pad=0):
+    return server.url('/redirect-to?' + urllib.parse.urlencode(
+        {'url': location, 'pad': pad}))
+
+
+@pytest.mark.parametrize('location', [
+    'file:///etc/passwd', 'gopher://127.0.0.1:70/_HELO', 'ftp://h/a.jpg',
+    'FILE:///etc/passwd', 'data:image/png;base64,iVBORw0KGgo=',
+    'javascript:alert(1)', 'dict://127.0.0.1:11211/stat',
+])
+def test_redirect_to_another_scheme_is_a_bad_url(server, make_fetcher,
+                                                 spool, location):
+    fetcher = make_fetcher(download_retries=2)
+    url = _redirect_to(server, location)
+    with pytest.raises(BadURL, match=r'redirects \(302\) to') as info:
+        fetcher.download(url, spool)
+    assert info.value.url == url
+    assert location.split(':')[0] in str(info.value)
+    assert is_permanent(info.value)       # the conductor does not retry
+    assert server.count('/redirect-to') == 1
+    assert _files(spool) == []
+
+
+def test_redirect_with_user_info_is_refused(server, fetcher, spool, caplog,
+                                            connects):
+    caplog.set_level(logging.DEBUG)
+    url = server.url('/redirect-userinfo/img/creds.png')
+    with pytest.raises(BadURL, match='user info') as info:
+        fetcher.download(url, spool)
+    assert info.value.url == url
+    assert "to 'http://***@127.0.0.1:%d/img/creds.png'" % server.port \
+        in str(info.value)
+    for text in (str(info.value), json.dumps(info.value.kwargs),
+                 caplog.text):
+        assert REDIRECT_PASSWORD not in text
+    assert server.count('/redirect-userinfo/img/creds.png') == 1
+    assert server.count('/img/creds.png') == 0
+    assert set(connects) == {'127.0.0.1'}
+    assert _files(spool) == []
+
+
+def test_redirect_to_an_overlong_url_is_refused(server, fetcher, spool,
+                                                caplog):
+    caplog.set_level(logging.DEBUG)
+    url = _redirect_to(server, server.url('/img/padded.png?pad='), pad=9000)
+    with pytest.raises(BadURL, match='max_url_length') as info:
+        fetcher.download(url, spool)
+    assert info.value.url == url
+    assert len(str(info.value)) < 600
+    assert max(len(r.getMessage()) for r in caplog.records) < 1000
+    assert server.count('/img/padded.png') == 0
+
+
+@pytest.mark.parametrize('host', ['a' * 64 + '.example.com',
+                                  '.'.join(['a' * 63] * 4) + '.com'])
+def test_redirect_to_an_overlong_host_name_is_refused(
+        server, make_fetcher, spool, lookups, host):
+    fetcher = make_fetcher(download_retries=1)
+    url = _redirect_to(server, 'http://%s/x.png' % host)
+    with pytest.raises(BadURL, match='host name') as info:
+        fetcher.download(url, spool)
+    assert info.value.url == url
+    assert server.count('/redirect-to') == 1
+    assert host not in lookups
 
 
 def test_backoff_doubles_with_jitter_and_cap():
