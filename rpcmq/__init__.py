@@ -29,7 +29,7 @@ _EXPORTS.update(dict.fromkeys((
     'UnsupportedVersion', 'InvalidArguments', 'InvalidTarget',
     'MessageTooLarge', 'MalformedMessage', 'TransportError',
     'BrokerUnreachable', 'AuthenticationError', 'BrokerRefused',
-    'CallInterrupted', 'ConfigError'),
+    'CallInterrupted', 'Unauthenticated', 'ConfigError'),
     'rpcmq.exceptions'))
 
 __all__ = sorted(_EXPORTS)

@@ -8,9 +8,9 @@ with the same type and fields on the caller (see ``rpcmq.rpc.wire``).
 __all__ = [
     'RpcmqError', 'MessagingTimeout', 'RemoteError', 'NoSuchMethod',
     'UnsupportedVersion', 'MessageTooLarge', 'MalformedMessage',
-    'CallInterrupted', 'InternalError', 'TransportError', 'BrokerUnreachable',
-    'AuthenticationError',
-    'BrokerRefused', 'InvalidTarget', 'ConfigError', 'InvalidArguments',
+    'CallInterrupted', 'InternalError', 'Unauthenticated', 'TransportError',
+    'BrokerUnreachable', 'AuthenticationError', 'BrokerRefused',
+    'InvalidTarget', 'ConfigError', 'InvalidArguments',
 ]
 
 
@@ -60,6 +60,15 @@ class CallInterrupted(RpcmqError):
     msg_fmt = ('call to %(method)s was interrupted: the server that took it '
                'stopped or lost its broker connection before answering; it '
                'may or may not have run, and was not run again')
+
+
+class Unauthenticated(RpcmqError):
+    """A signed-message check failed: the request (or its reply) was
+    unsigned, signed by an unknown or unauthorised key, tampered with,
+    outside the clock skew, or replayed. Says which, never which key would
+    have worked."""
+
+    msg_fmt = 'refused: %(reason)s'
 
 
 class InternalError(RpcmqError):

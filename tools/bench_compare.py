@@ -41,6 +41,9 @@ def main():
         HERE, '..', '..', 'shared', 'bench'))
     ap.add_argument('--n', type=int, default=2000)
     ap.add_argument('--rounds', type=int, default=2)
+    ap.add_argument('--signed', action='store_true',
+                    help='also run rpcmq with signed requests each round '
+                         'and print the cost of signing')
     a = ap.parse_args()
     n = str(a.n)
     results = []
@@ -48,13 +51,18 @@ def main():
         for executor in ('eventlet', 'threading'):
             results += run([sys.executable, os.path.join(HERE, 'bench_rpc.py'),
                             '--n', n, '--executor', executor])
+            if a.signed:
+                results += run([sys.executable,
+                                os.path.join(HERE, 'bench_rpc.py'), '--n', n,
+                                '--executor', executor, '--signed'])
             results += run([a.oslo_python, 'oslo_rpc_bench.py', '--n', n,
                             '--executor', executor], cwd=a.anchors)
         results += run([a.oslo_python, 'kombu_limit_bench.py', '--n', n,
                         '--window', '16'], cwd=a.anchors)
     best = {}
     for r in results:
-        key = (r['scenario'], r['sys'], r.get('executor'))
+        key = (r['scenario'], r['sys'] + ('+signed' if r.get('signed')
+                                          else ''), r.get('executor'))
         value = r[METRIC[r['scenario']]]
         best[key] = max(best.get(key, 0), value)
     for scenario in ('call_seq', 'call_conc', 'cast'):
@@ -69,6 +77,13 @@ def main():
                 'oslo.messaging': oslo, 'kombu-raw': raw,
                 'ratio_to_oslo': round(ours / oslo, 2) if ours and oslo
                 else None}), flush=True)
+            signed = best.get((scenario, 'rpcmq+signed', executor))
+            if signed and ours:
+                print(json.dumps({
+                    'summary': scenario + '_signed', 'executor': executor,
+                    'rpcmq': ours, 'rpcmq+signed': signed,
+                    'signed_to_unsigned': round(signed / ours, 3)}),
+                    flush=True)
 
 
 if __name__ == '__main__':

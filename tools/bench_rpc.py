@@ -26,13 +26,19 @@ import rpcmq
 from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 
+# --signed: every request and reply signed and checked (HMAC-SHA256).
+BENCH_KEY = 'bench:bench-signing-secret-0123456789'
 
-def start_server(url, executor, topic, workdir):
+
+def start_server(url, executor, topic, workdir, signed=False):
     conf = os.path.join(workdir, 'bench.conf')
     with open(conf, 'w') as f:
         f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
                 'topic = %s\nhost = bench\nexecutor = %s\n'
                 'log_level = WARNING\n' % (url, topic, executor))
+        if signed:
+            f.write('[security]\nsigning_keys = %s\nrequire_signed = '
+                    'true\n' % BENCH_KEY)
     exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq-server')
     return subprocess.Popen([exe, '--config-file', conf])
 
@@ -44,10 +50,12 @@ def main():
                     choices=['eventlet', 'threading'])
     ap.add_argument('--n', type=int, default=2000)
     ap.add_argument('--conc', type=int, default=16)
+    ap.add_argument('--signed', action='store_true',
+                    help='sign every request (server requires it)')
     a = ap.parse_args()
     topic = 'bench_%s' % uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as workdir:
-        server = start_server(a.url, a.executor, topic, workdir)
+        server = start_server(a.url, a.executor, topic, workdir, a.signed)
         try:
             run(a, topic)
         finally:
@@ -57,12 +65,15 @@ def main():
             delete_entities(a.url, [topic, topic + '.bench'])
 
 
-def emit(**fields):
-    print(json.dumps(dict({'sys': 'rpcmq'}, **fields)), flush=True)
-
-
 def run(a, topic):
-    transport = rpcmq.get_transport(make_conf(), url=a.url)
+    def emit(**fields):
+        fields = dict({'sys': 'rpcmq'}, **fields)
+        if a.signed:
+            fields['signed'] = True
+        print(json.dumps(fields), flush=True)
+
+    keys = {'security.signing_keys': [BENCH_KEY]} if a.signed else {}
+    transport = rpcmq.get_transport(make_conf(**keys), url=a.url)
     client = rpcmq.RPCClient(transport, rpcmq.Target(topic=topic),
                              timeout=30)
     deadline = time.monotonic() + 30

@@ -48,6 +48,10 @@ def _parser():
                            help='include per-item outcomes')
     bsub.add_parser('list')
 
+    keygen = sub.add_parser('keygen', help='print a new signing key entry '
+                                           'for [security] signing_keys')
+    keygen.add_argument('key_id', nargs='?', default='key1')
+
     call = sub.add_parser('call', help='call an endpoint method')
     call.add_argument('topic')
     call.add_argument('method')
@@ -153,6 +157,18 @@ def _call(args, out):
         transport.cleanup()
 
 
+def _keygen(args, out):
+    """``key_id:secret`` with 32 random bytes (URL-safe base64: no ``@``,
+    ``:`` or ``,``), for every process's [security] signing_keys."""
+    import secrets
+    if not args.key_id or any(c in args.key_id for c in ':@, '):
+        raise ValueError('key id %r: use letters, digits, - or _'
+                         % args.key_id)
+    out.print('%s:%s' % (args.key_id, secrets.token_urlsafe(32)),
+              markup=False, highlight=False)
+    return 0
+
+
 def main(argv=None):
     from rpcmq.exceptions import RpcmqError
     args = _parser().parse_args(argv)
@@ -164,6 +180,8 @@ def main(argv=None):
             return demo.main(args)
         if args.command == 'batch':
             return _batch(args, console, out)
+        if args.command == 'keygen':
+            return _keygen(args, out)
         return _call(args, out)
     except (RpcmqError, OSError, ValueError) as exc:
         name = type(exc).__name__

@@ -47,6 +47,7 @@ import uuid
 
 import kombu
 
+from rpcmq.exceptions import Unauthenticated
 from rpcmq.notify.notifier import PRIORITIES, notification_exchange
 from rpcmq.transport import raw
 from rpcmq.transport.consuming import Consumer
@@ -169,6 +170,13 @@ class NotificationListener(Consumer):
 
     def _handle(self, message):
         try:
+            self._authenticate(message)
+        except Unauthenticated as exc:
+            LOG.warning('%s: dropping a notification (%s): %s', self.name,
+                        _where(message), exc)
+            self._settle(message, ack=False)
+            return
+        try:
             priority, args = parse_notification(message.body)
         except Malformed as exc:
             LOG.warning('%s: dropping malformed notification (%s): %s',
@@ -196,6 +204,16 @@ class NotificationListener(Consumer):
         else:
             self._settle(message, ack=True)
 
+    def _authenticate(self, message):
+        """Check the signature of a signed notification, or of every one
+        with ``[security] require_signed``; Unauthenticated if it fails."""
+        keyring = self.transport.keyring
+        if keyring.require_signed or keyring.is_signed(message.headers):
+            info = message.delivery_info
+            keyring.verify('notification', message.headers,
+                           info.get('exchange') or '',
+                           info.get('routing_key') or '', message.body)
+
     def _again(self, message, event_type, message_id, done):
         """Queue a copy of an event some endpoint failed on, or drop it."""
         count = _redeliveries(message.headers)
@@ -208,6 +226,10 @@ class NotificationListener(Consumer):
         headers = dict(message.headers or {})
         headers[REDELIVERIES] = count + 1
         headers[DONE] = sorted(done)
+        # The copy goes through the default exchange with a new nonce:
+        # signed again by this listener, where it has a key.
+        headers.update(self.transport.keyring.sign(
+            'notification', '', self._queue_name, message.body))
         try:
             self._publish_copy(message, headers)
         except Exception as exc:

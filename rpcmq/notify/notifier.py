@@ -44,9 +44,11 @@ class Notifier:
             'publisher_id': self.publisher_id, 'timestamp': time.time(),
             'message_id': uuid.uuid4().hex, 'payload': payload,
             'context': ctxt or {}})
+        headers = self.transport.keyring.sign(
+            'notification', self._exchange.name, event_type, body)
         self.transport.driver.publish(
             body, self._exchange, event_type, declare=(self._exchange,),
-            confirm=True, delivery_mode=2,
+            confirm=True, delivery_mode=2, headers=headers or None,
             deadline=time.monotonic() + PUBLISH_DEADLINE)
 
     def info(self, ctxt, event_type, payload):

@@ -8,10 +8,10 @@ the ``topic_fanout`` exchange. See docs/wire-format.md.
 
 
 from rpcmq.exceptions import InvalidTarget, MessageTooLarge
-from rpcmq.rpc import deadline as call_deadline
 from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target
+from rpcmq.transport import deadline as call_deadline
 
 __all__ = ['RPCClient', 'get_rpc_client']
 

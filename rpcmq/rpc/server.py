@@ -37,10 +37,12 @@ from rpcmq.exceptions import (
     MessageTooLarge,
     RpcmqError,
     TransportError,
+    Unauthenticated,
 )
 from rpcmq.executors import get_executor
-from rpcmq.rpc import deadline, wire
+from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import ExpectedException, RPCDispatcher
+from rpcmq.transport import deadline
 
 __all__ = ['RPCServer', 'get_rpc_server']
 
@@ -131,20 +133,44 @@ class RPCServer:
             incoming.ack()
 
     def _handle(self, incoming, is_call):
+        key = None
         try:
+            key = self._authenticate(incoming)  # before decoding anything
             msg = self._check(incoming)
+            if key is not None and not key.allows(self.target.topic,
+                                                  msg['method']):
+                raise Unauthenticated(reason='the key %s may not call %s on '
+                                             '%s' % (key.key_id,
+                                                     msg['method'],
+                                                     self.target.topic))
         except RpcmqError as exc:
-            LOG.warning('rejected %s from queue of %s: %s',
-                        'call' if is_call else 'cast', self.target.topic, exc)
+            LOG.warning('rejected %s (correlation id %s) from queue of %s: '
+                        '%s', 'call' if is_call else 'cast',
+                        incoming.correlation_id, self.target.topic, exc)
             if is_call:
-                self._reply(incoming, '?', wire.failure_reply(exc, tb=''))
+                self._reply(incoming, '?', wire.failure_reply(exc, tb=''),
+                            key)
             return
         method = msg['method']
-        if is_call and self._not_to_run(incoming, method):
+        if is_call and self._not_to_run(incoming, method, key):
             return
         reply = self._dispatch(msg, method, is_call)
         if is_call:
-            self._reply(incoming, method, reply)
+            self._reply(incoming, method, reply, key)
+
+    def _authenticate(self, incoming):
+        """The Key that signed this request (None: unsigned and allowed);
+        Unauthenticated if it must be signed and is not, or is signed
+        wrongly. A signed request is always checked."""
+        keyring = self.transport.keyring
+        if not keyring.require_signed and \
+                not keyring.is_signed(incoming.headers):
+            return None
+        return keyring.verify(
+            'request', incoming.headers, incoming.exchange,
+            incoming.routing_key, incoming.body, incoming.correlation_id,
+            (incoming.headers or {}).get(deadline.HEADER),
+            topic=self.target.topic)
 
     def _check(self, incoming):
         limit = self.conf.max_message_size
@@ -156,7 +182,7 @@ class RPCServer:
                                    % incoming.content_type)
         return wire.decode_request(incoming.body)
 
-    def _not_to_run(self, incoming, method):
+    def _not_to_run(self, incoming, method, key):
         """True (and answered or logged) for a call that must not run."""
         late = deadline.expired_by(incoming.headers)
         if late is not None and late >= 0:
@@ -170,7 +196,7 @@ class RPCServer:
                         'CallInterrupted instead of running it twice',
                         method, incoming.correlation_id)
             self._reply(incoming, method, wire.failure_reply(
-                CallInterrupted(method=method), tb=''))
+                CallInterrupted(method=method), tb=''), key)
             return True
         return False
 
@@ -182,31 +208,39 @@ class RPCServer:
                 msg.get('version'))
         except ExpectedException as wrapped:
             LOG.debug('%s raised expected %r', method, wrapped.exc)
-            return wire.failure_reply(wrapped.exc)
+            return self._failure(wrapped.exc)
         except RpcmqError as exc:
             # Typed errors are part of the contract: one line, no traceback.
             LOG.warning('%s: %s', method, exc)
-            return wire.failure_reply(exc)
+            return self._failure(exc)
         except Exception as exc:
             # Including a TypeError from inside the method: the arguments
             # were bound already (InvalidArguments), so it is a bug there.
             LOG.exception('%s failed', method)
-            return wire.failure_reply(exc)
+            return self._failure(exc)
         if not is_call:
             return None
         try:
             return wire.result_reply(result)
         except (TypeError, ValueError) as exc:
-            return wire.failure_reply(TypeError(
+            return self._failure(TypeError(
                 '%s returned a value that is not JSON: %s' % (method, exc)))
 
-    def _reply(self, incoming, method, body):
+    def _failure(self, exc):
+        """The failure reply; the traceback text only with
+        ``debug_tracebacks`` (the server log has it anyway)."""
+        return wire.failure_reply(
+            exc, tb=None if self.conf.debug_tracebacks else '')
+
+    def _reply(self, incoming, method, body, key=None):
         limit = self.conf.max_message_size
         if len(body) > limit:
             body = wire.failure_reply(MessageTooLarge(size=len(body),
                                                       limit=limit), tb='')
+        headers = None if key is None else self.transport.keyring.sign(
+            'reply', '', '', body, incoming.correlation_id, key=key)
         try:
-            incoming.reply(body)
+            incoming.reply(body, headers)
         except Exception as exc:
             LOG.error('could not send the reply to %s (correlation id %s) '
                       'to %s: %s', method, incoming.correlation_id,

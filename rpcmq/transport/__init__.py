@@ -7,6 +7,7 @@ reconnecting and retrying (kombu's, paced by ``[rabbit]``) all stay below
 this line; the rpc layer sees bytes, Targets and rpcmq errors.
 """
 
+import json
 import logging
 import threading
 import time
@@ -15,7 +16,9 @@ from stevedore import driver as sv_driver
 from stevedore.exception import NoMatches
 
 from rpcmq import conf as rpcmq_conf
-from rpcmq.exceptions import ConfigError, MessagingTimeout
+from rpcmq.exceptions import ConfigError, MessagingTimeout, Unauthenticated
+from rpcmq.security.signing import Keyring
+from rpcmq.transport import deadline as call_deadline
 from rpcmq.transport.listener import TopicListener
 from rpcmq.transport.reply import LOST, ReplyWaiter
 from rpcmq.transport.url import parse_url
@@ -38,6 +41,7 @@ class Transport:
         self.conf = conf
         self.driver = driver
         self.url = url
+        self.keyring = Keyring.from_conf(conf)
         self._replies = None
         self._lock = threading.Lock()
 
@@ -65,7 +69,10 @@ class Transport:
         """
         exchange, routing_key, declare = self._route(target)
         deadline = time.monotonic() + timeout
+        headers = dict(headers or ())
         if not wait_for_reply:
+            headers.update(self._sign(exchange, routing_key, body, None,
+                                      headers))
             self.driver.publish(body, exchange, routing_key, declare=declare,
                                 confirm=True, delivery_mode=2,
                                 headers=headers, deadline=deadline)
@@ -73,6 +80,8 @@ class Transport:
         replies = self.replies
         replies.ensure_started(timeout)  # or the TransportError saying why
         cid, slot = replies.register()
+        signed = self._sign(exchange, routing_key, body, cid, headers)
+        headers.update(signed)
         try:
             if replies.direct:
                 self.driver.declare(declare, deadline)
@@ -98,7 +107,26 @@ class Transport:
                 'lost; the call may or may not have run'
                 % (self.url, method), method=method, target=repr(target),
                 timeout=timeout)
+        if signed:
+            self._check_reply(reply, slot.headers, cid, method)
         return reply
+
+    def _sign(self, exchange, routing_key, body, correlation_id, headers):
+        return self.keyring.sign(
+            'request', getattr(exchange, 'name', exchange), routing_key,
+            body, correlation_id, headers.get(call_deadline.HEADER))
+
+    def _check_reply(self, body, headers, correlation_id, method):
+        """The reply to a signed call must be signed by a known key; an
+        unsigned one is only let through when it is the server's refusal
+        (the server cannot sign with a key it does not trust)."""
+        try:
+            self.keyring.verify('reply', headers, '', '', body,
+                                correlation_id)
+        except Unauthenticated as exc:
+            if self.keyring.is_signed(headers) or not _is_refusal(body):
+                raise Unauthenticated(reason='reply to %s: %s' % (
+                    method, exc.kwargs.get('reason', exc))) from None
 
     def listen(self, target, handler, prefetch, on_drain=None):
         """Consume ``target``'s queues in a background thread, calling
@@ -139,6 +167,16 @@ class Transport:
 
     def __repr__(self):
         return '<Transport %s>' % self.url
+
+
+def _is_refusal(body):
+    """True if ``body`` is a failure reply of type Unauthenticated."""
+    try:
+        failure = json.loads(body).get('failure')
+        return failure.get('type') == 'Unauthenticated' and \
+            failure.get('module') == 'rpcmq.exceptions'
+    except (ValueError, AttributeError, RecursionError):
+        return False
 
 
 def get_transport(conf, url=None):

@@ -239,16 +239,18 @@ class KombuDriver:
         return (self._base.connection_errors + self._base.channel_errors
                 + (OSError, kombu.exceptions.OperationalError))
 
-    def reply(self, channel, body, reply_to, correlation_id, deadline):
+    def reply(self, channel, body, reply_to, correlation_id, deadline,
+              headers=None):
         """Send a reply; on RabbitMQ straight on the request's channel."""
         if self.raw_channels and channel is not None:
             try:
                 return raw.send(channel, body, '', reply_to,
-                                correlation_id=correlation_id)
+                                correlation_id=correlation_id,
+                                headers=headers)
             except self.recoverable_errors():
                 pass  # that channel is gone: go through the pool
         self.publish(body, '', reply_to, correlation_id=correlation_id,
-                     deadline=deadline)
+                     headers=headers, deadline=deadline)
 
     def declare(self, entities, deadline=None):
         """Declare entities not declared yet by this driver, on a pooled

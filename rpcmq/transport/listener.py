@@ -58,15 +58,24 @@ class IncomingMessage:
         return bool(self._message.delivery_info.get('redelivered'))
 
     @property
+    def exchange(self):
+        """The exchange the request was published to ('' the default)."""
+        return self._message.delivery_info.get('exchange') or ''
+
+    @property
+    def routing_key(self):
+        return self._message.delivery_info.get('routing_key') or ''
+
+    @property
     def content_type(self):
         return self._message.content_type
 
-    def reply(self, body):
+    def reply(self, body, headers=None):
         """Send ``body`` to this call's ``reply_to`` (on RabbitMQ on the
         channel the request came on; raises TransportError)."""
         self._driver.reply(self._message.channel, body, self.reply_to,
                            self.correlation_id,
-                           time.monotonic() + REPLY_DEADLINE)
+                           time.monotonic() + REPLY_DEADLINE, headers)
 
     def ack(self):
         try:

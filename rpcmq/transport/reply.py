@@ -45,12 +45,13 @@ class _Slot:
     (A bare lock is cheaper than an Event: one allocation, no Condition.)
     """
 
-    __slots__ = ('lock', 'body', 'channel')
+    __slots__ = ('lock', 'body', 'headers', 'channel')
 
     def __init__(self):
         self.lock = threading.Lock()
         self.lock.acquire()
         self.body = None
+        self.headers = None
         self.channel = None  # direct reply-to: where the request went
 
 
@@ -96,6 +97,7 @@ class ReplyWaiter(Consumer):
             LOG.debug('dropping reply %s: no caller waits for it', cid)
             return
         slot.body = message.body
+        slot.headers = message.headers
         slot.lock.release()
 
     # -- caller side ------------------------------------------------------

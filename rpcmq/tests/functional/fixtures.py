@@ -100,11 +100,13 @@ class Cluster:
     :param oss_endpoint: URL of the OSS-compatible server (see ``OSS``)
     :param server_opts: ``{section: {opt: value}}`` merged into the image
         servers' config; ``conductor_opts`` likewise for the conductor.
+    :param client_opts: ``make_conf`` overrides of the test's own client
+        (``{'security.signing_keys': [...]}``).
     """
 
     def __init__(self, workdir, rabbit_url, oss_endpoint,
                  hosts=('img-a', 'img-b'), server_opts=None,
-                 conductor_opts=None, log_level='INFO'):
+                 conductor_opts=None, log_level='INFO', client_opts=None):
         self.workdir = workdir
         self.rabbit_url = rabbit_url
         self.oss_endpoint = oss_endpoint
@@ -123,7 +125,8 @@ class Cluster:
         self.transport = rpcmq.get_transport(make_conf(
             control_exchange=self.control_exchange,
             notification_exchange=self.notification_exchange,
-            **{'conductor.topic': self.conductor_topic}), url=rabbit_url)
+            **{'conductor.topic': self.conductor_topic},
+            **(client_opts or {})), url=rabbit_url)
         self.api = ConductorAPI(self.transport)
         self.events = Events()
         self.listener = None

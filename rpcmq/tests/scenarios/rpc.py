@@ -195,7 +195,17 @@ def test_remote_errors_arrive_with_their_type(env):
     with pytest.raises(RuntimeError) as err:
         client.call({}, 'fail', message='disk full')
     assert str(err.value) == 'disk full'
+    # No server paths leak to callers unless debug_tracebacks is on.
+    assert err.value.remote_traceback == ''
+
+
+def test_debug_tracebacks_sends_the_server_traceback(env):
+    env.conf.set_override('debug_tracebacks', True)
+    env.serve([Named('s1')])
+    with pytest.raises(RuntimeError) as err:
+        env.client().call({}, 'fail', message='disk full')
     assert 'RuntimeError' in err.value.remote_traceback
+    assert 'Traceback' in err.value.remote_traceback
 
 
 def test_unknown_method_and_version_mismatch(env):

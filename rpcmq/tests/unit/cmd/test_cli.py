@@ -74,3 +74,13 @@ def test_unreachable_broker_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     assert 'Traceback' not in proc.stderr
     assert '127.0.0.1:1' in proc.stderr or 'no connection' in proc.stderr
+
+
+def test_keygen_prints_an_entry_signing_keys_accepts(capsys):
+    from rpcmq.cmd import cli
+    from rpcmq.security.signing import Key
+    assert cli.main(['keygen', 'bridge']) == 0
+    entry = capsys.readouterr().out.strip()
+    key = Key.parse(entry)
+    assert key.key_id == 'bridge' and len(key.secret) >= 32
+    assert cli.main(['keygen', 'a:b']) == 1

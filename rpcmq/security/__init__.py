@@ -1,0 +1,1 @@
+"""Message authentication: shared keys, signing and verifying."""
