@@ -35,7 +35,7 @@ def images():
 class Stack:
     """One config (unique exchanges, lists, topics) and its daemons."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, security=None):
         self.tmp = tmp_path
         self.ns = 'brt%s' % uuid.uuid4().hex[:10]
         self.store = tmp_path / 'store'
@@ -73,6 +73,8 @@ class Stack:
                 'pool': self.pools[1], 'submit_timeout': 3,
                 'retry_interval': 0.2, 'retry_interval_max': 1},
         }
+        if security:
+            self.sections['security'] = security
         self.config = write_config(tmp_path / 'rpcmq.conf', self.sections)
         # The same, but the broker is unreachable: a bridge started with it
         # takes tasks/messages and cannot submit them.
