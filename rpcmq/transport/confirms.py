@@ -3,30 +3,42 @@
 Waiting for the broker's confirm after every message caps a publisher at
 one broker round trip (and, for persistent messages, one disk flush) per
 cast. ``ConfirmingPublisher`` keeps one channel in confirm mode instead:
-``publish`` hands the message to a live channel and returns; the broker's
-``basic.ack`` removes it from the unconfirmed set, a ``basic.nack`` or a
-lost connection publishes it again (at-least-once, like casts themselves).
+``publish`` writes the cast on it and returns; ``basic.ack`` settles it, a
+``basic.nack`` or a lost connection sends it again (at-least-once, like
+casts themselves). After a lost connection or closed channel (a publish to
+a missing exchange closes it) what the casts need is declared again before
+they go out again, so a broker reset does not swallow casts. Casts to a
+queue we declared are ``mandatory``: one that comes back unroutable (its
+queue was deleted) has its queue declared again, then is resent.
 
-A broker that lost our exchanges and queues (reset, or deleted by hand)
-must not swallow casts: after a lost connection or closed channel (a
-publish to a missing exchange closes it) everything is declared again
-before the unconfirmed casts go out again. Casts to a queue we declared
-are ``mandatory``; if one comes back unroutable (its queue was deleted
-under a live connection) the queue is declared again and it is resent.
+Every cast is confirmed, raised to its caller, or still tracked for resend:
 
-Invariants:
-
-* Messages are numbered and written under ``_io`` (one writer at a time),
-  so delivery tag N is the N-th message published on the current channel.
-* The reader thread, which receives acks, never waits for ``_io``: a
-  writer blocked on a full socket must not stop acks from being read, or
-  broker and client would wait for each other.
-* At most ``window`` messages are unconfirmed; ``publish`` waits for room.
-* ``flush(timeout)`` returns once everything published so far is
+* One lock, ``_lock`` (and its condition), guards the state (idle,
+  connecting, open, closed) and all bookkeeping. No network I/O is done
+  under it; no wait that may block outlasts the caller's deadline.
+* ``publish`` records its cast as pending before anything is written and
+  returns once it was written on a live channel. If that cannot happen by
+  its deadline, the cast leaves pending (or, if a writer holds it, is
+  marked abandoned) and TransportError is raised: it is not sent later.
+* Writers hold ``_wlock`` (waiting for it at most until their deadline),
+  take and number the pending casts under ``_lock`` and write them outside
+  it, so delivery tag N is the N-th cast written on the channel.
+* A failed write, lost connection or closed channel marks that channel
+  generation lost: its unconfirmed casts are pending again (once written, a
+  cast is resent). A failure of an older generation changes nothing.
+* One thread, the reader, receives acks, nacks and returns and is the only
+  one to (re)connect: with the driver's retry policy it connects, declares
+  what pending casts need (on a pooled connection, not the one it reads),
+  opens a confirm channel and writes what is pending. It never waits for
+  ``_wlock``: a writer blocked on a full socket must not stop acks from
+  being read, or broker and client would wait for each other.
+* At most ``window`` casts are tracked; ``publish`` waits for room.
+  ``flush(timeout)`` returns once everything published so far is
   confirmed; ``close`` flushes first, so a clean shutdown loses nothing.
 """
 
 import collections
+import functools
 import itertools
 import logging
 import threading
@@ -34,7 +46,11 @@ import time
 
 import kombu
 
-from rpcmq.exceptions import TransportError
+from rpcmq.exceptions import (
+    AuthenticationError,
+    BrokerUnreachable,
+    TransportError,
+)
 from rpcmq.transport import raw
 
 __all__ = ['ConfirmingPublisher']
@@ -42,6 +58,22 @@ __all__ = ['ConfirmingPublisher']
 LOG = logging.getLogger(__name__)
 
 READ_INTERVAL = 0.25
+IDLE, CONNECTING, OPEN, CLOSED = 'idle', 'connecting', 'open', 'closed'
+HELD = 0  # the tag of a returned cast until its queue is declared again
+
+
+class _Cast:
+    """``tag``: None while pending, else its delivery tag (or HELD);
+    ``written``: once, so its publish returned; ``abandoned``: its publish
+    raised, never (re)send it; ``error``: raw.send refused the cast."""
+
+    __slots__ = ('args', 'properties', 'declare', 'tag', 'written',
+                 'abandoned', 'error')
+
+    def __init__(self, args, properties, declare):
+        self.args, self.properties, self.declare = args, properties, declare
+        self.tag = self.error = None
+        self.written = self.abandoned = False
 
 
 class ConfirmingPublisher:
@@ -49,228 +81,386 @@ class ConfirmingPublisher:
     def __init__(self, driver, window=1024):
         self.driver = driver
         self.window = window
-        self._conn = None
-        self._channel = None
-        self._io = threading.RLock()          # writing and (re)connecting
-        self._state = threading.Condition()   # the bookkeeping below
-        self._unconfirmed = collections.OrderedDict()  # tag -> message
-        self._nacked = collections.deque()
-        self._returned = set()         # message ids that came back
-        self._redeclare = False        # declare what _nacked needs first
-        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._cond, self._waiting = threading.Condition(self._lock), 0
+        self._wlock = threading.Lock()
+        self._state, self._gen = IDLE, 0  # _gen: the channel's generation
+        self._conn = self._channel = self._reader = self._failure = None
+        self._pending = collections.deque()
+        self._unconfirmed = collections.OrderedDict()  # tag -> _Cast
+        self._redeclare = []    # came back: declare their queue, resend
+        self._returned = set()  # message ids of basic.return
         self._next_tag = 1
-        self._reader = None
-        self._closed = False
+        self._ids = itertools.count(1)
 
-    # -- connection (caller holds _io) -------------------------------------
+    def _wait(self, timeout):
+        self._waiting += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiting -= 1
 
-    def _connect(self, deadline):
-        """(Re)open the channel; publish again what is unconfirmed."""
-        if self._conn is not None:
-            self._conn.collect()
-            self.driver.forget_declarations()
-            with self._state:
-                pending = list(self._unconfirmed.values()) + \
-                    list(self._nacked)
-            self.driver.declare(_entities(pending), deadline)
-        conn = self.driver.ensure_connection(
-            self.driver.connection(),
-            lambda exc, interval: self.driver.retry_or_give_up(
-                exc, interval, deadline))
-        channel = conn.channel()
-        channel.events['basic_ack'].add(self._on_ack)
-        channel.events['basic_nack'].add(self._on_nack)
-        channel.events['basic_return'].add(self._on_return)
-        channel.confirm_select()
-        with self._state:
-            pending = list(self._unconfirmed.values()) + list(self._nacked)
-            self._unconfirmed.clear()
-            self._nacked.clear()
-            self._returned.clear()
-            self._redeclare = False
-            self._next_tag = 1
-            self._conn, self._channel = conn, channel
-        for message in pending:
-            self._send(message)
-        if self._reader is None or not self._reader.is_alive():
-            self._reader = threading.Thread(target=self._read, daemon=True,
-                                            name='rpcmq-confirms')
-            self._reader.start()
+    def _notify(self):
+        if self._waiting:
+            self._cond.notify_all()
 
-    def _read(self):
-        """Receive acks and nacks; reconnect when the connection drops."""
-        while not self._closed:
-            conn, channel = self._conn, self._channel
-            if channel is None:
-                self._reconnect()
-                continue
-            try:
-                conn.drain_events(timeout=READ_INTERVAL)
-            except TimeoutError:
-                try:
-                    conn.heartbeat_check()
-                except self.driver.recoverable_errors() as exc:
-                    self._lost(channel, exc)
-            except self.driver.recoverable_errors() as exc:
-                self._lost(channel, exc)
+    def _acquire_wlock(self, deadline):
+        return self._wlock.acquire(False) or self._wlock.acquire(
+            timeout=-1 if deadline is None else _remaining(deadline))
 
-    def _lost(self, channel, exc):
-        with self._state:
-            if channel is self._channel and not self._closed:
-                LOG.warning('confirming publisher lost %s (%s); %d casts '
-                            'will be published again', self.driver.url, exc,
-                            len(self._unconfirmed))
-                self._channel = None
-                self._state.notify_all()
+    def _tracked(self):
+        return len(self._pending) + len(self._unconfirmed) + \
+            len(self._redeclare)
 
-    def _reconnect(self):
-        """One bounded reconnect attempt, from the reader thread."""
-        policy = self.driver.retry_policy
-        with self._io:
-            if self._channel is not None or self._closed:
-                return
-            try:
-                self._connect(time.monotonic() + policy['interval_max'])
-                return
-            except (TransportError,) + self.driver.recoverable_errors():
-                pass
-        time.sleep(max(policy['interval_start'], READ_INTERVAL))
-
-    # -- publishing ------------------------------------------------------
-
-    def _send(self, message):
-        """Publish on the current channel; the caller holds ``_io``.
-
-        The message is recorded first, so if writing fails the reconnect
-        publishes it again.
-        """
-        body, exchange, routing_key, properties, _ = message
-        with self._state:
-            self._unconfirmed[self._next_tag] = message
-            self._next_tag += 1
-            channel = self._channel
-        raw.send(channel, body, exchange, routing_key,
-                 mandatory='message_id' in properties, **properties)
-
-    def _send_nacked(self, deadline):
-        """Publish again what was refused or returned; the caller holds
-        ``_io``. Returned casts get their queue declared again first."""
-        if self._redeclare:
-            self._redeclare = False
-            with self._state:  # the reader thread appends to _nacked
-                entities = _entities(self._nacked)
-            self.driver.forget_declarations()
-            self.driver.declare(entities, deadline)
-        while self._nacked and self._channel is not None:
-            self._send(self._nacked.popleft())
-
-    def _wait_for_room(self, deadline):
-        with self._state:
-            while len(self._unconfirmed) >= self.window:
-                remaining = None if deadline is None else \
-                    deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TransportError(reason='%d casts await the '
-                                         "broker's confirm" % self.window)
-                self._state.wait(remaining)
+    # -- publishing --------------------------------------------------------
 
     def publish(self, body, exchange, routing_key, declare=(),
                 deadline=None, **properties):
+        if self._state == CLOSED:
+            raise TransportError(reason='transport is closed')
         # Declaring waits for the broker's answer on the connection, which
         # the reader thread of this one is reading: use another one.
         self.driver.declare(declare, deadline)
-        if any(isinstance(e, kombu.Queue) for e in declare):
+        mandatory = any(isinstance(e, kombu.Queue) for e in declare)
+        if mandatory:
             # Routable by construction: if it comes back, its queue is gone.
             properties['message_id'] = 'rpcmq.%d' % next(self._ids)
-        message = (body, exchange, routing_key, properties, tuple(declare))
-        if self._closed:
-            raise TransportError(reason='transport is closed')
-        self._wait_for_room(deadline)
-        with self._io:
+        cast = _Cast((body, exchange, routing_key, mandatory), properties,
+                     tuple(declare))
+        with self._lock:
+            while self._state != CLOSED and self._tracked() >= self.window:
+                if _expired(deadline):
+                    raise self._error(None, "%d casts await the broker's "
+                                      'confirm' % self.window)
+                self._wait(_remaining(deadline))
+            if self._state == CLOSED:
+                raise TransportError(reason='transport is closed')
+            self._pending.append(cast)
+            if self._state == IDLE:
+                self._state = CONNECTING
+                self._reader = threading.Thread(
+                    target=self._read, daemon=True, name='rpcmq-confirms')
+                self._reader.start()
+        try:
+            while True:
+                if self._state == OPEN and self._acquire_wlock(deadline):
+                    try:
+                        self._write(until=cast)
+                    finally:
+                        self._wlock.release()
+                if cast.written:  # set once under _lock, never reset
+                    return
+                with self._lock:
+                    if self._wait_writable(cast, deadline):
+                        return
+        except BaseException:
+            with self._lock:
+                if not cast.written:
+                    self._give_up(cast)
+            raise
+
+    def _wait_writable(self, cast, deadline):
+        """True once ``cast`` is written, False once it is pending on an
+        open channel; raise if neither in time. The caller holds _lock."""
+        while not cast.written:
+            if cast.error is not None or self._state == CLOSED or \
+                    _expired(deadline) or self._state == CONNECTING and \
+                    isinstance(self._failure, AuthenticationError):
+                self._give_up(cast)
+                raise self._error(cast, 'the connection is not taking '
+                                  'writes')
+            if self._state == OPEN and cast.tag is None:
+                return False
+            self._wait(_remaining(deadline))
+        return True
+
+    def _give_up(self, cast):
+        """``cast`` is raised to its caller: never send it (again)."""
+        if not cast.abandoned:
+            cast.abandoned = True
+            if cast.tag is None and cast in self._pending:
+                self._pending.remove(cast)
+            self._notify()  # room in the window
+
+    def _error(self, cast, reason_if_open):
+        if cast is not None and cast.error is not None:
+            reason = 'cannot publish this cast: %r' % cast.error
+        elif self._state in (CLOSED, OPEN):
+            reason = 'transport is closed' if self._state == CLOSED else \
+                reason_if_open
+        elif isinstance(self._failure, TransportError):
+            return type(self._failure)(self._failure.message,
+                                       **self._failure.kwargs)
+        else:
+            return BrokerUnreachable(url=str(self.driver.url), reason=str(
+                self._failure or 'not connected yet'))
+        return TransportError(reason=reason)
+
+    def _write(self, until=None):
+        """Write pending casts in order, until ``until`` is written (None:
+        until none is pending). The caller holds ``_wlock``."""
+        batch = ()
+        while True:
+            with self._lock:
+                for cast in batch:
+                    cast.written = True
+                if batch:
+                    self._notify()
+                if self._state != OPEN or not self._pending or (
+                        until is not None and until.written):
+                    return
+                channel, gen, tag = self._channel, self._gen, self._next_tag
+                batch = list(self._pending)
+                self._pending.clear()
+                for cast in batch:
+                    cast.tag = tag
+                    self._unconfirmed[tag] = cast
+                    tag += 1
+                self._next_tag = tag
+            done = 0
             try:
-                if self._channel is None:
-                    self._connect(deadline)
-                self._send_nacked(deadline)
-                self._send(message)
-            except self.driver.recoverable_errors():
-                # Everything unconfirmed, this one included, goes again.
-                self._connect(deadline)
+                for cast in batch:
+                    body, exchange, routing_key, mandatory = cast.args
+                    raw.send(channel, body, exchange, routing_key,
+                             mandatory=mandatory, **cast.properties)
+                    done += 1
+            except BaseException as exc:
+                self._write_failed(gen, batch, done, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
 
-    # -- from the reader thread: bookkeeping only, never I/O --------------
+    def _write_failed(self, gen, batch, done, exc):
+        """The channel's numbering is lost with the write: so is it."""
+        bad = batch[done] if done < len(batch) else None
+        with self._lock:
+            for cast in batch[:done]:
+                cast.written = True
+            if bad and not bad.written and gen == self._gen and \
+                    self._state == OPEN and isinstance(exc, Exception) and \
+                    not isinstance(exc, self.driver.recoverable_errors()):
+                bad.error, bad.abandoned = exc, True  # its fault, not ours
+                self._unconfirmed.pop(bad.tag, None)
+            self._lose(gen, exc)
 
-    def _on_ack(self, delivery_tag, multiple):
-        with self._state:
-            back = self._returned_of(self._settle(delivery_tag, multiple))
-            if back:
-                LOG.warning('%d casts came back unroutable (queue %s is '
-                            'gone); declaring it again and publishing them '
-                            'again', len(back), back[0][2])
-                self._nacked.extend(back)
-            self._state.notify_all()
+    def _lose(self, gen, exc):
+        """Channel generation ``gen`` failed: what it did not confirm is
+        pending again; the reader reconnects. The caller holds _lock."""
+        if gen != self._gen or self._state != OPEN:
+            return  # an older channel: already done
+        again = [c for c in self._unconfirmed.values() if not c.abandoned]
+        for cast in again:
+            cast.tag = None
+        self._pending.extendleft(reversed(again))
+        self._unconfirmed.clear()
+        self._state, self._failure = CONNECTING, exc
+        self._notify()
 
-    def _on_nack(self, delivery_tag, multiple):
-        with self._state:
-            again = self._settle(delivery_tag, multiple)
-            LOG.warning('broker refused %d casts; they will be published '
-                        'again', len(again))
-            self._returned_of(again)
-            self._nacked.extend(again)
-            self._state.notify_all()
+    # -- the reader thread -------------------------------------------------
 
-    def _returned_of(self, settled):
-        """Those of ``settled`` that came back unroutable (RabbitMQ sends
-        basic.return before their ack); their queue is declared again
-        before they go out again. The caller holds ``_state``."""
-        back = [m for m in settled
-                if m[3].get('message_id') in self._returned]
-        if back:
-            self._returned.difference_update(m[3]['message_id']
-                                             for m in back)
-            self._redeclare = True
-        return back
+    def _read(self):
+        """Receive acks, nacks and returns; (re)connect when needed."""
+        while True:
+            # Only this thread changes _gen and _conn: no lock needed.
+            state, gen, conn = self._state, self._gen, self._conn
+            if state == CLOSED:
+                break
+            try:
+                if state == CONNECTING:
+                    self._reconnect(conn)
+                else:
+                    self._serve(conn, gen)
+            except Exception:  # never die: casts would wait forever
+                LOG.exception('confirming publisher for %s', self.driver.url)
+                self._backoff(READ_INTERVAL)
+        if self._conn is not None:
+            _quietly(self._conn.release)
+
+    def _serve(self, conn, gen):
+        if self._pending and self._wlock.acquire(blocking=False):
+            try:  # resends and nacked casts, if nobody else is writing
+                self._write()
+            finally:
+                self._wlock.release()
+        try:
+            try:
+                conn.drain_events(timeout=READ_INTERVAL)
+            except TimeoutError:
+                conn.heartbeat_check()
+        except Exception as exc:
+            with self._lock:
+                self._lose(gen, exc)
+        if self._redeclare:
+            self._declare_returned()
+
+    def _reconnect(self, old):
+        """Connect, declare what pending casts need, open a confirm
+        channel; only the reader does this."""
+        driver, conn, policy = self.driver, None, self.driver.retry_policy
+        if old is not None:
+            LOG.warning('confirming publisher lost %s (%s); %d casts will be '
+                        'published again', driver.url, self._failure,
+                        self._tracked())
+            with self._lock:
+                self._conn = self._channel = None
+            _quietly(old.collect)  # no I/O; fails a write blocked on it
+            driver.forget_declarations()
+        try:
+            conn = driver.ensure_connection(driver.connection(),
+                                            self._retrying)
+            with self._lock:
+                entities = _entities(self._pending)
+            driver.declare(entities, time.monotonic() + policy['interval_max'])
+            channel = conn.channel()
+            channel.events['basic_ack'].add(
+                functools.partial(self._settled, nacked=False))
+            channel.events['basic_nack'].add(
+                functools.partial(self._settled, nacked=True))
+            channel.events['basic_return'].add(self._on_return)
+            channel.confirm_select()
+        except Exception as exc:
+            with self._lock:
+                self._failure = exc
+                self._notify()
+            if conn is not None:
+                _quietly(conn.collect)
+            if self._state != CLOSED:
+                LOG.warning('confirming publisher cannot reach %s: %s',
+                            driver.url, exc)
+            self._backoff(policy['interval_start'])
+            return
+        with self._lock:
+            if self._state == CONNECTING:
+                self._gen += 1
+                self._conn, self._channel, self._next_tag = conn, channel, 1
+                self._returned.clear()
+                self._state, self._failure = OPEN, None
+                self._notify()
+                conn = None
+        if conn is not None:  # closed meanwhile
+            _quietly(conn.release)
+
+    def _retrying(self, exc, interval):
+        with self._lock:
+            self._failure = exc
+            if self._state == CLOSED:
+                raise TransportError(reason='transport is closed')
+        self.driver.retry_or_give_up(exc, interval, None)
+
+    def _backoff(self, seconds):
+        with self._lock:  # close() cuts it short
+            if self._state != CLOSED:
+                self._wait(max(seconds, READ_INTERVAL))
+
+    def _declare_returned(self):
+        """Declare again the queues of casts that came back; resend them."""
+        with self._lock:
+            batch = list(self._redeclare)
+        self.driver.forget_declarations()
+        try:
+            self.driver.declare(_entities(batch), time.monotonic() +
+                                self.driver.retry_policy['interval_max'])
+        except Exception as exc:
+            LOG.warning('cannot declare again the queue of %d returned '
+                        'casts (%s); retrying', len(batch), exc)
+            return
+        with self._lock:
+            del self._redeclare[:len(batch)]  # only this thread changes it
+            for cast in batch:
+                if not cast.abandoned:
+                    cast.tag = None
+                    self._pending.append(cast)
+            self._notify()
+
+    # -- from drain_events, in the reader: bookkeeping only, never I/O -----
 
     def _on_return(self, exc, exchange, routing_key, message):
-        with self._state:
+        with self._lock:
             self._returned.add(message.properties.get('message_id'))
 
-    def _settle(self, delivery_tag, multiple):
-        tags = [t for t in self._unconfirmed if t <= delivery_tag] \
-            if multiple else [delivery_tag]
-        return [self._unconfirmed.pop(t) for t in tags
-                if t in self._unconfirmed]
+    def _settled(self, delivery_tag, multiple, nacked):
+        """basic.ack or basic.nack. RabbitMQ sends basic.return before the
+        ack of a returned cast: its queue is declared again, then it is
+        sent again."""
+        back, unconfirmed = [], self._unconfirmed
+        with self._lock:
+            if self._state != OPEN:
+                return  # that channel was lost: all of it is pending
+            # Tags are consecutive, in the order of _unconfirmed.
+            first = next(iter(unconfirmed), delivery_tag) if multiple \
+                else delivery_tag
+            settled = [unconfirmed.pop(tag, None)
+                       for tag in range(first, delivery_tag + 1)]
+            for cast in settled if nacked or self._returned else ():
+                if cast is None:
+                    continue
+                if cast.args[3] and \
+                        cast.properties['message_id'] in self._returned:
+                    self._returned.discard(cast.properties['message_id'])
+                    cast.tag = HELD
+                    back.append(cast)
+                elif nacked and not cast.abandoned:
+                    cast.tag = None
+                    self._pending.append(cast)
+            self._redeclare.extend(back)
+            self._notify()
+        if nacked:
+            LOG.warning('broker refused %d casts; they will be published '
+                        'again', len(settled) - settled.count(None) -
+                        len(back))
+        if back:
+            LOG.warning('%d casts came back unroutable (queue %s is gone); '
+                        'declaring it again and publishing them again',
+                        len(back), back[0].args[2])
+
+    # -- flush, close ------------------------------------------------------
 
     def flush(self, timeout=None):
         """Wait until every cast so far is confirmed; True if they are."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._nacked:
-                with self._io:
-                    try:
-                        self._send_nacked(deadline)
-                    except (TransportError,) + \
-                            self.driver.recoverable_errors():
-                        pass  # the reader reconnects and sends them
-            with self._state:
-                if not self._unconfirmed and not self._nacked:
-                    return True
-                remaining = None if deadline is None else \
-                    deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._state.wait(min(remaining or READ_INTERVAL,
-                                     READ_INTERVAL))
+            with self._lock:
+                while not (self._state == OPEN and self._pending):
+                    if not self._tracked():
+                        return True
+                    if self._state == CLOSED or _expired(deadline):
+                        return False
+                    self._wait(min(_remaining(deadline) or READ_INTERVAL,
+                                   READ_INTERVAL))
+            if self._acquire_wlock(deadline):
+                try:  # help write what is pending
+                    self._write()
+                finally:
+                    self._wlock.release()
+            elif _expired(deadline):
+                return False
 
     def close(self, timeout=10):
         if not self.flush(timeout):
             LOG.error('%d casts were not confirmed by %s before closing',
-                      len(self._unconfirmed) + len(self._nacked),
-                      self.driver.url)
-        self._closed = True
-        if self._reader is not None:
-            self._reader.join(2 * READ_INTERVAL + 1)
-        if self._conn is not None:
-            self._conn.release()
+                      self._tracked(), self.driver.url)
+        with self._lock:
+            self._state = CLOSED
+            self._notify()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(2 * READ_INTERVAL + 1)
 
 
-def _entities(messages):
-    return [entity for message in messages for entity in message[4]]
+def _remaining(deadline):
+    return None if deadline is None else max(deadline - time.monotonic(), 0)
+
+
+def _expired(deadline):
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _entities(casts):
+    return [entity for cast in casts for entity in cast.declare]
+
+
+def _quietly(close):
+    try:
+        close()
+    except Exception as exc:
+        LOG.debug('closing a confirm connection: %r', exc)
