@@ -9,17 +9,34 @@ transport (``memory://`` by default), the file store and the image server.
 """
 
 import os
+import threading
 
 from rpcmq.conductor.api import ConductorAPI
 from rpcmq.conductor.service import ConductorService
 from rpcmq.endpoints.image import ImageEndpoint
-from rpcmq.rpc.server import get_rpc_server
+from rpcmq.rpc.server import RPCServer
 from rpcmq.target import Target
 from rpcmq.testing.imageserver import ImageServer
 from rpcmq.testing.server import make_conf
 from rpcmq.transport import get_transport
 
 __all__ = ['Pipeline']
+
+
+class _ImageServer(RPCServer):
+    """An RPC server that tells when it has stopped taking messages."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: Set once the server's consumers are cancelled: nothing sent to
+        #: it from then on reaches it. The calls it took still run.
+        self.stopped_taking = threading.Event()
+
+    def _drain(self):
+        # The listener's on_drain: runs once its consumers are cancelled,
+        # before the calls in flight are waited for.
+        self.stopped_taking.set()
+        super()._drain()
 
 
 class Pipeline:
@@ -67,18 +84,37 @@ class Pipeline:
         self.api = ConductorAPI(self.transport)
         return self
 
+    def make_endpoint(self, host):
+        """The endpoint image server ``host`` serves (tests override it)."""
+        return ImageEndpoint(self.make_conf(host))
+
     def start_server(self, host):
-        server = get_rpc_server(
+        server = _ImageServer(
             self.transport, Target(topic=self.image_topic, server=host),
-            [ImageEndpoint(self.make_conf(host))])
+            [self.make_endpoint(host)])
         server.start()
         self.servers[host] = server
         return server
 
-    def stop_server(self, host):
+    def stop_server(self, host, when_stopped=None, timeout=30):
+        """Stop image server ``host`` and wait until it is gone.
+
+        It stops taking messages, the calls it took finish (their replies
+        are sent), then its connection closes. ``when_stopped()``, if given,
+        runs once it takes no more messages and before the calls it took
+        are waited for: say, to let calls a test holds go on, knowing that
+        what their callers send next cannot reach this server.
+        """
         server = self.servers.pop(host)
         server.stop()
-        server.wait(30)
+        if when_stopped is not None:
+            if not server.stopped_taking.wait(timeout):
+                raise RuntimeError('image server %s still takes messages '
+                                   'after %ss' % (host, timeout))
+            when_stopped()
+        if not server.wait(timeout):
+            raise RuntimeError('image server %s still running after %ss'
+                               % (host, timeout))
 
     def stop(self):
         services = list(self.servers.values())

@@ -10,6 +10,7 @@ import pytest
 from rpcmq import RPCClient, Target
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
 from rpcmq.conductor.service import ConductorService
+from rpcmq.endpoints.image import ImageEndpoint
 from rpcmq.notify import get_notification_listener
 from rpcmq.testing.imageserver import make_image
 from rpcmq.testing.pipeline import Pipeline
@@ -18,21 +19,93 @@ from rpcmq.testing.pipeline import Pipeline
 class Events:
     def __init__(self):
         self.log = []
-        self.ended = threading.Event()
+        self._changed = threading.Condition()
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        self.log.append((event_type, payload))
-        if event_type == 'batch.end':
-            self.ended.set()
+        with self._changed:
+            self.log.append((event_type, payload))
+            self._changed.notify_all()
 
     def of(self, event_type, batch_id):
-        return [p for t, p in self.log
-                if t == event_type and p['batch_id'] == batch_id]
+        with self._changed:
+            return [p for t, p in self.log
+                    if t == event_type and p['batch_id'] == batch_id]
+
+    def wait_for(self, event_type, batch_id, timeout):
+        """The first ``event_type`` event of ``batch_id``; None if none
+        came within ``timeout`` seconds."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: self.of(event_type, batch_id), timeout)
+        return found[0] if found else None
+
+
+class FetchGate:
+    """The image servers' fetches pass here. While it is closed, a fetch
+    the server took waits; ``taken`` and ``answered`` tell which did what.
+    """
+
+    def __init__(self):
+        self.taken = []      # (host, idx) of each fetch a server took
+        self.answered = []   # (host, idx) of each fetch a server answered
+        self._open = threading.Event()
+        self._open.set()
+        self._changed = threading.Condition()
+
+    def close(self):
+        self._open.clear()
+
+    def open(self):
+        self._open.set()
+
+    def passing(self, host, idx):
+        with self._changed:
+            self.taken.append((host, idx))
+            self._changed.notify_all()
+        assert self._open.wait(60), 'fetch %s/%s held for good' % (host, idx)
+
+    def answer(self, host, idx):
+        with self._changed:
+            self.answered.append((host, idx))
+
+    def wait_taken(self, until, timeout=30):
+        """Wait until ``until(taken)`` is true."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: until(self.taken),
+                                          timeout), self.taken
+
+
+class GatedEndpoint(ImageEndpoint):
+
+    def __init__(self, conf, gate):
+        super().__init__(conf)
+        self.gate = gate
+
+    def fetch(self, ctxt, url):
+        self.gate.passing(self.conf.host, ctxt.get('idx'))
+        handle = super().fetch(ctxt, url)
+        self.gate.answer(self.conf.host, ctxt.get('idx'))
+        return handle
+
+
+class GatedPipeline(Pipeline):
+    """A Pipeline whose image servers' fetches go through ``self.gate``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = FetchGate()
+
+    def make_endpoint(self, host):
+        return GatedEndpoint(self.make_conf(host), self.gate)
+
+    def stop(self):
+        self.gate.open()  # a failed test may have left fetches held
+        super().stop()
 
 
 @pytest.fixture
 def pipeline(tmp_path):
-    with Pipeline(str(tmp_path)) as p:
+    with GatedPipeline(str(tmp_path)) as p:
         p.events = Events()
         listener = get_notification_listener(
             p.transport, [Target(topic='batch.*')], [p.events])
@@ -43,13 +116,24 @@ def pipeline(tmp_path):
 
 
 def wait_end(p, batch_id, timeout=60):
+    end = p.events.wait_for('batch.end', batch_id, timeout)
+    assert end is not None, 'no batch.end for %s: %s' % (
+        batch_id, p.api.status(batch_id))
+    return end
+
+
+def wait_done(p, batch_id, timeout=60, check=None):
+    """Poll the batch's status until it is done; ``check(totals)`` each
+    time."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if p.events.of('batch.end', batch_id):
-            return p.events.of('batch.end', batch_id)[0]
-        time.sleep(0.05)
-    raise AssertionError('no batch.end for %s: %s' % (
-        batch_id, p.api.status(batch_id)))
+    while True:
+        status = p.api.status(batch_id)
+        if check is not None:
+            check(status['totals'])
+        if status['state'] == 'done':
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.02)
 
 
 def test_a_batch_is_stored_and_reported(pipeline):
@@ -58,7 +142,14 @@ def test_a_batch_is_stored_and_reported(pipeline):
     named = {'url': p.images.url('/img/named.png'), 'name': 'cats/tom'}
     bad = [{'url': p.images.url('/status/404')},
            {'url': p.images.url('/html')}]
+    # Which server takes a fetch is the broker's choice: the fetches wait
+    # until both servers have taken one. A server takes at most 17 while
+    # they wait (16 running on its executor_thread_pool_size threads, one
+    # waiting for a thread), so of the 23 the other one gets some.
+    p.gate.close()
     batch_id = p.api.submit(good + [named] + bad)
+    p.gate.wait_taken(lambda taken: len({h for h, _ in taken}) == 2)
+    p.gate.open()
     end = wait_end(p, batch_id)
     assert end['totals'] == {'total': 23, 'pending': 0, 'running': 0,
                              'done': 21, 'failed': 2, 'cancelled': 0}
@@ -103,25 +194,33 @@ def test_transient_failures_are_retried(pipeline):
 
 
 def test_items_of_a_server_that_went_away_run_elsewhere(tmp_path):
-    with Pipeline(str(tmp_path), **{'conductor.fetch_timeout': 2,
-                                    'conductor.store_timeout': 1,
-                                    'conductor.retry_backoff': 0.05}) as p:
-        items = [{'url': p.images.url('/slow/d%d.jpg?delay=0.2&chunks=3'
-                                      % i)} for i in range(8)]
+    # fetch_timeout is ample: only the stores sent to the server that
+    # left are to time out (after store_timeout).
+    with GatedPipeline(str(tmp_path), **{
+            'conductor.fetch_timeout': 30, 'conductor.store_timeout': 2,
+            'conductor.retry_backoff': 0.05}) as p:
+        p.stop_server('demo-1')  # demo-2 alone takes the batch's fetches
+        p.gate.close()
+        items = [{'url': p.images.url('/img/d%d.jpg' % i)} for i in range(8)]
         batch_id = p.api.submit(items)
-        time.sleep(0.3)  # both servers are fetching
-        p.stop_server('demo-2')  # finishes its fetches, then is gone
-        deadline = time.monotonic() + 60
-        while p.api.status(batch_id)['state'] != 'done':
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        status = p.api.status(batch_id, items=True)
+        p.gate.wait_taken(lambda taken: len(taken) == 8)
+        p.start_server('demo-1')
+        # demo-2 leaves. Only once it takes no more messages do the fetches
+        # it holds go on: their answers come back, and the stores the
+        # conductor then pins to demo-2 can only time out.
+        p.stop_server('demo-2', when_stopped=p.gate.open)
+        assert sorted(i for h, i in p.gate.answered if h == 'demo-2') == \
+            list(range(8))
+        status = wait_done(p, batch_id)
         assert status['totals']['done'] == 8
-        # Stores pinned to demo-2 after it left timed out; those items
-        # ran again, on demo-1.
-        retried = [i for i in status['items'] if i['attempts'] > 1]
-        assert retried
-        assert {i['result']['server'] for i in retried} == {'demo-1'}
+        # Every store pinned to demo-2 timed out; each item ran again on
+        # demo-1 (fetched again: after a timeout its copy counts as lost).
+        status = p.api.status(batch_id, items=True)
+        assert [i['attempts'] for i in status['items']] == [2] * 8
+        assert {i['result']['server'] for i in status['items']} == {'demo-1'}
+        assert sorted(p.gate.answered) == sorted(
+            [('demo-1', i) for i in range(8)] +
+            [('demo-2', i) for i in range(8)])
 
 
 def test_an_item_fetched_before_a_conductor_crash_is_stored_whole(pipeline):
@@ -172,11 +271,14 @@ def test_user_errors_reach_the_caller_typed(pipeline):
 
 def test_cancel_and_retry(pipeline):
     p = pipeline
-    slow = [{'url': p.images.url('/slow/s%d.jpg?delay=0.2&chunks=3' % i)}
-            for i in range(40)]
-    batch_id = p.api.submit(slow)
+    # No fetch ends before the cancel: at most max_inflight_per_batch (32)
+    # of the 40 items run, the others are still pending.
+    p.gate.close()
+    batch_id = p.api.submit([{'url': p.images.url('/img/s%d.jpg' % i)}
+                             for i in range(40)])
     totals = p.api.cancel(batch_id)
-    assert totals['cancelled'] > 0
+    p.gate.open()
+    assert totals['cancelled'] >= 8
     end = wait_end(p, batch_id)
     assert end['totals']['pending'] == 0
     assert end['totals']['cancelled'] + end['totals']['done'] == 40
@@ -194,18 +296,23 @@ def test_cancel_and_retry(pipeline):
 
 
 def test_the_window_fills_up_to_max_inflight(tmp_path):
-    with Pipeline(str(tmp_path), **{'conductor.max_inflight': 6,
-                                    'conductor.max_inflight_per_batch': 6,
-                                    'executor_thread_pool_size': 8}) as p:
+    with GatedPipeline(str(tmp_path), **{
+            'conductor.max_inflight': 6,
+            'conductor.max_inflight_per_batch': 6,
+            'executor_thread_pool_size': 8}) as p:
+        p.gate.close()  # no item ends until 6 run
         batch_id = p.api.submit([{'url': p.images.url(
             '/slow/w%d.jpg?delay=0.1&chunks=4' % i)} for i in range(30)])
-        peak = 0
-        deadline = time.monotonic() + 60
-        while p.api.status(batch_id)['state'] != 'done':
-            assert time.monotonic() < deadline
-            peak = max(peak, p.api.status(batch_id)['totals']['running'])
-            time.sleep(0.02)
-        assert peak == 6
+        p.gate.wait_taken(lambda taken: len(taken) >= 6)
+        totals = p.api.status(batch_id)['totals']
+        assert (totals['running'], totals['pending']) == (6, 24)
+        p.gate.open()
+
+        def at_most_6(totals):
+            assert totals['running'] <= 6, totals
+        status = wait_done(p, batch_id, check=at_most_6)
+        assert status['totals']['done'] == 30
+        assert len(p.gate.taken) == 30
 
 
 def test_large_batches_end_with_failures_and_page_their_status(tmp_path):
