@@ -6,7 +6,8 @@ Ordering and invariants:
   executor (which never blocks), so heartbeats, acks and replies keep
   flowing however long endpoints run.
 * Back-pressure lives in the broker: the server asks for at most as many
-  unacked messages as it has workers (prefetch = executor size), and
+  unacked messages per queue as it has workers (prefetch = executor
+  size), and
   settles every message when its work is done. Requests it cannot start
   yet stay queued in the broker, where their expiration still applies and
   other servers of the topic can take them.

@@ -7,10 +7,14 @@ exclusive queue bound to the ``topic_fanout`` exchange. It runs kombu's
 connection loss, reconnect with backoff and re-declaring the queues are
 kombu's. Messages are acked by whoever finishes them, from any thread.
 
-The channel's prefetch is global (shared by the three consumers): the
-broker hands a server at most ``prefetch`` unacked messages in all, so
-with prefetch equal to the number of workers nothing waits in the server
-that another server could have run.
+Each queue's consumer has its own prefetch, equal to the server's number
+of workers: the broker hands it at most that many unacked messages from
+the shared topic queue, so requests a busy server cannot start wait in the
+broker, where other servers can take them. (Messages for this server
+alone, or fanned out, count against the same workers: while those keep
+every worker busy, up to ``prefetch`` requests from the shared queue may
+wait in the server; they are still dropped there if their deadline
+passes.)
 """
 
 import logging
@@ -122,9 +126,10 @@ class TopicListener(Consumer):
         return queues
 
     def get_consumers(self, Consumer, channel):
-        channel.basic_qos(0, self._prefetch, True)  # for all three queues
+        # Per-consumer prefetch (RabbitMQ's global QoS costs a round of
+        # coordination per delivery, and quorum queues refuse it).
         return [Consumer(queues=self.queues(), on_message=self._on_message,
-                         no_ack=False)]
+                         prefetch_count=self._prefetch, no_ack=False)]
 
     def on_consume_end(self, connection, channel):
         if self.should_stop and self._on_drain is not None:

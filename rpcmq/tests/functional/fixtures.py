@@ -34,6 +34,15 @@ EXT = {'JPEG': 'jpg', 'PNG': 'png', 'GIF': 'gif', 'WEBP': 'webp',
        'BMP': 'bmp'}
 
 
+def pipeline_oss():
+    """The OSS-compatible server holding the ``OSS`` bucket (a context
+    manager)."""
+    from rpcmq.testing.ossserver import OSSServer
+    return OSSServer(credentials={OSS['access_key_id']:
+                                  OSS['access_key_secret']},
+                     buckets=[OSS['bucket']], region=OSS['region'])
+
+
 def unique(prefix):
     return '%s_%s' % (prefix, uuid.uuid4().hex[:10])
 

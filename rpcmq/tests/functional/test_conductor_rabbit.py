@@ -28,9 +28,8 @@ import pytest
 from rpcmq.conductor.models import make_engine
 from rpcmq.testing import imageserver
 from rpcmq.testing.imageserver import ImageServer
-from rpcmq.testing.ossserver import OSSServer
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
-from rpcmq.tests.functional.fixtures import OSS, Cluster, key_for
+from rpcmq.tests.functional.fixtures import OSS, Cluster, key_for, pipeline_oss
 
 BATCH = 200
 ITEM_RETRIES = 3
@@ -86,9 +85,7 @@ def images():
 
 @pytest.fixture(scope='module')
 def oss():
-    with OSSServer(credentials={OSS['access_key_id']:
-                                OSS['access_key_secret']},
-                   buckets=[OSS['bucket']], region=OSS['region']) as srv:
+    with pipeline_oss() as srv:
         yield srv
 
 

@@ -10,9 +10,8 @@ import pytest
 from rpcmq.security import signing
 from rpcmq.security.signing import Key, Keyring
 from rpcmq.testing.imageserver import ImageServer
-from rpcmq.testing.ossserver import OSSServer
 from rpcmq.tests.functional.conftest import RABBIT_URL, REDIS_URL, require
-from rpcmq.tests.functional.fixtures import OSS, Cluster
+from rpcmq.tests.functional.fixtures import OSS, Cluster, pipeline_oss
 
 pika = pytest.importorskip('pika')
 
@@ -23,9 +22,7 @@ STOLEN_URL = '/img/loot.png?kb=20'
 
 @pytest.fixture(scope='module')
 def oss():
-    with OSSServer(credentials={OSS['access_key_id']:
-                                OSS['access_key_secret']},
-                   buckets=[OSS['bucket']], region=OSS['region']) as srv:
+    with pipeline_oss() as srv:
         yield srv
 
 
