@@ -1,12 +1,12 @@
 """Signed messages: HMAC-SHA256 over the body and what decides where it runs.
 
-A signer adds four headers to a message (docs/wire-format.md, "Signed
+A signer adds one header to a message (docs/wire-format.md, "Signed
 messages", has the exact format and a test vector)::
 
-    x-rpcmq-key    the key id
-    x-rpcmq-ts     milliseconds since the Unix epoch, when signed
-    x-rpcmq-nonce  32 hex digits, never used twice
-    x-rpcmq-sig    hex HMAC-SHA256(secret, string to sign)
+    x-rpcmq-sig: "<key id> <timestamp ms> <nonce> <hex HMAC-SHA256>"
+
+The nonce is 32 hex digits never used twice: 16 random per process, then
+a counter (no system call per message).
 
 The string to sign binds the kind of message (request, reply,
 notification), the exchange and routing key it was published to, its
@@ -27,18 +27,17 @@ import collections
 import fnmatch
 import hashlib
 import hmac
+import itertools
 import os
 import threading
 import time
 
 from rpcmq.exceptions import ConfigError, Unauthenticated
 
-__all__ = ['Key', 'Keyring', 'string_to_sign', 'HEADERS']
+__all__ = ['Key', 'Keyring', 'string_to_sign', 'HEADER']
 
 VERSION = b'rpcmq-sig-v1'
-KEY, TS, NONCE, SIG = ('x-rpcmq-key', 'x-rpcmq-ts', 'x-rpcmq-nonce',
-                       'x-rpcmq-sig')
-HEADERS = (KEY, TS, NONCE, SIG)
+HEADER = 'x-rpcmq-sig'
 KINDS = ('request', 'reply', 'notification')
 MIN_SECRET_BYTES = 16
 
@@ -57,10 +56,17 @@ def string_to_sign(kind, exchange, routing_key, correlation_id, deadline,
 class Key:
     """One shared key: its id, secret and the topics/methods it may call."""
 
-    __slots__ = ('key_id', 'secret', 'scopes')
+    __slots__ = ('key_id', 'secret', 'scopes', '_mac')
 
     def __init__(self, key_id, secret, scopes=()):
         self.key_id, self.secret, self.scopes = key_id, secret, scopes
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+
+    def mac(self, text):
+        """hex HMAC-SHA256 of ``text`` (the keyed state is made once)."""
+        mac = self._mac.copy()
+        mac.update(text)
+        return mac.hexdigest()
 
     @classmethod
     def parse(cls, entry):
@@ -73,6 +79,10 @@ class Key:
                                      'must be "key_id:secret" (optionally '
                                      '"@topic/method+..."); got one for key '
                                      '%r' % key_id)
+        if any(c in key_id for c in ' @,'):
+            raise ConfigError(reason='[security] signing_keys: key id %r '
+                                     'may hold letters, digits, - and _ '
+                                     'only' % key_id)
         if len(secret.encode('utf-8')) < MIN_SECRET_BYTES:
             raise ConfigError(reason='[security] signing_keys: the secret '
                                      'of key %r is shorter than %d bytes; '
@@ -159,6 +169,14 @@ class Keyring:
                                      'signing_keys is empty')
         self._nonces = _RedisNonces(nonce_store, 2 * max_clock_skew) \
             if nonce_store else _Nonces(2 * max_clock_skew)
+        self._pid = None  # the nonce prefix is made anew in a forked child
+
+    def _nonce(self):
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._counter = itertools.count(1)
+            self._prefix = os.urandom(8).hex()
+        return '%s%016x' % (self._prefix, next(self._counter))
 
     @classmethod
     def from_conf(cls, conf):
@@ -174,15 +192,15 @@ class Keyring:
         if key is None:
             return {}
         ts = int(time.time() * 1000)
-        nonce = os.urandom(16).hex()
-        mac = hmac.new(key.secret, string_to_sign(
-            kind, exchange, routing_key, correlation_id, deadline, ts, nonce,
-            body), hashlib.sha256).hexdigest()
-        return {KEY: key.key_id, TS: ts, NONCE: nonce, SIG: mac}
+        nonce = self._nonce()
+        mac = key.mac(string_to_sign(kind, exchange, routing_key,
+                                     correlation_id, deadline, ts, nonce,
+                                     body))
+        return {HEADER: '%s %d %s %s' % (key.key_id, ts, nonce, mac)}
 
     @staticmethod
     def is_signed(headers):
-        return bool(headers) and SIG in headers
+        return bool(headers) and HEADER in headers
 
     def verify(self, kind, headers, exchange, routing_key, body,
                correlation_id=None, deadline=None, topic=None):
@@ -192,18 +210,21 @@ class Keyring:
         headers = headers or {}
         if not self.is_signed(headers):
             raise Unauthenticated(reason='the %s is not signed' % kind)
-        key = self.keys.get(headers.get(KEY))
+        value = headers[HEADER]
+        if isinstance(value, bytes):
+            value = value.decode('utf-8', 'replace')
+        parts = value.split(' ') if isinstance(value, str) else ()
+        if len(parts) != 4 or not parts[1].isdigit():
+            raise Unauthenticated(reason='the %s has a malformed signature '
+                                         'header' % kind)
+        key_id, ts, nonce, mac = parts[0], int(parts[1]), parts[2], parts[3]
+        key = self.keys.get(key_id)
         if key is None:
             raise Unauthenticated(reason='the %s is signed by an unknown key'
                                   % kind)
-        ts, nonce, mac = headers.get(TS), headers.get(NONCE), headers[SIG]
-        if not isinstance(ts, int) or isinstance(ts, bool) or \
-                not isinstance(nonce, str) or not isinstance(mac, str):
-            raise Unauthenticated(reason='the %s has malformed signature '
-                                         'headers' % kind)
-        expected = hmac.new(key.secret, string_to_sign(
-            kind, exchange, routing_key, correlation_id, deadline, ts, nonce,
-            body), hashlib.sha256).hexdigest()
+        expected = key.mac(string_to_sign(kind, exchange, routing_key,
+                                          correlation_id, deadline, ts,
+                                          nonce, body))
         if not hmac.compare_digest(expected, mac):
             raise Unauthenticated(reason='the signature of the %s does not '
                                          'match (tampered with, or signed '
