@@ -269,10 +269,10 @@ class KombuDriver:
                 try:
                     for entity in todo:
                         entity.declare(channel=producer.channel)
-                except self.recoverable_errors() as exc:
+                except self.recoverable_errors():
+                    # A refusal closed the channel; retry_or_give_up raises
+                    # a permanent one at once.
                     producer.connection.collect()
-                    if errors.is_permanent(exc):
-                        raise errors.classify(exc, self.url) from exc
                     raise
         self._retry(attempt, deadline)
         self._declared_once.update(_key(e) for e in todo)
