@@ -202,3 +202,28 @@ def test_a_signed_batch_runs_through_every_daemon(cluster, images, oss):
     batch_id = cluster.submit([{'url': u} for u in urls])
     end = cluster.wait_end(batch_id, timeout=60)
     assert end['totals']['done'] == 3, (end, cluster.logs())
+
+
+def test_signed_casts_run_and_unsigned_ones_are_dropped(cluster, attacker,
+                                                        images, oss):
+    import rpcmq
+    topic = cluster.image_topic
+    url = images.url('/img/cast.png?kb=8')
+    # The attacker's cast first: refused without running, and acked.
+    body = request('transfer', namespace='image', url=url, key='forged.png')
+    attacker.ch.basic_publish(cluster.control_exchange, topic, body,
+                              pika.BasicProperties(
+                                  content_type='application/json'))
+    client = rpcmq.RPCClient(cluster.transport, rpcmq.Target(
+        topic=topic, namespace='image', exchange=cluster.control_exchange),
+        timeout=30)
+    client.cast({}, 'transfer', url=url, key='signed-cast.png')
+    deadline = time.monotonic() + 30
+    while oss.object_info(OSS['bucket'], 'signed-cast.png') is None:
+        assert time.monotonic() < deadline, cluster.logs()
+        time.sleep(0.05)
+    while 'rejected cast' not in cluster.logs():
+        assert time.monotonic() < deadline, cluster.logs()
+        time.sleep(0.05)
+    assert 'not signed' in cluster.logs()
+    assert oss.object_info(OSS['bucket'], 'forged.png') is None
