@@ -29,6 +29,7 @@ __all__ = ['Consumer', 'Stopped']
 LOG = logging.getLogger(__name__)
 
 DRAIN_INTERVAL = 0.25
+RESTART_HOLD = 0.25  # after a lost connection or channel, at least
 HEARTBEAT_CHECK_INTERVAL = 1.0
 
 
@@ -148,18 +149,21 @@ class Consumer(ConsumerMixin):
                 errors.is_permanent(exc):
             error = errors.classify(exc, self.driver.url)
             self._failed(error)
-            if not errors.is_permanent(error):
+            if errors.is_permanent(error):
+                LOG.error('%s: %s', self.name, error)
+                pause = policy['interval_max']
+            else:
+                # establish_connection paces the reconnect; the short hold
+                # keeps a channel error that repeats from spinning.
                 LOG.warning('%s lost %s: %s; reconnecting', self.name,
                             self.driver.url, exc)
-                return  # establish_connection paces the reconnect
-            LOG.error('%s: %s', self.name, error)
-            pause = policy['interval_max']
+                pause = RESTART_HOLD
         else:
             LOG.exception('%s stopped on an unexpected error; consuming '
                           'again', self.name)
             self._failed(None)
-            pause = policy['interval_start']
-        self._stopping.wait(max(pause, DRAIN_INTERVAL))
+            pause = max(policy['interval_start'], RESTART_HOLD)
+        self._stopping.wait(pause)
 
     def _run(self):
         self.run()

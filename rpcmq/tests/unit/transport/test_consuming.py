@@ -38,3 +38,34 @@ def test_a_consumer_that_hit_an_unexpected_error_consumes_again(caplog):
     assert consumer.attempts == 2
     [record] = [r for r in caplog.records if 'unexpected error' in r.message]
     assert 'consuming again' in record.message and record.exc_info
+
+
+class LockedOut(Consumer):
+    """Its queue is held by someone else: a channel error, every time."""
+
+    name = 'locked consumer'
+
+    def __init__(self, driver):
+        super().__init__(driver)
+        self.attempts = 0
+
+    def get_consumers(self, Consumer, channel):
+        import amqp.exceptions
+        self.attempts += 1
+        raise amqp.exceptions.ResourceLocked('queue locked by another '
+                                             'connection')
+
+
+def test_a_channel_error_that_repeats_does_not_spin():
+    transport = rpcmq.get_transport(make_conf(), url='memory://')
+    consumer = LockedOut(transport.driver)
+    consumer.start_thread()
+    try:
+        assert not consumer.wait_ready(1.0)   # one second of failing
+    finally:
+        consumer.stop()
+        assert consumer.wait(10)
+        transport.cleanup()
+    # Held at least RESTART_HOLD between attempts, not hundreds a second.
+    assert 1 <= consumer.attempts <= 6
+    assert 'locked' in str(consumer.last_error)
