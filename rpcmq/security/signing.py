@@ -106,6 +106,26 @@ class Key:
         return False
 
 
+class _NonceSource:
+    """Nonces unique in this process: 16 random hex digits, then a counter.
+    A forked child gets a new prefix (``os.register_at_fork``), so parent
+    and child never sign with the same nonce."""
+
+    def __init__(self):
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self):
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def __call__(self):
+        return '%s%016x' % (self._prefix, next(self._counter))
+
+
+_new_nonce = _NonceSource()
+
+
 class _Nonces:
     """Nonces seen within ``ttl`` seconds, oldest first."""
 
@@ -169,14 +189,6 @@ class Keyring:
                                      'signing_keys is empty')
         self._nonces = _RedisNonces(nonce_store, 2 * max_clock_skew) \
             if nonce_store else _Nonces(2 * max_clock_skew)
-        self._pid = None  # the nonce prefix is made anew in a forked child
-
-    def _nonce(self):
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._counter = itertools.count(1)
-            self._prefix = os.urandom(8).hex()
-        return '%s%016x' % (self._prefix, next(self._counter))
 
     @classmethod
     def from_conf(cls, conf):
@@ -192,7 +204,7 @@ class Keyring:
         if key is None:
             return {}
         ts = int(time.time() * 1000)
-        nonce = self._nonce()
+        nonce = _new_nonce()
         mac = key.mac(string_to_sign(kind, exchange, routing_key,
                                      correlation_id, deadline, ts, nonce,
                                      body))

@@ -221,3 +221,21 @@ def test_a_listener_that_requires_signatures_drops_unsigned_events(caplog):
             t.cleanup()
     assert events.got == [('conductor', {'n': 2})]
     assert 'not signed' in caplog.text
+
+
+def test_a_forked_child_never_reuses_its_parents_nonces():
+    import os
+
+    from rpcmq.security import signing
+    parent = signing._new_nonce()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, signing._new_nonce().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child) == len(parent) == 32
+    assert child[:16] != parent[:16]
