@@ -6,7 +6,6 @@ server of the topic) or ``topic.server`` (that server); fanout casts go to
 the ``topic_fanout`` exchange. See docs/wire-format.md.
 """
 
-
 from rpcmq.exceptions import InvalidTarget, MessageTooLarge
 from rpcmq.rpc import wire
 from rpcmq.rpc.dispatcher import version_is_compatible
