@@ -25,7 +25,9 @@ Every cast is confirmed, raised to its caller, or still tracked for resend:
   it, so delivery tag N is the N-th cast written on the channel.
 * A failed write, lost connection or closed channel marks that channel
   generation lost: its unconfirmed casts are pending again (once written, a
-  cast is resent). A failure of an older generation changes nothing.
+  cast is resent). The reader reconnects after a pause (the retry
+  interval), and resends nacked casts ``nack_backoff`` after the last
+  nack: a cluster node refuses casts until their queue has a new leader. A failure of an older generation changes nothing.
 * One thread, the reader, receives acks, nacks and returns and is the only
   one to (re)connect: with the driver's retry policy it connects, declares
   what pending casts need (on a pooled connection, not the one it reads),
@@ -78,6 +80,8 @@ class _Cast:
 
 class ConfirmingPublisher:
 
+    nack_backoff = 0.5  # seconds between a nack and the cast's resend
+
     def __init__(self, driver, window=1024):
         self.driver = driver
         self.window = window
@@ -89,6 +93,8 @@ class ConfirmingPublisher:
         self._pending = collections.deque()
         self._unconfirmed = collections.OrderedDict()  # tag -> _Cast
         self._redeclare = []    # came back: declare their queue, resend
+        self._nacked = []       # refused: resent once _resend_at passed
+        self._resend_at = 0.0
         self._returned = set()  # message ids of basic.return
         self._next_tag = 1
         self._ids = itertools.count(1)
@@ -110,7 +116,7 @@ class ConfirmingPublisher:
 
     def _tracked(self):
         return len(self._pending) + len(self._unconfirmed) + \
-            len(self._redeclare)
+            len(self._redeclare) + len(self._nacked)
 
     # -- publishing --------------------------------------------------------
 
@@ -277,6 +283,11 @@ class ConfirmingPublisher:
             _quietly(self._conn.release)
 
     def _serve(self, conn, gen):
+        if self._nacked and time.monotonic() >= self._resend_at:
+            with self._lock:
+                self._pending.extend(c for c in self._nacked
+                                     if not c.abandoned)
+                del self._nacked[:]
         if self._pending and self._wlock.acquire(blocking=False):
             try:  # resends and nacked casts, if nobody else is writing
                 self._write()
@@ -305,6 +316,9 @@ class ConfirmingPublisher:
                 self._conn = self._channel = None
             _quietly(old.collect)  # no I/O; fails a write blocked on it
             driver.forget_declarations()
+            # Straight back, a client lands on a live cluster node before
+            # its quorum queues have a new leader, and is refused.
+            self._backoff(policy['interval_start'])
         try:
             conn = driver.ensure_connection(driver.connection(),
                                             self._retrying)
@@ -348,9 +362,10 @@ class ConfirmingPublisher:
         self.driver.retry_or_give_up(exc, interval, None)
 
     def _backoff(self, seconds):
+        until = time.monotonic() + max(seconds, READ_INTERVAL)
         with self._lock:  # close() cuts it short
-            if self._state != CLOSED:
-                self._wait(max(seconds, READ_INTERVAL))
+            while self._state != CLOSED and time.monotonic() < until:
+                self._wait(until - time.monotonic())
 
     def _declare_returned(self):
         """Declare again the queues of casts that came back; resend them."""
@@ -401,13 +416,14 @@ class ConfirmingPublisher:
                     back.append(cast)
                 elif nacked and not cast.abandoned:
                     cast.tag = None
-                    self._pending.append(cast)
+                    self._nacked.append(cast)
+                    self._resend_at = time.monotonic() + self.nack_backoff
             self._redeclare.extend(back)
             self._notify()
         if nacked:
             LOG.warning('broker refused %d casts; they will be published '
-                        'again', len(settled) - settled.count(None) -
-                        len(back))
+                        'again in %.1fs', len(settled) - settled.count(None)
+                        - len(back), self.nack_backoff)
         if back:
             LOG.warning('%d casts came back unroutable (queue %s is gone); '
                         'declaring it again and publishing them again',

@@ -44,6 +44,8 @@ class Broker:
         self.declared = []
         self.forgotten = 0
         self.on_write = None        # called with each body, before writing
+        self.write_times = []       # time.monotonic() of every write
+        self.connect_times = []     # ... of every connect attempt
 
     def wait_for(self, predicate, timeout=WAIT):
         with self.cond:
@@ -117,6 +119,7 @@ class Channel:
             if msg.body == b'unwritable':
                 raise TypeError('cannot serialize')
             self.writes.append(msg.body)
+            broker.write_times.append(time.monotonic())
             self.mandatory = args[3]
             self.last_properties = msg.properties
             broker.cond.notify_all()
@@ -178,6 +181,8 @@ class Driver:
     def ensure_connection(self, conn, errback):
         while True:
             self.broker.connecting.set()
+            with self.broker.cond:
+                self.broker.connect_times.append(time.monotonic())
             assert self.broker.connect_gate.wait(30)
             if self.broker.reachable:
                 return conn
@@ -268,6 +273,42 @@ def test_a_nacked_cast_is_sent_again(make, broker):
     broker.wait_for(lambda: broker.channel.writes[3:] == [b'b'])
     assert len(broker.channels) == 1
     broker.ack(4)
+    assert pub.flush(WAIT)
+
+
+def test_nacked_casts_are_sent_again_after_a_pause_not_at_once(make,
+                                                               broker):
+    """A quorum queue without a leader (a node just died) nacks every
+    persistent cast; sending them straight back made thousands of nacks a
+    second. Resends wait ``nack_backoff`` after the last nack."""
+    pub = make()
+    pub.nack_backoff = 0.3
+    publish(pub, b'a')
+    broker.nack(1)
+    nacked_at = time.monotonic()
+    broker.wait_for(lambda: broker.channel.writes == [b'a', b'a'])
+    assert broker.write_times[1] - nacked_at >= 0.3
+    broker.nack(2)
+    nacked_at = time.monotonic()
+    broker.wait_for(lambda: len(broker.channel.writes) == 3)
+    assert broker.write_times[2] - nacked_at >= 0.3
+    broker.ack(3)
+    assert pub.flush(WAIT)
+
+
+def test_after_a_lost_connection_the_reconnect_waits_a_moment(make, broker):
+    """Reconnecting within milliseconds lands on a live node before its
+    quorum queues have a new leader: hold the retry interval first."""
+    pub = make()
+    pub.driver.retry_policy = dict(Driver.retry_policy, interval_start=0.3)
+    publish(pub, b'a')
+    assert len(broker.connect_times) == 1
+    lost_at = time.monotonic()
+    broker.lose()
+    broker.wait_for(lambda: len(broker.channels) == 2 and
+                    broker.channel.writes == [b'a'])
+    assert broker.connect_times[1] - lost_at >= 0.3
+    broker.ack(1)
     assert pub.flush(WAIT)
 
 
