@@ -25,9 +25,10 @@ Every cast is confirmed, raised to its caller, or still tracked for resend:
   it, so delivery tag N is the N-th cast written on the channel.
 * A failed write, lost connection or closed channel marks that channel
   generation lost: its unconfirmed casts are pending again (once written, a
-  cast is resent). The reader reconnects after a pause (the retry
-  interval), and resends nacked casts ``nack_backoff`` after the last
-  nack: a cluster node refuses casts until their queue has a new leader. A failure of an older generation changes nothing.
+  cast is resent). A failure of an older generation changes nothing. The
+  reader reconnects after a pause (the retry interval), and resends nacked
+  casts ``nack_backoff`` after the last nack: a cluster node refuses casts
+  until their queue has a new leader.
 * One thread, the reader, receives acks, nacks and returns and is the only
   one to (re)connect: with the driver's retry policy it connects, declares
   what pending casts need (on a pooled connection, not the one it reads),
