@@ -79,6 +79,28 @@ RABBIT_OPTS = [
                     'for its own confirm.'),
     cfg.IntOpt('connection_pool_size', default=30, min=1,
                help='Broker connections a process keeps for publishing.'),
+    cfg.StrOpt('queue_type', default='quorum',
+               choices=[('quorum', 'replicated on the cluster (Raft); '
+                                   'RabbitMQ 3.10 or later'),
+                        ('classic', 'one node holds the messages; for '
+                                    'queues declared before quorum became '
+                                    'the default')],
+               help='Type of the durable request queues (<topic> and '
+                    '<topic>.<server>). Fanout and reply queues are always '
+                    'exclusive classic queues. An existing queue keeps its '
+                    'type: switching needs the queue deleted (servers '
+                    'stopped, queue drained) and declared again.'),
+    cfg.IntOpt('max_deliveries', default=5, min=1,
+               help='Times a cast may be delivered to servers without '
+                    'being settled (the server died or lost its connection '
+                    'while running it) before it is moved to its topic\'s '
+                    'dead-letter queue, <topic>_dead, instead of running '
+                    'again. See "rpcmq dead". RabbitMQ only.'),
+    cfg.BoolOpt('dead_letter_malformed', default=False,
+                help='Move casts a server refuses (malformed, too large, '
+                     'unsigned where signing is required) to the '
+                     'dead-letter queue with the reason, instead of '
+                     'dropping them after logging. RabbitMQ only.'),
 ]
 
 

@@ -68,8 +68,9 @@ class Consumer(ConsumerMixin):
             self.driver.forget_declarations()
             self.on_connection_lost()
         with self.create_connection() as conn:
-            yield self.driver.ensure_connection(conn,
-                                                self.on_connection_error)
+            self.driver.ensure_connection(conn, self.on_connection_error)
+            self.driver.broker_connected(conn)
+            yield conn
 
     def on_connection_lost(self):
         """Runs in the consumer thread when consuming stops on an error,

@@ -19,7 +19,7 @@ import kombu.exceptions
 from kombu import pools
 from kombu.utils.functional import retry_over_time
 
-from rpcmq.exceptions import ConfigError
+from rpcmq.exceptions import BrokerRefused, ConfigError
 from rpcmq.transport import amqp, errors, raw
 from rpcmq.transport.confirms import ConfirmingPublisher
 
@@ -45,9 +45,26 @@ def _fanout_exchange(topic):
 
 
 @functools.lru_cache(maxsize=4096)
-def _topic_queue(exchange_name, routing_key):
+def _topic_queue(exchange_name, routing_key, queue_type):
     return kombu.Queue(routing_key, _topic_exchange(exchange_name),
-                       routing_key=routing_key, durable=True)
+                       routing_key=routing_key, durable=True,
+                       queue_arguments=_queue_arguments(queue_type))
+
+
+@functools.lru_cache(maxsize=1024)
+def _dead_letter_queue(topic, queue_type):
+    # Reached through the default exchange (its name is the routing key).
+    return kombu.Queue(dead_letter_queue_name(topic), durable=True,
+                       queue_arguments=_queue_arguments(queue_type))
+
+
+def _queue_arguments(queue_type):
+    return {'x-queue-type': queue_type} if queue_type == 'quorum' else None
+
+
+def dead_letter_queue_name(topic):
+    """Where casts of ``topic`` that cannot run again are parked."""
+    return '%s_dead' % topic
 
 
 def _key(entity):
@@ -106,13 +123,24 @@ class KombuDriver:
     def fanout_exchange(self, topic):
         return _fanout_exchange(topic)
 
+    queue_type = 'classic'  # of durable request queues
+    delivery_limits = False  # counts deliveries, parks dead letters
+
     def topic_queue(self, exchange_name, routing_key):
         """The durable queue a topic's (or one server's) requests wait in.
 
         Its name equals its routing key, so a plain AMQP client can also
         publish to it through the default exchange.
         """
-        return _topic_queue(exchange_name, routing_key)
+        return _topic_queue(exchange_name, routing_key, self.queue_type)
+
+    def dead_letter_queue(self, topic):
+        """The durable queue ``<topic>_dead`` (same type as the topic's)."""
+        return _dead_letter_queue(topic, self.queue_type)
+
+    def broker_connected(self, conn):
+        """Called with each new consumer connection; may refuse (raise
+        BrokerRefused) a broker that cannot hold what we declare."""
 
     def connection(self):
         """A new, unconnected kombu connection for a long-lived consumer."""
@@ -307,6 +335,28 @@ class RabbitDriver(KombuDriver):
     default_vhost = '/'
     supports_confirms = True
     raw_channels = True
+    delivery_limits = True
+
+    def __init__(self, conf, url):
+        super().__init__(conf, url)
+        self.queue_type = conf.rabbit.queue_type
+        self._seen_brokers = set()
+
+    def broker_connected(self, conn):
+        info = conn.connection.server_properties or {}
+        version = _text(info.get('version')) or 'unknown'
+        host = conn.as_uri()
+        if host not in self._seen_brokers:
+            self._seen_brokers.add(host)
+            LOG.info('connected to %s %s at %s; request queues are %s',
+                     _text(info.get('product')) or 'broker', version, host,
+                     self.queue_type)
+        if self.queue_type == 'quorum' and _version(version) < (3, 10):
+            raise BrokerRefused(
+                url=str(self.url), what='quorum queues', code=0,
+                reason='RabbitMQ %s at %s cannot hold them with message '
+                       'expiry (3.10 or later can); set [rabbit] queue_type '
+                       '= classic or upgrade the broker' % (version, host))
 
     @property
     def direct_reply_to(self):
@@ -341,6 +391,22 @@ class RabbitDriver(KombuDriver):
         if rabbit.ssl_verify_hostname:
             opts['server_hostname'] = None  # amqp.Connection names the host
         return opts
+
+
+def _text(value):
+    return value.decode('utf-8', 'replace') if isinstance(value, bytes) \
+        else value
+
+
+def _version(text):
+    """(3, 10, 8) from '3.10.8'; (0,) where it cannot be read (an unknown
+    broker is given the benefit of the doubt only by being refused)."""
+    parts = []
+    for part in str(text).split('.'):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts) or (0,)
 
 
 class RedisDriver(KombuDriver):

@@ -18,6 +18,8 @@ caller can act on:
 loops can stop at once.
 """
 
+import re
+
 import amqp.exceptions
 
 from rpcmq.exceptions import (
@@ -43,6 +45,28 @@ _HINTS = {
          "(rabbitmqctl set_permissions)",
     404: 'it does not exist on the broker',
 }
+
+
+_QUEUE_TYPE = re.compile(
+    r"inequivalent arg 'x-queue-type' for queue '(?P<queue>[^']*)' in vhost "
+    r"'(?P<vhost>[^']*)': received (?:the value '(?P<wanted>[^']*)'|none)"
+    r".*but current is (?:the value '(?P<current>[^']*)'|none)")
+
+
+def _queue_type_hint(reason):
+    """What to do when a queue exists with another type than configured."""
+    match = _QUEUE_TYPE.search(reason)
+    if match is None:
+        return None
+    queue = match.group('queue')
+    current = match.group('current') or 'classic'
+    wanted = match.group('wanted') or 'classic'
+    return ("queue %r exists as a %s queue but [rabbit] queue_type = %s. "
+            "Set queue_type = %s to keep using it, or move it to %s: stop "
+            "the servers of that topic, let the queue drain, delete it "
+            "(rabbitmqctl delete_queue %s -p %s) and start them again"
+            % (queue, current, wanted, current, wanted, queue,
+               match.group('vhost')))
 
 
 def _root(exc):
@@ -90,8 +114,8 @@ def classify(exc, url):
             vhost=url.virtual_host or '/', reason=_text(err))
     if err is not None and isinstance(err, _REFUSED):
         what = err.method_name or 'the request'
-        hint = _HINTS.get(err.reply_code)
         reason = _text(err)
+        hint = _queue_type_hint(reason) or _HINTS.get(err.reply_code)
         return BrokerRefused(url=str(url), what=what, code=err.reply_code,
                              reason='%s; %s' % (reason, hint) if hint
                              else reason)

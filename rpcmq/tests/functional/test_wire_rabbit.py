@@ -84,7 +84,8 @@ def test_a_forged_reply_cannot_make_the_caller_import_the_daemon(
     # declared as rpcmq declares it, before the caller sends anything.
     queue = kombu.Queue(topic, kombu.Exchange('rpcmq', type='topic',
                                               durable=True),
-                        routing_key=topic, durable=True)
+                        routing_key=topic, durable=True,
+                        queue_arguments={'x-queue-type': 'quorum'})
     with kombu.Connection(kombu_url(rabbit_url)) as conn:
         queue(conn.default_channel).declare()
         caller = start_caller(rabbit_url, topic)
