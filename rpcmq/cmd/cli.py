@@ -5,6 +5,7 @@
     rpcmq [--config-file F] batch status|watch|cancel|retry ID
     rpcmq [--config-file F] batch list
     rpcmq [--config-file F] call TOPIC METHOD key=value ...
+    rpcmq [--config-file F] dead list|show|replay|purge [TOPIC] ...
 
 Errors a user can cause print one line and exit non-zero.
 """
@@ -47,6 +48,9 @@ def _parser():
             p.add_argument('--items', action='store_true',
                            help='include per-item outcomes')
     bsub.add_parser('list')
+
+    from rpcmq.cmd import dead
+    dead.add_parser(sub)
 
     keygen = sub.add_parser('keygen', help='print a new signing key entry '
                                            'for [security] signing_keys')
@@ -157,6 +161,15 @@ def _call(args, out):
         transport.cleanup()
 
 
+def _dead(args, out):
+    from rpcmq.cmd import dead
+    transport = _transport(args)
+    try:
+        return dead.run(args, transport, out)
+    finally:
+        transport.cleanup()
+
+
 def _keygen(args, out):
     """``key_id:secret`` with 32 random bytes (URL-safe base64: no ``@``,
     ``:`` or ``,``), for every process's [security] signing_keys."""
@@ -182,6 +195,8 @@ def main(argv=None):
             return _batch(args, console, out)
         if args.command == 'keygen':
             return _keygen(args, out)
+        if args.command == 'dead':
+            return _dead(args, out)
         return _call(args, out)
     except (RpcmqError, OSError, ValueError) as exc:
         name = type(exc).__name__

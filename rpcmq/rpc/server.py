@@ -20,7 +20,9 @@ Ordering and invariants:
   picks it up is dropped with one INFO line and no reply: its caller has
   given up.
 * A cast is acked after its endpoint returns (at-least-once): a server
-  that dies mid-cast leaves it to be redelivered.
+  that dies mid-cast leaves it to be redelivered, at most
+  ``[rabbit] max_deliveries`` times in all; then it is parked in the
+  topic's dead-letter queue (``transport/deliveries.py``).
 * One message costs only itself: whatever decoding, checking, dispatching
   or replying raises, that message gets an error reply (calls) or a log
   line (casts) and is settled; the listener goes on.
@@ -120,6 +122,8 @@ class RPCServer:
         """On a worker: handle one message; whatever happens, settle it."""
         is_call = bool(incoming.reply_to)
         try:
+            if not is_call and not incoming.admit():
+                return  # delivered too often: parked (see deliveries)
             self._handle(incoming, is_call)
         except Exception as exc:
             LOG.exception('server %s: unexpected error on a %s (correlation '
@@ -151,6 +155,8 @@ class RPCServer:
             if is_call:
                 self._reply(incoming, '?', wire.failure_reply(exc, tb=''),
                             key)
+            else:
+                incoming.refuse('%s: %s' % (type(exc).__name__, exc))
             return
         method = msg['method']
         if is_call and self._not_to_run(incoming, method, key):

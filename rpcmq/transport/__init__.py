@@ -153,6 +153,12 @@ class Transport:
         return exchange, target.topic, (driver.topic_queue(name,
                                                            target.topic),)
 
+    def dead_letters(self, timeout=15.0):
+        """The broker's dead-letter queues (``DeadLetters``: count, peek,
+        replay, purge); ConfigError where the broker keeps none."""
+        from rpcmq.transport.deadletters import DeadLetters
+        return DeadLetters(self.driver, timeout)
+
     def flush(self, timeout=None):
         """Wait until the broker confirmed every cast sent so far; True if
         it has (always True where the broker has no confirms)."""

@@ -17,12 +17,14 @@ wait in the server; they are still dropped there if their deadline
 passes.)
 """
 
+import functools
 import logging
 import time
 import uuid
 
 import kombu
 
+from rpcmq.transport import deliveries
 from rpcmq.transport.consuming import Consumer
 
 __all__ = ['IncomingMessage', 'TopicListener']
@@ -35,11 +37,14 @@ REPLY_DEADLINE = 30.0  # seconds a reply may wait for a lost connection
 class IncomingMessage:
     """A request as it came off the broker, with ways to settle it."""
 
-    __slots__ = ('body', 'properties', '_message', '_driver')
+    __slots__ = ('body', 'properties', '_message', '_driver', '_source',
+                 '_settled')
 
-    def __init__(self, message, driver):
+    def __init__(self, message, driver, source=None):
         self._message = message
         self._driver = driver
+        self._source = source  # a deliveries.Source: a durable queue
+        self._settled = False
         self.body = message.body
         self.properties = message.properties
 
@@ -81,7 +86,34 @@ class IncomingMessage:
                            self.correlation_id,
                            time.monotonic() + REPLY_DEADLINE, headers)
 
+    def admit(self):
+        """For a cast, before running it: True if it may run. False if it
+        was delivered ``[rabbit] max_deliveries`` times without being
+        settled (it is parked in the dead-letter queue) or must first go
+        to the tail of its classic queue to be counted; either way it is
+        settled (see ``deliveries``)."""
+        if self._source is None or self._settled:
+            return not self._settled
+        if deliveries.admit(self._driver, self._message, self._source,
+                            self._driver.conf.rabbit.max_deliveries):
+            return True
+        self._settled = True
+        return False
+
+    def refuse(self, reason):
+        """A cast the server will not run (malformed, unsigned...): parked
+        with ``reason`` when ``[rabbit] dead_letter_malformed`` is set,
+        else dropped when acked."""
+        if self._source is not None and not self._settled and \
+                self._driver.conf.rabbit.dead_letter_malformed:
+            deliveries.park(self._driver, self._message, self._source,
+                            'malformed', reason)
+            self._settled = True
+
     def ack(self):
+        if self._settled:
+            return
+        self._settled = True
         try:
             self._message.ack()
         except Exception as exc:  # connection gone: the broker redelivers
@@ -89,6 +121,9 @@ class IncomingMessage:
                         exc)
 
     def requeue(self):
+        if self._settled:
+            return
+        self._settled = True
         try:
             self._message.requeue()
         except Exception as exc:
@@ -127,17 +162,26 @@ class TopicListener(Consumer):
 
     def get_consumers(self, Consumer, channel):
         # Per-consumer prefetch (RabbitMQ's global QoS costs a round of
-        # coordination per delivery, and quorum queues refuse it).
-        return [Consumer(queues=self.queues(), on_message=self._on_message,
-                         prefetch_count=self._prefetch, no_ack=False)]
+        # coordination per delivery, and quorum queues refuse it). One
+        # consumer per queue, so each message knows which queue it left.
+        consumers = []
+        for queue in self.queues():
+            source = None
+            if queue.durable and self.driver.delivery_limits:
+                source = deliveries.Source(queue, self.target.topic)
+            consumers.append(Consumer(
+                queues=[queue], prefetch_count=self._prefetch, no_ack=False,
+                on_message=functools.partial(self._on_message,
+                                             source=source)))
+        return consumers
 
     def on_consume_end(self, connection, channel):
         if self.should_stop and self._on_drain is not None:
             self._on_drain()
 
-    def _on_message(self, message):
+    def _on_message(self, message, source=None):
         try:
-            self._handler(IncomingMessage(message, self.driver))
+            self._handler(IncomingMessage(message, self.driver, source))
         except Exception:
             # The handler only hands the message on; if even that fails,
             # this message is dropped, not the listener.
