@@ -153,7 +153,9 @@ class NotificationListener(Consumer):
         durable = self.pool is not None
         return kombu.Queue(self._queue_name, bindings=bindings,
                            durable=durable, exclusive=not durable,
-                           auto_delete=not durable)
+                           auto_delete=not durable,
+                           queue_arguments=self.driver.durable_queue_arguments()
+                           if durable else None)
 
     def get_consumers(self, Consumer, channel):
         return [Consumer(queues=[self.queue()], on_message=self._on_message,

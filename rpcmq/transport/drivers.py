@@ -134,6 +134,10 @@ class KombuDriver:
         """
         return _topic_queue(exchange_name, routing_key, self.queue_type)
 
+    def durable_queue_arguments(self):
+        """Arguments of the durable queues rpcmq declares (queue_type)."""
+        return _queue_arguments(self.queue_type)
+
     def dead_letter_queue(self, topic):
         """The durable queue ``<topic>_dead`` (same type as the topic's)."""
         return _dead_letter_queue(topic, self.queue_type)

@@ -150,6 +150,15 @@ def test_nested_json_then_a_notification_arrives(rabbit, caplog):
     assert messages_in(rabbit.pool) == 0
 
 
+def test_a_pool_queue_is_a_quorum_queue_like_the_request_queues(rabbit):
+    rabbit.listen([Endpoint()])
+    with amqp_connection() as conn:
+        # Declaring it as a classic queue is refused: it is a quorum one.
+        with pytest.raises(Exception, match="x-queue-type"):
+            conn.default_channel.queue_declare(rabbit.pool, durable=True,
+                                               auto_delete=False)
+
+
 @pytest.mark.parametrize('pooled', [True, False], ids=['pool', 'own-queue'])
 def test_events_come_back_to_the_endpoints_that_failed(broker, caplog,
                                                        pooled):
