@@ -4,7 +4,8 @@ ratios (these machines are noisy: only same-run ratios mean anything).
     python tools/bench_compare.py --oslo-python /tmp/anchor-oslo/bin/python \
         [--anchors ../shared/bench] [--n 2000] [--rounds 2]
 
-Runs, alternating per round: rpcmq (eventlet and threading servers),
+Runs, alternating per round: rpcmq (eventlet and threading servers; its
+request queues quorum and classic, ``--queue-types``),
 oslo.messaging (same executors) and the raw-kombu floor. Prints every JSON
 line as it comes, then one JSON line per scenario with the best of the
 rounds for each system and rpcmq's ratio to oslo.messaging.
@@ -44,39 +45,49 @@ def main():
     ap.add_argument('--signed', action='store_true',
                     help='also run rpcmq with signed requests each round '
                          'and print the cost of signing')
+    ap.add_argument('--queue-types', default='quorum,classic',
+                    help='rpcmq request queue types to run (comma-separated;'
+                         ' oslo.messaging declares classic queues)')
     a = ap.parse_args()
+    queue_types = [t for t in a.queue_types.split(',') if t]
     n = str(a.n)
     results = []
     for _ in range(a.rounds):
         for executor in ('eventlet', 'threading'):
-            results += run([sys.executable, os.path.join(HERE, 'bench_rpc.py'),
-                            '--n', n, '--executor', executor])
-            if a.signed:
-                results += run([sys.executable,
-                                os.path.join(HERE, 'bench_rpc.py'), '--n', n,
-                                '--executor', executor, '--signed'])
+            for queue_type in queue_types:
+                ours = [sys.executable, os.path.join(HERE, 'bench_rpc.py'),
+                        '--n', n, '--executor', executor, '--queue-type',
+                        queue_type]
+                results += run(ours)
+                if a.signed and queue_type == queue_types[0]:
+                    results += run(ours + ['--signed'])
             results += run([a.oslo_python, 'oslo_rpc_bench.py', '--n', n,
                             '--executor', executor], cwd=a.anchors)
         results += run([a.oslo_python, 'kombu_limit_bench.py', '--n', n,
                         '--window', '16'], cwd=a.anchors)
     best = {}
     for r in results:
-        key = (r['scenario'], r['sys'] + ('+signed' if r.get('signed')
-                                          else ''), r.get('executor'))
+        system = r['sys'] + ('+signed' if r.get('signed') else '')
+        if r['sys'] == 'rpcmq' and not r.get('signed'):
+            system += ':' + r['queue_type']
+        key = (r['scenario'], system, r.get('executor'))
         value = r[METRIC[r['scenario']]]
         best[key] = max(best.get(key, 0), value)
     for scenario in ('call_seq', 'call_conc', 'cast'):
         for executor in ('eventlet', 'threading'):
-            ours = best.get((scenario, 'rpcmq', executor))
             oslo = best.get((scenario, 'oslo.messaging', executor))
             raw = best.get((scenario, 'kombu-raw', None)) or best.get(
                 ('call_window', 'kombu-raw', None)
                 if scenario == 'call_conc' else (None,))
-            print(json.dumps({
-                'summary': scenario, 'executor': executor, 'rpcmq': ours,
-                'oslo.messaging': oslo, 'kombu-raw': raw,
-                'ratio_to_oslo': round(ours / oslo, 2) if ours and oslo
-                else None}), flush=True)
+            for queue_type in queue_types:
+                ours = best.get((scenario, 'rpcmq:' + queue_type, executor))
+                print(json.dumps({
+                    'summary': scenario, 'executor': executor,
+                    'queue_type': queue_type, 'rpcmq': ours,
+                    'oslo.messaging': oslo, 'kombu-raw': raw,
+                    'ratio_to_oslo': round(ours / oslo, 2) if ours and oslo
+                    else None}), flush=True)
+            ours = best.get((scenario, 'rpcmq:' + queue_types[0], executor))
             signed = best.get((scenario, 'rpcmq+signed', executor))
             if signed and ours:
                 print(json.dumps({

@@ -9,6 +9,7 @@ process with the chosen executor; this process is the client.
 
 Usage: python tools/bench_rpc.py [--url rabbit://guest:guest@127.0.0.1:5672/]
        [--executor eventlet|threading] [--n 2000] [--conc 16]
+       [--queue-type quorum|classic] [--signed]
 """
 
 import argparse
@@ -30,12 +31,14 @@ from rpcmq.testing.server import make_conf
 BENCH_KEY = 'bench:bench-signing-secret-0123456789'
 
 
-def start_server(url, executor, topic, workdir, signed=False):
+def start_server(url, executor, topic, workdir, signed=False,
+                 queue_type='quorum'):
     conf = os.path.join(workdir, 'bench.conf')
     with open(conf, 'w') as f:
         f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
                 'topic = %s\nhost = bench\nexecutor = %s\n'
-                'log_level = WARNING\n' % (url, topic, executor))
+                'log_level = WARNING\n[rabbit]\nqueue_type = %s\n'
+                % (url, topic, executor, queue_type))
         if signed:
             f.write('[security]\nsigning_keys = %s\nrequire_signed = '
                     'true\n' % BENCH_KEY)
@@ -52,27 +55,34 @@ def main():
     ap.add_argument('--conc', type=int, default=16)
     ap.add_argument('--signed', action='store_true',
                     help='sign every request (server requires it)')
+    ap.add_argument('--queue-type', default='quorum',
+                    choices=['quorum', 'classic'],
+                    help='[rabbit] queue_type of the request queues')
     a = ap.parse_args()
     topic = 'bench_%s' % uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as workdir:
-        server = start_server(a.url, a.executor, topic, workdir, a.signed)
+        server = start_server(a.url, a.executor, topic, workdir, a.signed,
+                              a.queue_type)
         try:
             run(a, topic)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
             # The topic's durable queues would outlive the run.
-            delete_entities(a.url, [topic, topic + '.bench'])
+            delete_entities(a.url, [topic, topic + '.bench',
+                                    topic + '_dead'])
 
 
 def run(a, topic):
     def emit(**fields):
-        fields = dict({'sys': 'rpcmq'}, **fields)
+        fields = dict({'sys': 'rpcmq', 'queue_type': a.queue_type},
+                      **fields)
         if a.signed:
             fields['signed'] = True
         print(json.dumps(fields), flush=True)
 
     keys = {'security.signing_keys': [BENCH_KEY]} if a.signed else {}
+    keys['rabbit.queue_type'] = a.queue_type
     transport = rpcmq.get_transport(make_conf(**keys), url=a.url)
     client = rpcmq.RPCClient(transport, rpcmq.Target(topic=topic),
                              timeout=30)
