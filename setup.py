@@ -12,6 +12,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.11',
     packages=find_packages(exclude=['rpcmq.tests', 'rpcmq.tests.*']),
+    package_data={'rpcmq.conductor.migrations': ['script.py.mako']},
     install_requires=[
         'kombu>=5.3',
         # transport/raw.py and the confirmer write frames from several
@@ -24,6 +25,7 @@ setup(
         'oss2>=2.18',
         'Pillow>=10.0',
         'SQLAlchemy>=2.0',
+        'alembic>=1.13',
         'redis>=5.0',
         'paho-mqtt>=2.0',
         'rich>=13.0',

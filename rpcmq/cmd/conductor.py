@@ -15,11 +15,27 @@ LOG = logging.getLogger('rpcmq.conductor')
 
 def main(argv=None):
     import sqlalchemy.exc
+    from oslo_config import cfg
 
+    from rpcmq.conductor.db import BatchStore
     from rpcmq.conductor.service import ConductorService
     from rpcmq.transport import get_transport
 
-    conf = service.prepare_daemon(argv, 'rpcmq-conductor')
+    conf = service.prepare_daemon(argv, 'rpcmq-conductor', [cfg.BoolOpt(
+        'upgrade-db', default=False,
+        help='create or upgrade the database schema of [conductor] '
+             'connection, then exit')])
+    if conf.upgrade_db:
+        try:
+            store = BatchStore(conf.conductor.connection)
+            before, after = store.upgrade()
+            store.close()
+        except (RpcmqError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            service.fatal(exc)
+        print('conductor database %s: schema %s' % (
+            store, 'already at %s' % after if before == after else
+            'upgraded from %s to %s' % (before or 'empty', after)))
+        return 0
     try:
         transport = get_transport(conf)
         conductor = ConductorService(conf, transport, executor=conf.executor)

@@ -24,10 +24,12 @@ def fatal(message, code=1):
     raise SystemExit(code)
 
 
-def prepare(argv, prog):
-    """Parse ``--config-file``s and set up logging; return the ConfigOpts."""
+def prepare(argv, prog, cli_opts=()):
+    """Parse ``--config-file``s (and ``cli_opts``) and set up logging;
+    return the ConfigOpts."""
     conf = cfg.ConfigOpts()
     rpcmq_conf.register_opts(conf)
+    conf.register_cli_opts(cli_opts)
     try:
         conf(argv, project='rpcmq', prog=prog)
     except (cfg.Error, ValueError) as exc:
@@ -41,13 +43,13 @@ def prepare(argv, prog):
     return conf
 
 
-def prepare_daemon(argv, prog):
+def prepare_daemon(argv, prog, cli_opts=()):
     """``prepare`` for rpcmq-server / rpcmq-conductor.
 
     Started from the command line (``argv`` None), a daemon configured
     with ``executor = threading`` re-executes itself without eventlet here.
     """
-    conf = prepare(sys.argv[1:] if argv is None else argv, prog)
+    conf = prepare(sys.argv[1:] if argv is None else argv, prog, cli_opts)
     if argv is None:
         patching.os_threads_if_configured(conf)
     return conf

@@ -9,8 +9,9 @@ the item is still in the state that attempt left it in (``UPDATE ... WHERE
 state = 'running' AND attempts = :attempt``); it returns whether it changed
 anything. A redelivered reply, a retried step or a late reply of an attempt
 whose lease expired therefore never counts twice. ``attempts`` grows by one
-on every claim and never goes down (except in ``retry_failed``), so it is
-the fencing token of an attempt.
+on every claim and never goes down (``retry_failed`` starts a new retry
+budget through ``retry_base`` instead), so it is the fencing token of an
+attempt.
 
 Lock order: a transaction that changes items first locks their batch row,
 then the items. ``cancel`` takes the same order, so an item never goes back
@@ -29,6 +30,7 @@ import uuid
 
 import sqlalchemy as sa
 
+from rpcmq.conductor import migrate
 from rpcmq.conductor import models as m
 from rpcmq.conductor.errors import BatchNotFound
 
@@ -56,7 +58,7 @@ class BatchStore:
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/conductor.sqlite`` (the
     directory is created), ``sqlite://`` (in memory, for tests; one
     connection shared under a lock) or ``postgresql://user@host/db``.
-    Call ``create_all()`` once before use; it is a no-op on existing tables.
+    Call ``upgrade()`` once before use; it is a no-op on a current schema.
     """
 
     def __init__(self, url, echo=False):
@@ -67,9 +69,16 @@ class BatchStore:
     def __repr__(self):
         return f'<BatchStore {self.url.render_as_string()}>'
 
-    def create_all(self):
-        with self._lock:
-            m.metadata.create_all(self.engine)
+    def upgrade(self):
+        """Create or upgrade the schema (``migrate.upgrade``)."""
+        return migrate.upgrade(self.engine, self._lock)
+
+    create_all = upgrade
+
+    def require_current(self):
+        """ConfigError unless the schema is the newest (see ``migrate``)."""
+        migrate.require_current(self.engine, self.url.render_as_string(),
+                                self._lock)
 
     def close(self):
         self.engine.dispose()
@@ -233,25 +242,26 @@ class BatchStore:
         extra = (() if lease_cutoff is None
                  else (IC.lease_until < lease_cutoff,))
         with self._begin() as conn:
-            stuck = conn.execute(sa.select(IC.batch_id, IC.idx, IC.attempts)
+            stuck = conn.execute(sa.select(IC.batch_id, IC.idx, IC.attempts,
+                                           IC.retry_base)
                                  .where(IC.state == m.RUNNING, *extra)).all()
         by_batch = {}
-        for batch_id, idx, attempts in stuck:
-            by_batch.setdefault(batch_id, []).append((idx, attempts))
+        for batch_id, idx, attempts, base in stuck:
+            by_batch.setdefault(batch_id, []).append((idx, attempts, base))
         moved = []
         for batch_id, pairs in sorted(by_batch.items()):
             with self._begin() as conn:
                 requeue = (m.CANCELLED if m.batch_state(conn, batch_id)
                            == m.CANCELLED else m.PENDING)
                 done = []
-                for idx, attempts in pairs:
+                for idx, attempts, base in pairs:
                     values = {'state': requeue, 'lease_until': None,
                               'next_attempt_at': now, 'updated_at': now}
                     if lease_cutoff is not None:
                         values['error'] = dict(
                             E_LEASE_EXPIRED,
                             message=E_LEASE_EXPIRED['message'] % attempts)
-                        if max_attempts and attempts >= max_attempts:
+                        if max_attempts and attempts - base >= max_attempts:
                             values['state'] = m.FAILED
                     if m.move_item(conn, batch_id, idx, attempts, *extra,
                                    **values):
@@ -423,17 +433,21 @@ class BatchStore:
             return m.summaries(conn, BC.id == batch_id)[0]['totals']
 
     def retry_failed(self, batch_id, now=None):
-        """Failed items back to pending with attempts reset; return how many.
+        """Failed items back to pending with a fresh retry budget; return
+        how many.
 
-        The batch runs again and will send a new batch.item per retried
-        item and a new batch.end (batch.start is not repeated).
+        ``attempts`` goes on from where it was (a late reply of an attempt
+        before the retry must not complete the new one); ``retry_base``
+        remembers it, so the budget counts ``attempts - retry_base``. The
+        batch runs again and will send a new batch.item per retried item
+        and a new batch.end (batch.start is not repeated).
         """
         now = _now(now)
         with self._begin() as conn:
             m.batch_state(conn, batch_id)
             count = conn.execute(sa.update(m.items).where(
                 IC.batch_id == batch_id, IC.state == m.FAILED).values(
-                state=m.PENDING, attempts=0, next_attempt_at=now,
+                state=m.PENDING, retry_base=IC.attempts, next_attempt_at=now,
                 lease_until=None, notified=False, updated_at=now)).rowcount
             if count:
                 conn.execute(sa.update(m.batches).where(BC.id == batch_id)

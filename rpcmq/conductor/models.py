@@ -83,6 +83,9 @@ items = sa.Table(
     sa.Column('error', _json),
     sa.Column('notified', sa.Boolean, nullable=False, default=False),
     sa.Column('updated_at', sa.Double, nullable=False),
+    # attempts when the user last retried the item (migration 0002).
+    sa.Column('retry_base', sa.Integer, nullable=False, default=0,
+              server_default='0'),
     # claim (due pending items of one batch, in order), per-batch counts.
     sa.Index('ix_items_batch_state', 'batch_id', 'state', 'idx'),
     # in-flight counts and expire_leases.
@@ -93,7 +96,8 @@ items = sa.Table(
 
 
 class ItemRow(NamedTuple):
-    """One item as stored; ``attempts`` numbers the current attempt."""
+    """One item as stored; ``attempts`` numbers the current attempt, over
+    the item's whole life (retries included)."""
 
     batch_id: str
     idx: int
@@ -111,6 +115,13 @@ class ItemRow(NamedTuple):
     error: dict | None
     notified: bool
     updated_at: float
+    retry_base: int = 0
+
+    @property
+    def tries(self):
+        """Attempts since the user last retried the item: what the retry
+        budget counts (``attempts`` itself never goes back: it fences)."""
+        return self.attempts - self.retry_base
 
     @classmethod
     def from_row(cls, row):

@@ -1,9 +1,9 @@
 """The conductor service: its database, scheduler and RPC server together.
 
-Start order: database (tables created if missing), scheduler (which first
-recovers what a dead conductor left running), then the RPC server. Stop
-order is the reverse: stop taking requests, stop claiming, wait for items
-in flight.
+Start order: database (schema created or upgraded, see migrate),
+scheduler (which first recovers what a dead conductor left running), then
+the RPC server. Stop order is the reverse: stop taking requests, stop
+claiming, wait for items in flight.
 """
 
 import time
@@ -22,7 +22,10 @@ class ConductorService:
     def __init__(self, conf, transport, executor='threading'):
         self.conf = conf
         self.store = BatchStore(conf.conductor.connection)
-        self.store.create_all()
+        if conf.conductor.auto_upgrade_db:
+            self.store.upgrade()
+        else:
+            self.store.require_current()
         self.scheduler = Scheduler(conf, transport, self.store,
                                    executor=executor)
         self.endpoint = BatchEndpoint(self.store, self.scheduler)

@@ -93,10 +93,10 @@ class ItemWorker:
         return result
 
     def _failed(self, item, exc):
-        retries_left = item.attempts <= self.conf.item_retries
+        retries_left = item.tries <= self.conf.item_retries
         retry_at = None
         if retries_left and not is_permanent(exc):
-            delay = min(self.conf.retry_backoff * 2 ** (item.attempts - 1),
+            delay = min(self.conf.retry_backoff * 2 ** (item.tries - 1),
                         self.conf.retry_backoff_max)
             retry_at = time.time() + delay * random.uniform(0.5, 1.0)
         LOG.info('item %s/%s attempt %d failed: %s%s', item.batch_id,

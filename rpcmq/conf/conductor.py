@@ -16,6 +16,12 @@ CONDUCTOR_OPTS = [
                     'WAL mode) or postgresql://user:pass@host:5432/db '
                     '(needs psycopg2). Point it at a durable path: the '
                     'default lives in the temporary directory.'),
+    cfg.BoolOpt('auto_upgrade_db', default=True,
+                help='Create the database schema, or upgrade it to this '
+                     "release's, when the conductor starts (conductors "
+                     'starting together take turns). With false a conductor '
+                     'refuses to start on an outdated schema; run '
+                     'rpcmq-conductor --config-file ... --upgrade-db.'),
     cfg.IntOpt('max_inflight', default=64, min=1,
                help='Items the conductor works on at once, over all '
                     'batches.'),

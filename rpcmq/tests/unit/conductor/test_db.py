@@ -29,7 +29,7 @@ def store_url(tmp_path):
 @pytest.fixture
 def store(store_url):
     store = BatchStore(store_url)
-    store.create_all()
+    store.upgrade()
     yield store
     store.close()
 
@@ -199,7 +199,7 @@ def test_recover_after_crash_keeps_items_and_keys(store, store_url):
     store.close()  # the process dies: nothing else is written
 
     restarted = BatchStore(store_url)
-    restarted.create_all()
+    restarted.upgrade()
     [back] = restarted.recover(now=T0 + 5)
     assert (back.idx, back.state, back.attempts) == (1, 'pending', 1)
     assert restarted.recover(now=T0 + 5) == []
@@ -277,9 +277,30 @@ def test_retry_failed_runs_failed_items_again(store):
     assert (status['state'], status['end_notified']) == ('running', False)
     assert status['totals']['pending'] == 1
     [again] = claim(store, now=T0 + 9)
-    assert (again.idx, again.attempts) == (1, 1)
-    assert store.complete(batch_id, 1, 1, {'key': 'k1'})
+    # The attempt number goes on (it fences late replies); the retry
+    # budget starts again.
+    assert (again.idx, again.attempts, again.tries) == (1, 2, 1)
+    assert store.complete(batch_id, 1, 2, {'key': 'k1'})
     assert [r.idx for r in store.unnotified_items()] == [1]
+
+
+def test_a_late_reply_of_an_attempt_before_retry_is_ignored(store):
+    """Attempt 1 fails for good, the user retries the batch, attempt 2
+    runs; then the reply of attempt 1 (stuck in a slow server) arrives. It
+    must not complete attempt 2: only attempt 2's own outcome counts."""
+    batch_id, _ = store.submit(urls(1), now=T0)
+    [first] = claim(store)
+    assert store.fail(batch_id, 0, first.attempts, 'timed out')
+    assert store.retry_failed(batch_id, now=T0 + 5) == 1
+    [second] = claim(store, now=T0 + 5)
+    assert second.attempts > first.attempts
+
+    assert not store.complete(batch_id, 0, first.attempts, {'key': 'late'})
+    assert not store.record_fetched(batch_id, 0, first.attempts, 'old',
+                                    'spool-old')
+    assert store.get_item(batch_id, 0).state == 'running'
+    assert store.complete(batch_id, 0, second.attempts, {'key': 'k0'})
+    assert store.get_item(batch_id, 0).result == {'key': 'k0'}
 
 
 def test_list_batches_newest_first(store):
