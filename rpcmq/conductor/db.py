@@ -88,6 +88,11 @@ class BatchStore:
         with self._lock, self.engine.begin() as conn:
             yield conn
 
+    def transaction(self):
+        """One transaction on the store's database (``members`` keeps the
+        ``conductors`` table with it)."""
+        return self._begin()
+
     def _flag(self, table, where, batch_id, **values):
         """Set a notification flag once; True only the first time."""
         with self._begin() as conn:
@@ -134,15 +139,17 @@ class BatchStore:
             return batch_id, False
         return batch_id, True
 
-    def claim(self, limit, batch_limit=None, now=None, lease_seconds=300):
+    def claim(self, limit, batch_limit=None, now=None, lease_seconds=300,
+              owner=None):
         """Start due pending items; return them as running ``ItemRow``.
 
         Takes items whose ``next_attempt_at <= now``, oldest batch first and
         in index order, while fewer than ``limit`` items run in total and
         fewer than ``batch_limit`` (None: no limit) in their batch. Each
         claimed item gets ``attempts + 1`` and ``lease_until = now +
-        lease_seconds``; its ``server`` and ``spool_id`` keep the values of
-        the previous attempt until ``record_fetched`` replaces them.
+        lease_seconds`` and ``owner`` (the claiming conductor's id); its
+        ``server`` and ``spool_id`` keep the values of the previous attempt
+        until ``record_fetched`` replaces them.
         """
         now = _now(now)
         claimed = []
@@ -178,7 +185,7 @@ class BatchStore:
                     *mine, IC.state == m.PENDING).values(
                     state=m.RUNNING, attempts=IC.attempts + 1,
                     lease_until=now + lease_seconds, started_at=now,
-                    updated_at=now)).rowcount
+                    owner=owner, updated_at=now)).rowcount
                 conn.execute(sa.update(m.batches).where(BC.id == batch_id)
                              .values(state=m.RUNNING, updated_at=now))
                 claimed += m.load_items(conn, *mine, IC.state == m.RUNNING)
@@ -237,10 +244,15 @@ class BatchStore:
                 m.settle_batch(conn, batch_id, now)
         return changed
 
-    def _requeue(self, now, lease_cutoff=None, max_attempts=None):
-        """Running items (with a lease before the cutoff) back to pending."""
+    def _requeue(self, now, lease_cutoff=None, max_attempts=None,
+                 orphans_only=False):
+        """Running items (with a lease before the cutoff; of no live
+        conductor) back to pending."""
         extra = (() if lease_cutoff is None
                  else (IC.lease_until < lease_cutoff,))
+        if orphans_only:
+            extra += (sa.or_(IC.owner.is_(None), IC.owner.notin_(
+                sa.select(m.conductors.c.id))),)
         with self._begin() as conn:
             stuck = conn.execute(sa.select(IC.batch_id, IC.idx, IC.attempts,
                                            IC.retry_base)
@@ -281,8 +293,15 @@ class BatchStore:
         now = _now(now)
         return self._requeue(now, now, max_attempts)
 
+    def take_back_orphans(self, now=None):
+        """Requeue the running items whose conductor has no row in
+        ``conductors`` any more (it was declared dead; see members.py), or
+        none at all (claimed before conductors had rows). As ``recover``
+        for those items only; return them."""
+        return self._requeue(_now(now), orphans_only=True)
+
     def recover(self, now=None):
-        """At start-up: requeue every running item of a dead conductor.
+        """Requeue every running item, as if every conductor was dead.
 
         Items go back to pending, due now, and keep ``attempts``: the next
         claim numbers its attempt above every attempt that may still be in
@@ -291,8 +310,8 @@ class BatchStore:
         that keeps crashing cannot retry an item forever; an item is never
         failed here, though, so it always gets one more attempt). Items of
         cancelled batches become cancelled. Returns the requeued items.
-        Meant for one conductor per database: it takes over every running
-        item.
+        Conductors use ``take_back_orphans`` (live peers keep their items);
+        this is for tools and tests that know no conductor runs.
         """
         return self._requeue(_now(now))
 

@@ -23,6 +23,7 @@ from rpcmq.storage.errors import InvalidKey
 __all__ = [
     'ACTIVE', 'BATCH_STATES', 'CANCELLED', 'DONE', 'FAILED', 'PENDING',
     'RUNNING', 'TERMINAL', 'TOTALS', 'ItemRow', 'batch_state', 'batches',
+    'conductors',
     'error_dict', 'items', 'load_items', 'make_engine', 'metadata',
     'move_item', 'settle_batch', 'summaries', 'validate_batch_id',
     'validate_items', 'validate_options', 'validate_state',
@@ -86,12 +87,25 @@ items = sa.Table(
     # attempts when the user last retried the item (migration 0002).
     sa.Column('retry_base', sa.Integer, nullable=False, default=0,
               server_default='0'),
+    # the conductor running it (migration 0003).
+    sa.Column('owner', sa.String(64)),
+    sa.Index('ix_items_owner_state', 'owner', 'state'),
     # claim (due pending items of one batch, in order), per-batch counts.
     sa.Index('ix_items_batch_state', 'batch_id', 'state', 'idx'),
     # in-flight counts and expire_leases.
     sa.Index('ix_items_state_lease', 'state', 'lease_until'),
     # unnotified_items.
     sa.Index('ix_items_unnotified', 'notified', 'batch_id', 'idx'),
+)
+
+
+conductors = sa.Table(
+    'conductors', metadata,
+    sa.Column('id', sa.String(64), primary_key=True),
+    sa.Column('host', sa.String(255), nullable=False),
+    sa.Column('pid', sa.Integer, nullable=False),
+    sa.Column('started_at', sa.Double, nullable=False),
+    sa.Column('heartbeat_at', sa.Double, nullable=False),
 )
 
 
@@ -116,6 +130,7 @@ class ItemRow(NamedTuple):
     notified: bool
     updated_at: float
     retry_base: int = 0
+    owner: str | None = None
 
     @property
     def tries(self):

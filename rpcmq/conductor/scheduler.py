@@ -8,14 +8,17 @@ events are sent from what the database says is unsent, then marked sent:
   ``batch.end`` once per batch after all its ``batch.item`` events, with
   every outcome. A conductor killed between sending and marking sends that
   one event again on restart (at-least-once, with a stable ``event_id``).
-* On start-up ``recover()`` puts the items a dead conductor left running
-  back to pending; they run again under the same key.
+* Conductors sharing a database each claim under their own id and beat
+  a heartbeat (``members``); the items of one that stops beating (and, at
+  start-up, of this host's earlier incarnation) go back to pending and run
+  again under the same key. Live peers keep theirs.
 """
 
 import logging
 import threading
 import time
 
+from rpcmq.conductor.members import Membership
 from rpcmq.conductor.worker import ItemWorker
 from rpcmq.executors import get_executor
 from rpcmq.notify.notifier import Notifier
@@ -39,6 +42,9 @@ class Scheduler:
         self.worker = ItemWorker(conf, transport, store)
         self.notifier = Notifier(transport, 'conductor.%s' % conf.host)
         self.executor = get_executor(executor, self.conf.max_inflight)
+        self.membership = Membership(store, conf.host,
+                                     self.conf.heartbeat_interval,
+                                     self.conf.heartbeat_timeout)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight = 0
@@ -57,10 +63,12 @@ class Scheduler:
         self._wake.set()
 
     def start(self):
-        recovered = self.store.recover()
-        if recovered:
-            LOG.info('resuming %d items left running by a previous '
-                     'conductor', len(recovered))
+        if not self.store.is_postgres:
+            LOG.info('conductor database %s is SQLite: run one conductor on '
+                     'it at a time (PostgreSQL for several)', self.store.url)
+        self.membership.join()
+        LOG.info('conductor %s joined', self.membership.id)
+        self.membership.start(on_taken=self.wake)
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name='rpcmq-scheduler')
         self._thread.start()
@@ -70,10 +78,16 @@ class Scheduler:
         self._wake.set()
 
     def wait(self, timeout=None):
-        """Wait for the loop and the items in flight; True if all ended."""
+        """Wait for the loop and the items in flight; True if all ended.
+        Then leave the conductors table (items still running, if any, are
+        taken back by the next conductor)."""
         if self._thread is not None:
             self._thread.join(timeout)
-        return self.executor.shutdown(timeout)
+        done = self.executor.shutdown(timeout)
+        self.membership.stop()
+        if done:
+            self.membership.leave()
+        return done
 
     # -- the loop ---------------------------------------------------------
 
@@ -98,7 +112,8 @@ class Scheduler:
             items = self.store.claim(
                 self.conf.max_inflight,
                 batch_limit=self.conf.max_inflight_per_batch, now=now,
-                lease_seconds=self.conf.lease_seconds)
+                lease_seconds=self.conf.lease_seconds,
+                owner=self.membership.id)
             for item in items:
                 with self._lock:
                     self._inflight += 1
@@ -124,6 +139,8 @@ class Scheduler:
         self.notifier.info({}, event_type, payload)
 
     def send_events(self):
+        if not self.membership.sends_events():
+            return  # a peer conductor does
         for bid, total in self.store.batches_to_start():
             self._send('batch.start', '%s:start' % bid,
                        {'batch_id': bid, 'total': total})

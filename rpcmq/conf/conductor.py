@@ -53,6 +53,14 @@ CONDUCTOR_OPTS = [
                help='Topic of the image servers the conductor calls '
                     'image.fetch on; image.store goes to '
                     '<image_topic>.<server that fetched>.'),
+    cfg.FloatOpt('heartbeat_interval', default=2.0, min=0.1,
+                 help='Seconds between two heartbeats of a conductor in the '
+                      'database; peers on the same database look for dead '
+                      'conductors as often.'),
+    cfg.FloatOpt('heartbeat_timeout', default=10.0, min=1.0,
+                 help='Seconds without a heartbeat after which a conductor '
+                      'is taken for dead and a live peer takes back its '
+                      'running items (at least twice heartbeat_interval).'),
     cfg.FloatOpt('poll_interval', default=0.2, min=0.01,
                  help='Seconds between two passes of the scheduler over the '
                       'database when nothing woke it up earlier.'),

@@ -130,6 +130,7 @@ class Cluster:
         self.conductor_host = unique('conductor-host')
         self.servers = {}
         self.conductor = None
+        self.peers = {}  # more conductors on the same database, by name
         self._starts = 0
         self.transport = rpcmq.get_transport(make_conf(
             control_exchange=self.control_exchange,
@@ -225,6 +226,37 @@ class Cluster:
     def kill_conductor(self):
         self.conductor.kill()
 
+    def start_peer(self, name, connection, wait=True):
+        """Another conductor (host ``<conductor host>-<name>``) on the same
+        topic and database as the first."""
+        host = '%s-%s' % (self.conductor_host, name)
+        conf = write_config(self.workdir / ('conductor-%s.conf' % name),
+                            self._merge({
+                                'DEFAULT': self._common(host),
+                                'conductor': {
+                                    'connection': connection,
+                                    'topic': self.conductor_topic,
+                                    'image_topic': self.image_topic},
+                            }, self.conductor_opts))
+        daemon = self.peers[name] = self._daemon('rpcmq-conductor', conf,
+                                                 'conductor-' + name)
+        daemon.host = host
+        if wait:
+            daemon.wait_for_log('rpcmq-conductor started', timeout=30)
+        return daemon
+
+    def stop_peers(self):
+        """SIGTERM the peers still running; {name: exit code}."""
+        codes = {}
+        for name, daemon in self.peers.items():
+            if daemon.proc.poll() is None:
+                try:
+                    codes[name] = daemon.terminate(timeout=20)
+                except Exception:
+                    daemon.stop()
+                    codes[name] = 'killed'
+        return codes
+
     def stop_conductor(self):
         """SIGTERM the conductor; return its exit code."""
         if self.conductor is None or self.conductor.proc.poll() is not None:
@@ -280,6 +312,7 @@ class Cluster:
             self.listener.stop()
             self.listener.wait(5)
         codes['conductor'] = self.stop_conductor()
+        codes.update(self.stop_peers())
         for host, daemon in self.servers.items():
             if daemon.proc.poll() is None:
                 try:
@@ -295,6 +328,8 @@ class Cluster:
         """Remove the durable queues and exchanges this cluster declared."""
         queues = [self.image_topic, self.conductor_topic,
                   '%s.%s' % (self.conductor_topic, self.conductor_host)]
+        queues += ['%s.%s' % (self.conductor_topic, d.host)
+                   for d in self.peers.values()]
         queues += ['%s.%s' % (self.image_topic, h) for h in self.hosts]
         delete_entities(self.rabbit_url, queues, [
             self.control_exchange, self.notification_exchange,

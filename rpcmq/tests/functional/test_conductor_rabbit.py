@@ -254,10 +254,57 @@ def test_the_conductor_killed_mid_batch_and_restarted(pipeline, images, oss):
     cluster.kill_conductor()
     assert cluster.conductor.proc.returncode == -9
     cluster.start_conductor()  # the same config file, the same SQLite
-    assert 'resuming' in cluster.conductor.log()
+    # Its earlier incarnation stops beating; within heartbeat_timeout the
+    # new one takes its running items back.
+    cluster.conductor.wait_for_log('took back', timeout=30)
     end = check_batch(cluster, oss, batch_id, urls, before)
     # The items running when it died ran again, under the same key.
     assert any(i['attempts'] > 1 for i in end['items'])
+
+
+def test_three_conductors_on_one_database_one_killed_mid_batch(
+        cluster, images, oss, postgres_schema_url):
+    """Two conductors share a PostgreSQL database, a third joins mid-batch
+    and one is killed with kill -9: nobody restarts anything, the batch
+    completes, every object is stored once and every event goes out once.
+    (Before, the joining conductor's recover() took the running items of
+    the live ones, which were then stored twice, and a killed conductor's
+    items waited for their whole lease.)"""
+    url = postgres_schema_url[0]
+    cluster.ensure_servers()
+    cluster.start_conductor(url)
+    first = cluster.conductor
+    second = cluster.start_peer('b', url)
+    try:
+        urls = [images.url(SLOW % ('peers', i)) for i in range(BATCH)]
+        batch_id, before = submit(cluster, oss, urls)
+        wait_done(cluster, batch_id, 20)
+        third = cluster.start_peer('c', url)
+        wait_done(cluster, batch_id, 60)
+        killed = first if 'took back' not in first.log() else second
+        killed.kill()
+        end = check_batch(cluster, oss, batch_id, urls, before, timeout=90)
+        # An item ran once unless the killed conductor was running it (then
+        # a peer ran it again, under the same key: one object either way).
+        once = {key_for(i['url']) for i in end['items']
+                if i['attempts'] == 1}
+        assert set(put_counts(oss, once).values()) == {1}
+        # The killed one's running items were taken back by a peer.
+        survivors = [d for d in (first, second, third) if d is not killed]
+        assert any('took back' in d.log() for d in survivors), \
+            cluster.logs()
+        assert any(i['attempts'] > 1 for i in end['items'])
+        # Everybody worked: the claims name their conductors.
+        engine, _ = make_engine(url)
+        with engine.connect() as conn:
+            owners = conn.exec_driver_sql(
+                'SELECT count(DISTINCT owner) FROM items').scalar()
+        engine.dispose()
+        assert owners >= 2
+    finally:
+        codes = cluster.stop_peers()
+        code = cluster.stop_conductor()
+    assert set(codes.values()) | {code} <= {0, None}, cluster.logs()
 
 
 def os_threads(pid):
