@@ -32,7 +32,8 @@ import sqlalchemy as sa
 
 from rpcmq.conductor import migrate
 from rpcmq.conductor import models as m
-from rpcmq.conductor.errors import BatchNotFound
+from rpcmq.conductor.events import EventMarks
+from rpcmq.conductor.reads import BatchReads
 
 __all__ = ['BatchStore']
 
@@ -52,7 +53,7 @@ def _now(now):
     return time.time() if now is None else float(now)
 
 
-class BatchStore:
+class BatchStore(BatchReads, EventMarks):
     """Batches and their items, with idempotent, conditional transitions.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/conductor.sqlite`` (the
@@ -92,15 +93,6 @@ class BatchStore:
         """One transaction on the store's database (``members`` keeps the
         ``conductors`` table with it)."""
         return self._begin()
-
-    def _flag(self, table, where, batch_id, **values):
-        """Set a notification flag once; True only the first time."""
-        with self._begin() as conn:
-            changed = conn.execute(sa.update(table).where(*where)
-                                   .values(**values)).rowcount
-            if not changed:
-                m.batch_state(conn, batch_id, lock=False)
-        return bool(changed)
 
     # -- submit and claim -------------------------------------------------
 
@@ -315,125 +307,7 @@ class BatchStore:
         """
         return self._requeue(_now(now))
 
-    # -- notification bookkeeping ----------------------------------------
-
-    def mark_start_notified(self, batch_id):
-        """Record that batch.start was sent; True only the first time."""
-        return self._flag(m.batches, (BC.id == batch_id,
-                                      BC.start_notified == sa.false()),
-                          batch_id, start_notified=True)
-
-    def mark_item_notified(self, batch_id, idx):
-        """Record that batch.item was sent for a finished item; True once.
-
-        False also for an item that has not finished.
-        """
-        return self._flag(m.items, (IC.batch_id == batch_id, IC.idx == idx,
-                                    IC.state.in_(m.TERMINAL),
-                                    IC.notified == sa.false()),
-                          batch_id, notified=True)
-
-    def mark_end_notified(self, batch_id):
-        """Record that batch.end was sent; True only the first time."""
-        return self._flag(m.batches, (BC.id == batch_id,
-                                      BC.end_notified == sa.false()),
-                          batch_id, end_notified=True)
-
-    def unnotified_items(self, batch_id=None, limit=100):
-        """Finished items whose batch.item is unsent, oldest batch first."""
-        query = (sa.select(m.items).join(m.batches, BC.id == IC.batch_id)
-                 .where(IC.notified == sa.false(), IC.state.in_(m.TERMINAL))
-                 .order_by(BC.created_at, IC.batch_id, IC.idx).limit(limit))
-        if batch_id is not None:
-            query = query.where(IC.batch_id == batch_id)
-        with self._begin() as conn:
-            rows = conn.execute(query).all()
-            if batch_id is not None and not rows:
-                m.batch_state(conn, batch_id, lock=False)
-        return [m.ItemRow.from_row(row) for row in rows]
-
-    def finished_batches_to_end(self, require_items_notified=True):
-        """Batches with every item finished and batch.end unsent.
-
-        By default a batch also waits until every batch.item is marked
-        sent, so batch.end always comes last. Oldest first; each is a
-        summary as status() returns.
-        """
-        unfinished = IC.state.in_(m.ACTIVE)
-        if require_items_notified:
-            unfinished = sa.or_(unfinished, IC.notified == sa.false())
-        return self._batches(
-            BC.end_notified == sa.false(),
-            ~sa.exists().where(IC.batch_id == BC.id, unfinished))
-
-    # -- queries and user actions -----------------------------------------
-
-    def _batches(self, *where, newest=False, limit=None):
-        with self._begin() as conn:
-            return m.summaries(conn, *where, newest=newest, limit=limit)
-
-    def status(self, batch_id, with_items=False):
-        """The batch summary, plus ``items`` (outcomes) if asked.
-
-        ``{batch_id, state, created_at, updated_at, options, start_notified,
-        end_notified, totals: {total, pending, running, done, failed,
-        cancelled}, items: [{idx, url, key, name, state, attempts, error,
-        result}]}``.
-        """
-        with self._begin() as conn:
-            found = m.summaries(conn, BC.id == batch_id)
-            if not found:
-                raise BatchNotFound(batch_id=batch_id)
-            summary = found[0]
-            if with_items:
-                summary['items'] = [row.outcome() for row in m.load_items(
-                    conn, IC.batch_id == batch_id)]
-        return summary
-
-    def outcomes(self, batch_id, states=None, offset=0, limit=None):
-        """Item outcomes of a batch, by index: those in ``states`` (all if
-        None), ``limit`` of them from ``offset``. Only those rows are read,
-        so a page of a huge batch costs a page."""
-        where = [IC.batch_id == batch_id]
-        if states is not None:
-            where.append(IC.state.in_(list(states)))
-        with self._begin() as conn:
-            rows = m.load_items(conn, *where, limit=limit, offset=offset)
-            if not rows:
-                m.batch_state(conn, batch_id, lock=False)  # BatchNotFound
-        return [row.outcome() for row in rows]
-
-    def list_batches(self, limit=50, state=None):
-        """Summaries of the newest batches, optionally in one state."""
-        where = () if state is None else (BC.state == m.validate_state(state),)
-        return self._batches(*where, newest=True, limit=limit)
-
-    def batches_to_start(self):
-        """``[(batch_id, total)]`` of batches whose batch.start is unsent.
-
-        Cheap (no item counts): the scheduler asks on every step.
-        """
-        query = (sa.select(BC.id, BC.total)
-                 .where(BC.start_notified == sa.false())
-                 .order_by(BC.created_at, BC.id))
-        with self._begin() as conn:
-            return [tuple(row) for row in conn.execute(query)]
-
-    def unfinished_batches(self):
-        """Summaries of batches whose batch.end is unsent, oldest first.
-
-        These are what a restarted conductor resumes.
-        """
-        return self._batches(BC.end_notified == sa.false())
-
-    def get_item(self, batch_id, idx):
-        """One item as an ``ItemRow``; BatchNotFound if it does not exist."""
-        with self._begin() as conn:
-            rows = m.load_items(conn, IC.batch_id == batch_id, IC.idx == idx)
-        if not rows:
-            raise BatchNotFound(f'batch {batch_id!r} has no item {idx!r}',
-                                batch_id=batch_id, idx=idx)
-        return rows[0]
+    # -- user actions -----------------------------------------------------
 
     def cancel(self, batch_id, now=None):
         """Cancel the pending items; return the batch ``totals`` after.

@@ -1,0 +1,82 @@
+"""Reading batches and items for users and the scheduler (part of
+``BatchStore``): summaries, outcomes page by page, single items."""
+
+import sqlalchemy as sa
+
+from rpcmq.conductor import models as m
+from rpcmq.conductor.errors import BatchNotFound
+
+__all__ = ['BatchReads']
+
+BC, IC = m.batches.c, m.items.c
+
+
+class BatchReads:
+    """Mixed into BatchStore: uses its ``_begin``."""
+
+    def _batches(self, *where, newest=False, limit=None):
+        with self._begin() as conn:
+            return m.summaries(conn, *where, newest=newest, limit=limit)
+
+    def status(self, batch_id, with_items=False):
+        """The batch summary, plus ``items`` (outcomes) if asked.
+
+        ``{batch_id, state, created_at, updated_at, options, start_notified,
+        end_notified, totals: {total, pending, running, done, failed,
+        cancelled}, items: [{idx, url, key, name, state, attempts, error,
+        result}]}``.
+        """
+        with self._begin() as conn:
+            found = m.summaries(conn, BC.id == batch_id)
+            if not found:
+                raise BatchNotFound(batch_id=batch_id)
+            summary = found[0]
+            if with_items:
+                summary['items'] = [row.outcome() for row in m.load_items(
+                    conn, IC.batch_id == batch_id)]
+        return summary
+
+    def outcomes(self, batch_id, states=None, offset=0, limit=None):
+        """Item outcomes of a batch, by index: those in ``states`` (all if
+        None), ``limit`` of them from ``offset``. Only those rows are read,
+        so a page of a huge batch costs a page."""
+        where = [IC.batch_id == batch_id]
+        if states is not None:
+            where.append(IC.state.in_(list(states)))
+        with self._begin() as conn:
+            rows = m.load_items(conn, *where, limit=limit, offset=offset)
+            if not rows:
+                m.batch_state(conn, batch_id, lock=False)  # BatchNotFound
+        return [row.outcome() for row in rows]
+
+    def list_batches(self, limit=50, state=None):
+        """Summaries of the newest batches, optionally in one state."""
+        where = () if state is None else (BC.state == m.validate_state(state),)
+        return self._batches(*where, newest=True, limit=limit)
+
+    def batches_to_start(self):
+        """``[(batch_id, total)]`` of batches whose batch.start is unsent.
+
+        Cheap (no item counts): the scheduler asks on every step.
+        """
+        query = (sa.select(BC.id, BC.total)
+                 .where(BC.start_notified == sa.false())
+                 .order_by(BC.created_at, BC.id))
+        with self._begin() as conn:
+            return [tuple(row) for row in conn.execute(query)]
+
+    def unfinished_batches(self):
+        """Summaries of batches whose batch.end is unsent, oldest first.
+
+        These are what a restarted conductor resumes.
+        """
+        return self._batches(BC.end_notified == sa.false())
+
+    def get_item(self, batch_id, idx):
+        """One item as an ``ItemRow``; BatchNotFound if it does not exist."""
+        with self._begin() as conn:
+            rows = m.load_items(conn, IC.batch_id == batch_id, IC.idx == idx)
+        if not rows:
+            raise BatchNotFound(f'batch {batch_id!r} has no item {idx!r}',
+                                batch_id=batch_id, idx=idx)
+        return rows[0]
