@@ -46,8 +46,12 @@ def _parser():
         p.add_argument('batch_id')
         if name == 'status':
             p.add_argument('--items', action='store_true',
-                           help='include per-item outcomes')
-    bsub.add_parser('list')
+                           help='include per-item outcomes, a page at a '
+                                'time (--offset, --limit)')
+            _paging(p, 1000)
+    lst = bsub.add_parser('list', help='the newest batches, a page at a time')
+    lst.add_argument('--state', help='only batches in this state')
+    _paging(lst, 50)
 
     from rpcmq.cmd import dead
     dead.add_parser(sub)
@@ -65,6 +69,23 @@ def _parser():
     call.add_argument('--namespace')
     call.add_argument('--version')
     return ap
+
+
+def _paging(parser, limit):
+    parser.add_argument('--offset', type=int, default=0,
+                        help='skip this many first (default 0)')
+    parser.add_argument('--limit', type=int, default=limit,
+                        help='at most this many (default %d)' % limit)
+
+
+def _more(console, shown, offset, total, what):
+    """Say on stderr where the next page starts, if there is one
+    (``total`` None: there is one)."""
+    if total is None or offset + shown < total:
+        of = '' if total is None else ' of %d' % total
+        console.print('%s %d-%d%s; next page: --offset %d' % (
+            what, offset, offset + shown - 1, of, offset + shown),
+            markup=False, highlight=False)
 
 
 def parse_kv(pairs):
@@ -133,9 +154,17 @@ def _batch(args, console, out):
             failed = print_report(end, console)
             return 1 if failed else 0
         if args.action == 'status':
-            result = api.status(args.batch_id, items=args.items)
+            result = api.status(args.batch_id, items=args.items,
+                                offset=args.offset, limit=args.limit)
+            if args.items:
+                _more(console, len(result['items']), args.offset,
+                      result['totals']['total'], 'items')
         elif args.action == 'list':
-            result = api.list()
+            result = api.list(limit=args.limit + 1, state=args.state,
+                              offset=args.offset)
+            if len(result) > args.limit:
+                result = result[:args.limit]
+                _more(console, len(result), args.offset, None, 'batches')
         elif args.action == 'cancel':
             result = api.cancel(args.batch_id)
         else:

@@ -23,8 +23,10 @@ class ConductorAPI:
         return self.client.call(ctxt or {}, 'status', batch_id=batch_id,
                                 items=items, offset=offset, limit=limit)
 
-    def list(self, limit=50, state=None, ctxt=None):
-        return self.client.call(ctxt or {}, 'list', limit=limit, state=state)
+    def list(self, limit=50, state=None, offset=0, ctxt=None):
+        kwargs = {'offset': offset} if offset else {}  # older conductors
+        return self.client.call(ctxt or {}, 'list', limit=limit, state=state,
+                                **kwargs)
 
     def cancel(self, batch_id, ctxt=None):
         return self.client.call(ctxt or {}, 'cancel', batch_id=batch_id)

@@ -99,24 +99,26 @@ class BatchStore(BatchReads, EventMarks):
     def submit(self, items, batch_id=None, options=None, now=None):
         """Store a new batch; return ``(batch_id, created)``.
 
-        A batch id that already exists inserts nothing and returns
-        ``created=False``, so a retried submit never duplicates items.
-        Raises InvalidBatch for malformed items, id or options.
+        A batch id that already exists with the same items inserts nothing
+        and returns ``created=False``, so a retried submit never duplicates
+        items; with other items it is refused (InvalidBatch), as are
+        malformed items, ids or options.
         """
         rows = m.validate_items(items)
         batch_id = (uuid.uuid4().hex if batch_id is None
                     else m.validate_batch_id(batch_id))
         options = m.validate_options(options)
+        digest = m.items_digest(rows)
         now = _now(now)
         try:
             with self._begin() as conn:
-                if conn.execute(sa.select(BC.id).where(BC.id == batch_id)
-                                ).first() is not None:
+                if self._exists(conn, batch_id, digest, len(rows)):
                     return batch_id, False
                 conn.execute(sa.insert(m.batches).values(
                     id=batch_id, created_at=now, updated_at=now,
                     state=m.PENDING, total=len(rows), options=options,
-                    start_notified=False, end_notified=False))
+                    start_notified=False, end_notified=False,
+                    digest=digest))
                 for start in range(0, len(rows), INSERT_CHUNK):
                     chunk = rows[start:start + INSERT_CHUNK]
                     conn.execute(sa.insert(m.items), [
@@ -127,9 +129,26 @@ class BatchStore(BatchReads, EventMarks):
         except sa.exc.IntegrityError:
             # A concurrent submit of the same id won the race.
             with self._begin() as conn:
-                m.batch_state(conn, batch_id, lock=False)
+                if not self._exists(conn, batch_id, digest, len(rows)):
+                    raise
             return batch_id, False
         return batch_id, True
+
+    @staticmethod
+    def _exists(conn, batch_id, digest, count):
+        """True if ``batch_id`` exists with these items; InvalidBatch if
+        with others (batches from before digests are taken as equal)."""
+        found = conn.execute(sa.select(BC.digest, BC.total).where(
+            BC.id == batch_id)).first()
+        if found is None:
+            return False
+        if found.digest is not None and found.digest != digest:
+            raise m.InvalidBatch(reason=(
+                'batch id %r already exists with other items (%d items; '
+                'this submit has %d): submit them under a new batch id, '
+                'or the same items to resume this one'
+                % (batch_id, found.total, count)))
+        return True
 
     def claim(self, limit, batch_limit=None, now=None, lease_seconds=300,
               owner=None):

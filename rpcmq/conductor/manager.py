@@ -37,8 +37,10 @@ class BatchEndpoint:
             status['offset'] = offset
         return status
 
-    def list(self, ctxt, limit=50, state=None):
-        return self.store.list_batches(limit=int(limit), state=state)
+    def list(self, ctxt, limit=50, state=None, offset=0):
+        """The newest batches, ``limit`` of them from ``offset``."""
+        return self.store.list_batches(limit=max(1, int(limit)), state=state,
+                                       offset=max(0, int(offset)))
 
     @expected_exceptions(BatchNotFound)
     def cancel(self, ctxt, batch_id):

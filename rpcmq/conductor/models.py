@@ -6,6 +6,7 @@ zones.
 """
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -23,8 +24,8 @@ from rpcmq.storage.errors import InvalidKey
 __all__ = [
     'ACTIVE', 'BATCH_STATES', 'CANCELLED', 'DONE', 'FAILED', 'PENDING',
     'RUNNING', 'TERMINAL', 'TOTALS', 'ItemRow', 'batch_state', 'batches',
-    'conductors',
-    'error_dict', 'items', 'load_items', 'make_engine', 'metadata',
+    'conductors', 'error_dict', 'items', 'items_digest', 'load_items',
+    'make_engine', 'metadata',
     'move_item', 'settle_batch', 'summaries', 'validate_batch_id',
     'validate_items', 'validate_options', 'validate_state',
 ]
@@ -58,6 +59,8 @@ batches = sa.Table(
     sa.Column('options', _json),
     sa.Column('start_notified', sa.Boolean, nullable=False, default=False),
     sa.Column('end_notified', sa.Boolean, nullable=False, default=False),
+    # SHA-256 of the validated items (migration 0004; see items_digest).
+    sa.Column('digest', sa.String(64)),
     # claim: active batches oldest first; list_batches: newest first.
     sa.Index('ix_batches_state_created', 'state', 'created_at'),
     # unfinished_batches / finished_batches_to_end.
@@ -208,6 +211,17 @@ def validate_items(items):
     return rows
 
 
+def items_digest(rows):
+    """SHA-256 (hex) of validated item rows, the same for the same items
+    in the same order."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row['url'], row['key'], row['name']],
+                                 separators=(',', ':')).encode('utf-8'))
+        digest.update(b'\n')
+    return digest.hexdigest()
+
+
 def validate_batch_id(batch_id):
     if not isinstance(batch_id, str) or not BATCH_ID_RE.match(batch_id):
         raise _bad(f'batch id {batch_id!r} must be 1-64 letters, digits '
@@ -296,7 +310,8 @@ def load_items(conn, *where, limit=None, offset=None):
             for row in conn.execute(query.limit(limit).offset(offset))]
 
 
-def summaries(conn, *where, newest=False, limit=None, chunk=500):
+def summaries(conn, *where, newest=False, limit=None, offset=None,
+              chunk=500):
     """Batches matching ``where`` as summary dicts with per-state ``totals``.
 
     Oldest first, or newest first with ``newest=True``.
@@ -304,7 +319,7 @@ def summaries(conn, *where, newest=False, limit=None, chunk=500):
     order = ((batches.c.created_at.desc(), batches.c.id.desc()) if newest
              else (batches.c.created_at, batches.c.id))
     rows = conn.execute(sa.select(batches).where(*where).order_by(*order)
-                        .limit(limit))
+                        .limit(limit).offset(offset))
     out = {row.id: {'batch_id': row.id, 'state': row.state,
                     'created_at': row.created_at,
                     'updated_at': row.updated_at,

@@ -14,9 +14,10 @@ BC, IC = m.batches.c, m.items.c
 class BatchReads:
     """Mixed into BatchStore: uses its ``_begin``."""
 
-    def _batches(self, *where, newest=False, limit=None):
+    def _batches(self, *where, newest=False, limit=None, offset=None):
         with self._begin() as conn:
-            return m.summaries(conn, *where, newest=newest, limit=limit)
+            return m.summaries(conn, *where, newest=newest, limit=limit,
+                               offset=offset)
 
     def status(self, batch_id, with_items=False):
         """The batch summary, plus ``items`` (outcomes) if asked.
@@ -49,10 +50,12 @@ class BatchReads:
                 m.batch_state(conn, batch_id, lock=False)  # BatchNotFound
         return [row.outcome() for row in rows]
 
-    def list_batches(self, limit=50, state=None):
-        """Summaries of the newest batches, optionally in one state."""
+    def list_batches(self, limit=50, state=None, offset=0):
+        """Summaries of the newest batches (skipping ``offset`` of them),
+        optionally in one state."""
         where = () if state is None else (BC.state == m.validate_state(state),)
-        return self._batches(*where, newest=True, limit=limit)
+        return self._batches(*where, newest=True, limit=limit,
+                             offset=offset or None)
 
     def batches_to_start(self):
         """``[(batch_id, total)]`` of batches whose batch.start is unsent.

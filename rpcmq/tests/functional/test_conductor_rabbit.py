@@ -377,6 +377,19 @@ def test_cli_against_the_daemons(pipeline, images, tmp_path):
     assert 'done' in submitted.stderr
     status = json.loads(rpcmq_cli('batch', 'status', batch_id).stdout)
     assert status['totals']['done'] == 5
+
+    # Large batches and long lists come a page at a time, and say so.
+    page = rpcmq_cli('batch', 'status', batch_id, '--items', '--offset', '1',
+                     '--limit', '2')
+    assert [i['idx'] for i in json.loads(page.stdout)['items']] == [1, 2]
+    assert 'items 1-2 of 5; next page: --offset 3' in page.stderr
+    second = rpcmq_cli('batch', 'submit', str(urls)).stdout.split()[0]
+    newest = rpcmq_cli('batch', 'list', '--limit', '1')
+    assert [b['batch_id'] for b in json.loads(newest.stdout)] == [second]
+    assert 'next page: --offset 1' in newest.stderr
+    older = rpcmq_cli('batch', 'list', '--limit', '1', '--offset', '1')
+    assert [b['batch_id'] for b in json.loads(older.stdout)] == [batch_id]
+    assert 'next page' not in older.stderr
     missing = rpcmq_cli('batch', 'status', 'no-such-batch')
     assert missing.returncode == 1
     assert 'no-such-batch' in missing.stderr

@@ -52,7 +52,10 @@ def test_submit_stores_items_once_per_batch_id(store):
         [{'url': 'http://a.test/1.jpg', 'key': 'cats/1.jpg', 'name': 'one'},
          'http://a.test/2.jpg'], batch_id='b-1', options={'tag': 'x'}, now=T0)
     assert (batch_id, created) == ('b-1', True)
-    assert store.submit(urls(5), batch_id='b-1') == ('b-1', False)
+    # The same items again (a retried submit): nothing added.
+    assert store.submit(
+        [{'url': 'http://a.test/1.jpg', 'key': 'cats/1.jpg', 'name': 'one'},
+         'http://a.test/2.jpg'], batch_id='b-1') == ('b-1', False)
 
     status = store.status('b-1', with_items=True)
     assert status['totals'] == {'total': 2, 'pending': 2, 'running': 0,
@@ -97,6 +100,18 @@ def test_unknown_batch_is_reported_by_id(store):
                  lambda: store.unnotified_items('nope')):
         with pytest.raises(BatchNotFound, match='nope'):
             call()
+
+
+def test_an_existing_batch_id_with_other_items_is_refused(store):
+    """Before, the second submit was silently answered with the old batch,
+    and the new items were never run."""
+    store.submit(urls(2), batch_id='b-2', now=T0)
+    with pytest.raises(InvalidBatch) as refused:
+        store.submit(urls(5), batch_id='b-2')
+    text = str(refused.value)
+    assert "batch id 'b-2' already exists with other items" in text
+    assert '2 items' in text and '5' in text
+    assert store.status('b-2')['totals']['total'] == 2
 
 
 def test_claim_honours_windows_and_oldest_batch_first(store):

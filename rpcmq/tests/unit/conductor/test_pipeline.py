@@ -178,7 +178,9 @@ def test_resubmitting_a_batch_id_adds_nothing(pipeline):
     p = pipeline
     items = [{'url': p.images.url('/img/r%d.jpg' % i)} for i in range(5)]
     assert p.api.submit(items, batch_id='task-1') == 'task-1'
-    assert p.api.submit(items + items, batch_id='task-1') == 'task-1'
+    assert p.api.submit(items, batch_id='task-1') == 'task-1'
+    with pytest.raises(InvalidBatch, match='already exists with other'):
+        p.api.submit(items + items, batch_id='task-1')
     end = wait_end(p, 'task-1')
     assert end['totals']['total'] == 5 and end['totals']['done'] == 5
     assert sum(p.images.count('/img/r%d.jpg' % i) for i in range(5)) == 5
