@@ -11,12 +11,11 @@ dropped with a log line, and the bridge goes on with the next one.
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
-import urllib.parse
 
 from rpcmq.conductor.errors import InvalidBatch
+from rpcmq.conductor.validation import BATCH_ID_RE, url_problem
 from rpcmq.notify import get_notification_listener
 from rpcmq.target import Target
 
@@ -25,8 +24,6 @@ __all__ = ['Backoff', 'BridgeBase', 'InvalidInput', 'MAX_INPUT_BYTES',
 
 LOG = logging.getLogger(__name__)
 
-#: The conductor's batch id rule (rpcmq.conductor.models.BATCH_ID_RE).
-BATCH_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
 EVENTS = ('batch.start', 'batch.item', 'batch.end')
 #: Largest task entry or MQTT message taken (bigger ones are rejected
 #: unread: parsing them could exhaust memory).
@@ -92,26 +89,18 @@ def batch_id_for(name, prefix='h-'):
 
 
 def check_url(url, where='url'):
-    """Return ``url`` stripped, or raise InvalidInput: http(s) with a host."""
+    """Return ``url`` stripped, or raise InvalidInput: http(s) with a host
+    (the rule the CLI applies too: ``validation.url_problem``)."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidInput('%s must be a non-empty string, not %s'
                            % (where, shown(url)))
-    url = url.strip()
-    if not is_text(url):
-        raise InvalidInput('%s %s holds a lone UTF-16 surrogate'
-                           % (where, shown(url)))
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-    except ValueError as exc:
-        raise InvalidInput('%s %s is not a URL: %s' % (where, shown(url),
-                                                       exc))
-    if parts.scheme.lower() not in ('http', 'https') or not host:
-        raise InvalidInput('%s %s is not an http(s) URL with a host'
-                           % (where, shown(url)))
-    if any(c.isspace() for c in url):
-        raise InvalidInput('%s %s contains whitespace' % (where, shown(url)))
-    return url
+    problem = url_problem(url)
+    if problem is not None:
+        raise InvalidInput('%s %s is %s' % (where, shown(url.strip()),
+                                            problem)
+                           if problem.startswith('not ') else
+                           '%s %s %s' % (where, shown(url.strip()), problem))
+    return url.strip()
 
 
 def is_safe_key(key):

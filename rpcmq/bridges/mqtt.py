@@ -41,12 +41,12 @@ from rpcmq.bridges.common import (
     is_text,
     shown,
 )
+from rpcmq.conductor.validation import ITEM_FIELDS
 
 __all__ = ['BatchTopics', 'MqttBridge', 'parse_message', 'url_key']
 
 LOG = logging.getLogger(__name__)
 
-ITEM_FIELDS = ('url', 'key', 'name')
 PUBLISH_WAIT = 60.0
 #: The largest payload MQTT can carry (paho raises ValueError beyond it).
 MQTT_MAX_PAYLOAD = 268435455

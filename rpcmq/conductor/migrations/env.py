@@ -9,7 +9,7 @@ with ``-x url=...``.
 import sqlalchemy as sa
 from alembic import context
 
-from rpcmq.conductor.models import metadata
+from rpcmq.conductor.schema import metadata
 
 config = context.config
 connection = config.attributes.get('connection')

@@ -1,0 +1,109 @@
+"""Statements the batch store runs inside its transactions: batch state
+and locking, conditional item moves, loading rows, summaries."""
+
+import sqlalchemy as sa
+
+from rpcmq.conductor.errors import BatchNotFound
+from rpcmq.conductor.schema import (
+    ACTIVE,
+    DONE,
+    RUNNING,
+    TOTALS,
+    ItemRow,
+    batches,
+    items,
+)
+
+__all__ = ['batch_state', 'error_dict', 'load_items', 'move_item',
+           'settle_batch', 'summaries']
+
+MAX_ERROR_CHARS = 2000
+
+
+def error_dict(error):
+    """Normalize an exception, str or dict to ``{type, message}``.
+
+    Messages are cut to MAX_ERROR_CHARS so a traceback cannot bloat a row.
+    """
+    if isinstance(error, BaseException):
+        kind, message = type(error).__name__, str(error)
+    elif isinstance(error, dict):
+        kind, message = error.get('type') or 'Error', error.get('message', '')
+    else:
+        kind, message = 'Error', error
+    return {'type': str(kind), 'message': str(message)[:MAX_ERROR_CHARS]}
+
+
+def batch_state(conn, batch_id, lock=True):
+    """Return the batch state, locking its row (PostgreSQL) by default.
+
+    Item transitions lock the batch row first, then items, so they
+    serialize with cancel() and never deadlock each other.
+    Raises BatchNotFound for an unknown id.
+    """
+    query = sa.select(batches.c.state).where(batches.c.id == batch_id)
+    state = conn.execute(query.with_for_update() if lock else query).scalar()
+    if state is None:
+        raise BatchNotFound(batch_id=batch_id)
+    return state
+
+
+def settle_batch(conn, batch_id, now):
+    """Touch the batch; mark it done once no item needs work."""
+    col = batches.c
+    busy = sa.exists().where(items.c.batch_id == batch_id,
+                             items.c.state.in_(ACTIVE))
+    conn.execute(sa.update(batches).where(col.id == batch_id).values(
+        updated_at=now,
+        state=sa.case((sa.and_(col.state.in_(ACTIVE), ~busy), DONE),
+                      else_=col.state)))
+
+
+def move_item(conn, batch_id, idx, attempt, *where, **values):
+    """Apply ``values`` to the running ``attempt`` of an item.
+
+    Returns True if it did, False if the item is no longer running that
+    attempt (finished, requeued or claimed again).
+    """
+    col = items.c
+    return conn.execute(sa.update(items).where(
+        col.batch_id == batch_id, col.idx == idx, col.state == RUNNING,
+        col.attempts == attempt, *where).values(**values)).rowcount == 1
+
+
+def load_items(conn, *where, limit=None, offset=None):
+    """Items matching ``where`` as ``ItemRow``, by batch and index."""
+    query = sa.select(items).where(*where).order_by(items.c.batch_id,
+                                                    items.c.idx)
+    return [ItemRow.from_row(row)
+            for row in conn.execute(query.limit(limit).offset(offset))]
+
+
+def summaries(conn, *where, newest=False, limit=None, offset=None,
+              chunk=500):
+    """Batches matching ``where`` as summary dicts with per-state ``totals``.
+
+    Oldest first, or newest first with ``newest=True``.
+    """
+    order = ((batches.c.created_at.desc(), batches.c.id.desc()) if newest
+             else (batches.c.created_at, batches.c.id))
+    rows = conn.execute(sa.select(batches).where(*where).order_by(*order)
+                        .limit(limit).offset(offset))
+    out = {row.id: {'batch_id': row.id, 'state': row.state,
+                    'created_at': row.created_at,
+                    'updated_at': row.updated_at,
+                    'options': row.options or {},
+                    'start_notified': bool(row.start_notified),
+                    'end_notified': bool(row.end_notified),
+                    'totals': dict(dict.fromkeys(TOTALS, 0),
+                                   total=row.total)}
+           for row in rows}
+    ids = list(out)
+    for start in range(0, len(ids), chunk):
+        counts = conn.execute(
+            sa.select(items.c.batch_id, items.c.state, sa.func.count())
+            .where(items.c.batch_id.in_(ids[start:start + chunk]))
+            .group_by(items.c.batch_id, items.c.state))
+        for batch_id, state, count in counts:
+            out[batch_id]['totals'][state] = count
+    return list(out.values())
