@@ -103,22 +103,56 @@ def parse_kv(pairs):
 
 def read_items(path):
     """Items from a file: a JSON list, or one URL per line (# comments)."""
+    return load_batch(path)[0]
+
+
+def load_batch(path):
+    """``(items, where)``: the items of a file and, for each, where it is
+    (``line 12`` or ``item 3``) for error messages."""
     with open(path, encoding='utf-8') as f:
         text = f.read()
     if text.lstrip().startswith(('[', '{')):
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ValueError('%s is not valid JSON: %s' % (path, exc))
         data = data.get('items', data) if isinstance(data, dict) else data
         if not isinstance(data, list):
             raise ValueError('%s: expected a JSON list of items' % path)
-        return [{'url': i} if isinstance(i, str) else i for i in data]
-    items = [{'url': line.strip()} for line in text.splitlines()
-             if line.strip() and not line.lstrip().startswith('#')]
+        return ([{'url': i} if isinstance(i, str) else i for i in data],
+                ['item %d' % n for n in range(len(data))])
+    items, where = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith('#'):
+            items.append({'url': line.strip()})
+            where.append('line %d' % number)
     if not items:
         raise ValueError('%s contains no URLs' % path)
-    return items
+    return items, where
+
+
+def problems(items, where):
+    """What is wrong with each item, checked here before anything is sent:
+    ``[(where, what)]`` (bad URLs, repeated URLs or keys)."""
+    from rpcmq.conductor.validation import url_problem
+    found, urls, keys = [], {}, {}
+    for item, place in zip(items, where, strict=True):
+        if not isinstance(item, dict):
+            found.append((place, 'is not a URL or {"url", "key"?, '
+                                 '"name"?}'))
+            continue
+        url = item.get('url')
+        problem = url_problem(url)
+        if problem is not None:
+            found.append((place, '%r: %s' % (url, problem)))
+            continue
+        first = urls.setdefault(url.strip(), place)
+        if first != place:
+            found.append((place, '%s repeats %s' % (url.strip(), first)))
+        key = item.get('key')
+        if key is not None and keys.setdefault(key, place) != place:
+            found.append((place, 'key %r repeats %s' % (key, keys[key])))
+    return found
 
 
 def _transport(args):
@@ -142,8 +176,7 @@ def _batch(args, console, out):
     try:
         api = ConductorAPI(transport, timeout=args.timeout)
         if args.action == 'submit':
-            items = read_items(args.file)
-            batch_id = api.submit(items, batch_id=args.batch_id)
+            batch_id = _submit(args, api, console)
             out.print(batch_id)
             if not args.watch:
                 return 0
@@ -173,6 +206,39 @@ def _batch(args, console, out):
         return 0
     finally:
         transport.cleanup()
+
+
+def _submit(args, api, console):
+    """Check the file here, then submit it in one call, or in chunks when
+    it is too large for one message (resumable with --batch-id)."""
+    import uuid
+
+    from rpcmq.conductor.api import CHUNK_ITEMS
+    items, where = load_batch(args.file)
+    found = problems(items, where)
+    if found:
+        for place, what in found[:20]:
+            console.print('%s %s: %s' % (args.file, place, what),
+                          markup=False, highlight=False)
+        if len(found) > 20:
+            console.print('... and %d more' % (len(found) - 20))
+        raise ValueError('%d problems in %s; nothing was submitted'
+                         % (len(found), args.file))
+    if len(items) <= CHUNK_ITEMS:
+        return api.submit(items, batch_id=args.batch_id)
+    batch_id = args.batch_id or uuid.uuid4().hex
+    console.print('batch %s: %d items, sent in chunks; if this is '
+                  'interrupted, run the same command with --batch-id %s to '
+                  'resume' % (batch_id, len(items), batch_id),
+                  markup=False, highlight=False)
+    step = max(len(items) // 10, 1)
+    shown = [0]
+
+    def progress(sent, total):
+        if sent - shown[0] >= step or sent == total:
+            shown[0] = sent
+            console.print('  sent %d of %d items' % (sent, total))
+    return api.submit_chunked(items, batch_id=batch_id, progress=progress)
 
 
 def _call(args, out):

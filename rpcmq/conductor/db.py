@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from rpcmq.conductor import migrate
 from rpcmq.conductor import models as m
+from rpcmq.conductor.chunks import ChunkedSubmit
 from rpcmq.conductor.events import EventMarks
 from rpcmq.conductor.reads import BatchReads
 
@@ -53,7 +54,7 @@ def _now(now):
     return time.time() if now is None else float(now)
 
 
-class BatchStore(BatchReads, EventMarks):
+class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
     """Batches and their items, with idempotent, conditional transitions.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/conductor.sqlite`` (the

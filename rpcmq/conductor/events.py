@@ -69,5 +69,5 @@ class EventMarks:
         if require_items_notified:
             unfinished = sa.or_(unfinished, IC.notified == sa.false())
         return self._batches(
-            BC.end_notified == sa.false(),
+            BC.end_notified == sa.false(), BC.state != m.OPEN,
             ~sa.exists().where(IC.batch_id == BC.id, unfinished))

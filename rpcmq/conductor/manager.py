@@ -8,9 +8,11 @@ __all__ = ['BatchEndpoint']
 
 
 class BatchEndpoint:
-    """``batch.submit``, ``status``, ``list``, ``cancel`` and ``retry``."""
+    """``batch.submit``, ``status``, ``list``, ``cancel`` and ``retry``;
+    1.1: ``create``, ``add_items`` and ``seal`` for batches too large for
+    one message (see ``chunks``)."""
 
-    target = Target(namespace='batch', version='1.0')
+    target = Target(namespace='batch', version='1.1')
 
     def __init__(self, store, scheduler):
         self.store = store
@@ -24,6 +26,23 @@ class BatchEndpoint:
         if created:
             self.scheduler.wake()
         return batch_id
+
+    @expected_exceptions(InvalidBatch)
+    def create(self, ctxt, batch_id, total, digest, options=None):
+        """Open a batch of ``total`` items with ``digest``; True if new."""
+        return self.store.create(batch_id, int(total), digest, options)
+
+    @expected_exceptions(InvalidBatch, BatchNotFound)
+    def add_items(self, ctxt, batch_id, offset, items):
+        """Store one chunk at ``offset``; how many items were new."""
+        return self.store.add_items(batch_id, int(offset), items)
+
+    @expected_exceptions(InvalidBatch, BatchNotFound)
+    def seal(self, ctxt, batch_id):
+        """Let the batch run; False if it was sealed before."""
+        sealed = self.store.seal(batch_id)
+        self.scheduler.wake()
+        return sealed
 
     @expected_exceptions(BatchNotFound)
     def status(self, ctxt, batch_id, items=False, offset=0, limit=1000):

@@ -10,6 +10,7 @@ from rpcmq.conductor.schema import (
     CANCELLED,
     DONE,
     FAILED,
+    OPEN,
     PENDING,
     RUNNING,
     TERMINAL,
@@ -42,7 +43,7 @@ from rpcmq.conductor.validation import (
 __all__ = [
     'ACTIVE', 'BATCH_ID_RE', 'BATCH_STATES', 'BatchNotFound', 'CANCELLED',
     'DONE', 'FAILED', 'ITEM_FIELDS', 'InvalidBatch', 'ItemRow',
-    'MAX_ERROR_CHARS', 'PENDING',
+    'MAX_ERROR_CHARS', 'OPEN', 'PENDING',
     'RUNNING', 'TERMINAL', 'TOTALS', 'batch_state', 'batches', 'conductors',
     'error_dict', 'items', 'items_digest', 'load_items', 'make_engine',
     'metadata', 'move_item', 'settle_batch', 'summaries',

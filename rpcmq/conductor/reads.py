@@ -63,7 +63,7 @@ class BatchReads:
         Cheap (no item counts): the scheduler asks on every step.
         """
         query = (sa.select(BC.id, BC.total)
-                 .where(BC.start_notified == sa.false())
+                 .where(BC.start_notified == sa.false(), BC.state != m.OPEN)
                  .order_by(BC.created_at, BC.id))
         with self._begin() as conn:
             return [tuple(row) for row in conn.execute(query)]
@@ -73,7 +73,8 @@ class BatchReads:
 
         These are what a restarted conductor resumes.
         """
-        return self._batches(BC.end_notified == sa.false())
+        return self._batches(BC.end_notified == sa.false(),
+                             BC.state != m.OPEN)
 
     def get_item(self, batch_id, idx):
         """One item as an ``ItemRow``; BatchNotFound if it does not exist."""

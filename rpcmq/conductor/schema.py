@@ -11,17 +11,20 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 __all__ = [
-    'ACTIVE', 'BATCH_STATES', 'CANCELLED', 'DONE', 'FAILED', 'PENDING',
+    'ACTIVE', 'BATCH_STATES', 'CANCELLED', 'DONE', 'FAILED', 'OPEN',
+    'PENDING',
     'RUNNING', 'TERMINAL', 'TOTALS', 'ItemRow', 'batches', 'conductors',
     'items', 'metadata',
 ]
 
 PENDING, RUNNING, DONE = 'pending', 'running', 'done'
 FAILED, CANCELLED = 'failed', 'cancelled'
+#: A batch whose items are still being added in chunks: not run yet.
+OPEN = 'open'
 #: Item states that still need work; a batch ends when none is left.
 ACTIVE = (PENDING, RUNNING)
 TERMINAL = (DONE, FAILED, CANCELLED)
-BATCH_STATES = (PENDING, RUNNING, DONE, CANCELLED)
+BATCH_STATES = (OPEN, PENDING, RUNNING, DONE, CANCELLED)
 #: Keys of the ``totals`` dict of a batch summary.
 TOTALS = ('total',) + ACTIVE + TERMINAL
 

@@ -82,7 +82,7 @@ def _validate_item(item, idx):
             'name': _optional_str(item, 'name', where)}
 
 
-def validate_items(items):
+def validate_items(items, start=0):
     """Return the items as ``[{url, key, name}]`` or raise InvalidBatch.
 
     A bare str is taken as ``{"url": str}``. Keys must be unique within the
@@ -93,9 +93,10 @@ def validate_items(items):
                    f'not {type(items).__name__}')
     if not items:
         raise _bad('a batch needs at least one item')
-    rows = [_validate_item(item, idx) for idx, item in enumerate(items)]
+    rows = [_validate_item(item, idx)
+            for idx, item in enumerate(items, start)]
     seen = {}
-    for idx, row in enumerate(rows):
+    for idx, row in enumerate(rows, start):
         key = row['key']
         if key is not None and seen.setdefault(key, idx) != idx:
             raise _bad(f'items {seen[key]} and {idx} both use key {key!r}')

@@ -10,6 +10,7 @@ tests are skipped, or fail when ``CI=true``.
 import pytest
 
 # The scenarios, collected again here with the store_url fixture below.
+from rpcmq.tests.unit.conductor.test_chunks import *  # noqa: F403
 from rpcmq.tests.unit.conductor.test_db import *  # noqa: F403
 
 

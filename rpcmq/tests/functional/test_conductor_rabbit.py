@@ -359,6 +359,34 @@ def test_bad_urls_fail_typed_and_the_rest_is_stored(pipeline, images, oss):
     assert all(outcomes[u]['state'] == 'done' for u in good)
 
 
+def test_a_file_too_large_for_one_message_goes_in_chunks(pipeline,
+                                                         tmp_path):
+    """12,000 lines: the CLI checks them, then sends them in chunks the
+    conductor stores and seals as one batch (a million lines go the same
+    way; before, one call carried them all and failed with MessageTooLarge
+    beyond max_message_size)."""
+    conf = str(pipeline.workdir / 'conductor.conf')
+    urls = tmp_path / 'big.txt'
+    count = 12000
+    urls.write_text(''.join('http://127.0.0.1:9/big-%d.jpg\n' % i
+                            for i in range(count)))
+    exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq')
+    proc = subprocess.run([exe, '--config-file', conf, 'batch', 'submit',
+                           str(urls)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    batch_id = proc.stdout.split()[0]
+    assert 'sent in chunks' in proc.stderr
+    assert '--batch-id %s to resume' % batch_id in proc.stderr
+    assert 'sent %d of %d items' % (count, count) in proc.stderr
+    totals = pipeline.api.cancel(batch_id)
+    assert totals['total'] == count
+    page = pipeline.api.status(batch_id, items=True, offset=count - 1,
+                               limit=5)
+    assert [(i['idx'], i['url']) for i in page['items']] == [
+        (count - 1, 'http://127.0.0.1:9/big-%d.jpg' % (count - 1))]
+
+
 def test_cli_against_the_daemons(pipeline, images, tmp_path):
     """The rpcmq command a user types, against the running conductor."""
     conf = str(pipeline.workdir / 'conductor.conf')

@@ -84,3 +84,30 @@ def test_keygen_prints_an_entry_signing_keys_accepts(capsys):
     key = Key.parse(entry)
     assert key.key_id == 'bridge' and len(key.secret) >= 32
     assert cli.main(['keygen', 'a:b']) == 1
+
+
+def test_a_file_is_checked_here_with_line_numbers_before_anything_is_sent(
+        tmp_path):
+    urls = tmp_path / 'urls.txt'
+    urls.write_text('# header\nhttp://a.test/1.jpg\nftp://a.test/2.jpg\n'
+                    'not a url\n\nhttp://a.test/1.jpg\n')
+    # No broker is configured: had anything been sent, this would hang or
+    # fail on the transport, not on the file.
+    proc = run('batch', 'submit', str(urls))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert "%s line 3: 'ftp://a.test/2.jpg': not an http(s) URL with a " \
+           "host" % urls in lines
+    assert "%s line 4: 'not a url': not an http(s) URL with a host" % urls \
+        in lines
+    assert '%s line 6: http://a.test/1.jpg repeats line 2' % urls in lines
+    assert lines[-1] == ('rpcmq: error: 3 problems in %s; nothing was '
+                         'submitted' % urls)
+
+
+def test_problems_name_json_items_by_index():
+    items = [{'url': 'http://a/1.jpg', 'key': 'k'}, 'oops',
+             {'url': 'http://a/2.jpg', 'key': 'k'}]
+    assert cli.problems(items, ['item 0', 'item 1', 'item 2']) == [
+        ('item 1', 'is not a URL or {"url", "key"?, "name"?}'),
+        ('item 2', "key 'k' repeats item 0")]

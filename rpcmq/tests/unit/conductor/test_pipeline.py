@@ -186,6 +186,28 @@ def test_resubmitting_a_batch_id_adds_nothing(pipeline):
     assert sum(p.images.count('/img/r%d.jpg' % i) for i in range(5)) == 5
 
 
+def test_a_batch_in_chunks_runs_once_sealed_and_resumes(pipeline):
+    """A batch sent as chunks of 3 (as a million-item batch goes in chunks
+    under max_message_size): it runs once sealed, and submitting it again
+    with the same id (the client was interrupted) adds nothing."""
+    p = pipeline
+    items = [{'url': p.images.url('/img/c%d.jpg' % i)} for i in range(10)]
+    seen = []
+    batch_id = p.api.submit_chunked(
+        items, batch_id='chunky', chunk_items=3,
+        progress=lambda sent, total: seen.append((sent, total)))
+    assert batch_id == 'chunky'
+    assert seen == [(3, 10), (6, 10), (9, 10), (10, 10)]
+    assert p.api.submit_chunked(items, batch_id='chunky',
+                                chunk_items=4) == 'chunky'
+    end = wait_end(p, 'chunky')
+    assert end['totals']['total'] == 10 and end['totals']['done'] == 10
+    assert sum(p.images.count('/img/c%d.jpg' % i) for i in range(10)) == 10
+    assert len(p.events.of('batch.start', 'chunky')) == 1
+    with pytest.raises(InvalidBatch, match='already exists with other'):
+        p.api.submit_chunked(items[:5], batch_id='chunky')
+
+
 def test_transient_failures_are_retried(pipeline):
     p = pipeline
     url = p.images.url('/flaky/f.jpg?fail=2')  # two 500s, then the image
