@@ -39,6 +39,23 @@ class EventMarks:
                                     IC.notified == sa.false()),
                           batch_id, notified=True)
 
+    def mark_items_notified(self, pairs):
+        """``mark_item_notified`` for many ``(batch_id, idx)`` in one
+        transaction; how many were marked now."""
+        by_batch = {}
+        for batch_id, idx in pairs:
+            by_batch.setdefault(batch_id, []).append(idx)
+        if not by_batch:
+            return 0
+        marked = 0
+        with self._begin() as conn:
+            for batch_id, idxs in by_batch.items():
+                marked += conn.execute(sa.update(m.items).where(
+                    IC.batch_id == batch_id, IC.idx.in_(idxs),
+                    IC.state.in_(m.TERMINAL), IC.notified == sa.false())
+                    .values(notified=True)).rowcount
+        return marked
+
     def mark_end_notified(self, batch_id):
         """Record that batch.end was sent; True only the first time."""
         return self._flag(m.batches, (BC.id == batch_id,

@@ -46,7 +46,10 @@ class Scheduler:
                                      self.conf.heartbeat_interval,
                                      self.conf.heartbeat_timeout)
         self._wake = threading.Event()
+        self._events_due = threading.Event()  # wakes the publisher
+        self._drained = threading.Event()     # no item runs any more
         self._stop = threading.Event()
+        self._publisher = None
         self._inflight = 0
         self._lock = threading.Lock()
         self._thread = None
@@ -72,10 +75,15 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name='rpcmq-scheduler')
         self._thread.start()
+        self._publisher = threading.Thread(target=self._publish_loop,
+                                           daemon=True,
+                                           name='rpcmq-events')
+        self._publisher.start()
 
     def stop(self):
         self._stop.set()
         self._wake.set()
+        self._events_due.set()
 
     def wait(self, timeout=None):
         """Wait for the loop and the items in flight; True if all ended.
@@ -84,6 +92,10 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout)
         done = self.executor.shutdown(timeout)
+        self._drained.set()
+        self._events_due.set()
+        if self._publisher is not None:
+            self._publisher.join(timeout)
         self.membership.stop()
         if done:
             self.membership.leave()
@@ -102,7 +114,9 @@ class Scheduler:
                 self._stop.wait(1.0)
 
     def tick(self, now=None):
-        """One step: expire leases, claim and start items, send events."""
+        """One step: expire leases, claim and start items. Events go out
+        from their own thread (``_publish_loop``): a broker that cannot
+        take them never holds up claims or lease expiry."""
         now = time.time() if now is None else now
         self.store.expire_leases(now=now, max_attempts=self.max_attempts)
         with self._lock:
@@ -118,7 +132,7 @@ class Scheduler:
                 with self._lock:
                     self._inflight += 1
                 self.executor.submit(self._run, item)
-        self.send_events()
+        self._events_due.set()
 
     def _run(self, item):
         try:
@@ -131,8 +145,26 @@ class Scheduler:
             with self._lock:
                 self._inflight -= 1
             self._wake.set()
+            self._events_due.set()
 
     # -- events -------------------------------------------------------------
+
+    def _publish_loop(self):
+        """Send what the database says is unsent, whenever something may
+        have changed (or every poll_interval), until the scheduler stopped
+        and its items finished; then once more, so a clean stop leaves
+        nothing unsent."""
+        while True:
+            stopping = self._drained.is_set()
+            self._events_due.wait(self.conf.poll_interval)
+            self._events_due.clear()
+            try:
+                self.send_events()
+            except Exception:
+                LOG.exception('sending batch events failed; retrying')
+                self._stop.wait(1.0)
+            if stopping:
+                return
 
     def _send(self, event_type, event_id, payload):
         payload['event_id'] = event_id
@@ -147,12 +179,16 @@ class Scheduler:
             self.store.mark_start_notified(bid)
         while True:
             items = self.store.unnotified_items(limit=NOTIFY_BATCH)
-            for item in items:
-                payload = item.outcome()
-                payload['batch_id'] = item.batch_id
-                self._send('batch.item', '%s:item:%d:%d' % (
-                    item.batch_id, item.idx, item.attempts), payload)
-                self.store.mark_item_notified(item.batch_id, item.idx)
+            sent = []
+            try:
+                for item in items:
+                    payload = item.outcome()
+                    payload['batch_id'] = item.batch_id
+                    self._send('batch.item', '%s:item:%d:%d' % (
+                        item.batch_id, item.idx, item.attempts), payload)
+                    sent.append((item.batch_id, item.idx))
+            finally:  # one transaction for all that went out
+                self.store.mark_items_notified(sent)
             if len(items) < NOTIFY_BATCH:
                 break
         for batch in self.store.finished_batches_to_end():

@@ -208,6 +208,40 @@ def test_a_batch_in_chunks_runs_once_sealed_and_resumes(pipeline):
         p.api.submit_chunked(items[:5], batch_id='chunky')
 
 
+def test_items_keep_running_while_events_cannot_be_sent(pipeline):
+    """A broker that cannot take the batch events (a cluster failover, a
+    full disk) must not stop the conductor: before, events were sent on
+    the scheduler's own thread, so claims, lease expiry and everything
+    else waited for each one (up to its 30 s deadline)."""
+    p = pipeline
+    scheduler = p.conductor.scheduler
+    held = threading.Event()
+    release = threading.Event()
+    send = scheduler.notifier.info
+
+    def stuck(*args, **kwargs):
+        held.set()
+        assert release.wait(60)
+        return send(*args, **kwargs)
+    scheduler.notifier.info = stuck
+    try:
+        # More items than one claim takes (max_inflight_per_batch 32).
+        items = [{'url': p.images.url('/img/ev%d.jpg' % i)}
+                 for i in range(80)]
+        batch_id = p.api.submit(items)
+        assert held.wait(30)  # batch.start is stuck in the broker
+        deadline = time.monotonic() + 60
+        while p.api.status(batch_id)['totals']['done'] < 80:
+            assert time.monotonic() < deadline, p.api.status(batch_id)
+            time.sleep(0.05)
+        assert p.events.of('batch.end', batch_id) == []
+    finally:
+        release.set()
+    end = wait_end(p, batch_id)
+    assert end['totals']['done'] == 80
+    assert len(p.events.of('batch.item', batch_id)) == 80
+
+
 def test_transient_failures_are_retried(pipeline):
     p = pipeline
     url = p.images.url('/flaky/f.jpg?fail=2')  # two 500s, then the image
