@@ -100,6 +100,7 @@ class ChunkedSubmit:
                                           'be added' % batch_id)
             if new:
                 conn.execute(sa.insert(m.items), new)
+                m.count(conn, batch_id, None, m.PENDING, len(new))
         return len(new)
 
     def seal(self, batch_id, now=None):

@@ -119,7 +119,7 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
                     id=batch_id, created_at=now, updated_at=now,
                     state=m.PENDING, total=len(rows), options=options,
                     start_notified=False, end_notified=False,
-                    digest=digest))
+                    digest=digest, n_pending=len(rows)))
                 for start in range(0, len(rows), INSERT_CHUNK):
                     chunk = rows[start:start + INSERT_CHUNK]
                     conn.execute(sa.insert(m.items), [
@@ -193,11 +193,13 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
                 if not due or m.batch_state(conn, batch_id) not in m.ACTIVE:
                     continue
                 mine = (IC.batch_id == batch_id, IC.idx.in_(due))
-                room -= conn.execute(sa.update(m.items).where(
+                started = conn.execute(sa.update(m.items).where(
                     *mine, IC.state == m.PENDING).values(
                     state=m.RUNNING, attempts=IC.attempts + 1,
                     lease_until=now + lease_seconds, started_at=now,
                     owner=owner, updated_at=now)).rowcount
+                m.count(conn, batch_id, m.PENDING, m.RUNNING, started)
+                room -= started
                 conn.execute(sa.update(m.batches).where(BC.id == batch_id)
                              .values(state=m.RUNNING, updated_at=now))
                 claimed += m.load_items(conn, *mine, IC.state == m.RUNNING)
@@ -340,9 +342,10 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
             if m.batch_state(conn, batch_id) in m.ACTIVE:
                 conn.execute(sa.update(m.batches).where(BC.id == batch_id)
                              .values(state=m.CANCELLED, updated_at=now))
-                conn.execute(sa.update(m.items).where(
+                cancelled = conn.execute(sa.update(m.items).where(
                     IC.batch_id == batch_id, IC.state == m.PENDING).values(
-                    state=m.CANCELLED, updated_at=now))
+                    state=m.CANCELLED, updated_at=now)).rowcount
+                m.count(conn, batch_id, m.PENDING, m.CANCELLED, cancelled)
             return m.summaries(conn, BC.id == batch_id)[0]['totals']
 
     def retry_failed(self, batch_id, now=None):
@@ -362,6 +365,7 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
                 IC.batch_id == batch_id, IC.state == m.FAILED).values(
                 state=m.PENDING, retry_base=IC.attempts, next_attempt_at=now,
                 lease_until=None, notified=False, updated_at=now)).rowcount
+            m.count(conn, batch_id, m.FAILED, m.PENDING, count)
             if count:
                 conn.execute(sa.update(m.batches).where(BC.id == batch_id)
                              .values(state=m.RUNNING, end_notified=False,

@@ -24,6 +24,7 @@ from rpcmq.conductor.schema import (
 from rpcmq.conductor.sql import (
     MAX_ERROR_CHARS,
     batch_state,
+    count,
     error_dict,
     load_items,
     move_item,
@@ -45,6 +46,7 @@ __all__ = [
     'DONE', 'FAILED', 'ITEM_FIELDS', 'InvalidBatch', 'ItemRow',
     'MAX_ERROR_CHARS', 'OPEN', 'PENDING',
     'RUNNING', 'TERMINAL', 'TOTALS', 'batch_state', 'batches', 'conductors',
+    'count',
     'error_dict', 'items', 'items_digest', 'load_items', 'make_engine',
     'metadata', 'move_item', 'settle_batch', 'summaries',
     'validate_batch_id', 'validate_items', 'validate_options',

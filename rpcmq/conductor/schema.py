@@ -43,6 +43,10 @@ batches = sa.Table(
     sa.Column('end_notified', sa.Boolean, nullable=False, default=False),
     # SHA-256 of the validated items (migration 0004; see items_digest).
     sa.Column('digest', sa.String(64)),
+    # items per state (migration 0005), kept by every transition.
+    *[sa.Column('n_' + state, sa.Integer, nullable=False, default=0,
+                server_default='0')
+      for state in ('pending', 'running', 'done', 'failed', 'cancelled')],
     # claim: active batches oldest first; list_batches: newest first.
     sa.Index('ix_batches_state_created', 'state', 'created_at'),
     # unfinished_batches / finished_batches_to_end.

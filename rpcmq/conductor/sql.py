@@ -14,7 +14,7 @@ from rpcmq.conductor.schema import (
     items,
 )
 
-__all__ = ['batch_state', 'error_dict', 'load_items', 'move_item',
+__all__ = ['batch_state', 'count', 'error_dict', 'load_items', 'move_item',
            'settle_batch', 'summaries']
 
 MAX_ERROR_CHARS = 2000
@@ -49,26 +49,44 @@ def batch_state(conn, batch_id, lock=True):
 
 
 def settle_batch(conn, batch_id, now):
-    """Touch the batch; mark it done once no item needs work."""
+    """Touch the batch; mark it done once no item needs work (its counts
+    say so: no item is read)."""
     col = batches.c
-    busy = sa.exists().where(items.c.batch_id == batch_id,
-                             items.c.state.in_(ACTIVE))
+    idle = col.n_pending + col.n_running == 0
     conn.execute(sa.update(batches).where(col.id == batch_id).values(
         updated_at=now,
-        state=sa.case((sa.and_(col.state.in_(ACTIVE), ~busy), DONE),
+        state=sa.case((sa.and_(col.state.in_(ACTIVE), idle), DONE),
                       else_=col.state)))
 
 
 def move_item(conn, batch_id, idx, attempt, *where, **values):
-    """Apply ``values`` to the running ``attempt`` of an item.
+    """Apply ``values`` to the running ``attempt`` of an item (and, when
+    it changes state, to its batch's counts).
 
     Returns True if it did, False if the item is no longer running that
     attempt (finished, requeued or claimed again).
     """
     col = items.c
-    return conn.execute(sa.update(items).where(
+    moved = conn.execute(sa.update(items).where(
         col.batch_id == batch_id, col.idx == idx, col.state == RUNNING,
         col.attempts == attempt, *where).values(**values)).rowcount == 1
+    if moved and values.get('state', RUNNING) != RUNNING:
+        count(conn, batch_id, RUNNING, values['state'], 1)
+    return moved
+
+
+def count(conn, batch_id, source, target, n):
+    """Move ``n`` items of the batch's counts from state ``source`` to
+    ``target`` (None: items added, or gone)."""
+    if not n or source == target:
+        return
+    values = {}
+    if source is not None:
+        values['n_' + source] = batches.c['n_' + source] - n
+    if target is not None:
+        values['n_' + target] = batches.c['n_' + target] + n
+    conn.execute(sa.update(batches).where(batches.c.id == batch_id)
+                 .values(**values))
 
 
 def load_items(conn, *where, limit=None, offset=None):
@@ -79,9 +97,9 @@ def load_items(conn, *where, limit=None, offset=None):
             for row in conn.execute(query.limit(limit).offset(offset))]
 
 
-def summaries(conn, *where, newest=False, limit=None, offset=None,
-              chunk=500):
-    """Batches matching ``where`` as summary dicts with per-state ``totals``.
+def summaries(conn, *where, newest=False, limit=None, offset=None):
+    """Batches matching ``where`` as summary dicts with per-state ``totals``
+    (the counts kept on the batch row: no item is read).
 
     Oldest first, or newest first with ``newest=True``.
     """
@@ -89,21 +107,11 @@ def summaries(conn, *where, newest=False, limit=None, offset=None,
              else (batches.c.created_at, batches.c.id))
     rows = conn.execute(sa.select(batches).where(*where).order_by(*order)
                         .limit(limit).offset(offset))
-    out = {row.id: {'batch_id': row.id, 'state': row.state,
-                    'created_at': row.created_at,
-                    'updated_at': row.updated_at,
-                    'options': row.options or {},
-                    'start_notified': bool(row.start_notified),
-                    'end_notified': bool(row.end_notified),
-                    'totals': dict(dict.fromkeys(TOTALS, 0),
-                                   total=row.total)}
-           for row in rows}
-    ids = list(out)
-    for start in range(0, len(ids), chunk):
-        counts = conn.execute(
-            sa.select(items.c.batch_id, items.c.state, sa.func.count())
-            .where(items.c.batch_id.in_(ids[start:start + chunk]))
-            .group_by(items.c.batch_id, items.c.state))
-        for batch_id, state, count in counts:
-            out[batch_id]['totals'][state] = count
-    return list(out.values())
+    return [{'batch_id': row.id, 'state': row.state,
+             'created_at': row.created_at, 'updated_at': row.updated_at,
+             'options': row.options or {},
+             'start_notified': bool(row.start_notified),
+             'end_notified': bool(row.end_notified),
+             'totals': dict({state: row._mapping['n_' + state]
+                             for state in TOTALS[1:]}, total=row.total)}
+            for row in rows]

@@ -7,7 +7,7 @@ import pytest
 from rpcmq.conductor.db import BatchStore
 from rpcmq.conductor.errors import InvalidBatch
 from rpcmq.conductor.validation import items_digest, validate_items
-from rpcmq.tests.unit.conductor.test_db import T0, claim, urls
+from rpcmq.tests.unit.conductor.test_db import T0, check_counts, claim, urls
 
 N = 10
 
@@ -22,6 +22,7 @@ def store(store_url):
     store = BatchStore(store_url)
     store.upgrade()
     yield store
+    check_counts(store)
     store.close()
 
 

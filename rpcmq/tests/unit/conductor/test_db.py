@@ -31,7 +31,23 @@ def store(store_url):
     store = BatchStore(store_url)
     store.upgrade()
     yield store
+    check_counts(store)
     store.close()
+
+
+def check_counts(store):
+    """Every batch's kept counts equal what its items say (after every
+    scenario: the transitions keep them in step)."""
+    import sqlalchemy as sa
+    with store.engine.connect() as conn:
+        counted = {(b, s): n for b, s, n in conn.execute(
+            sa.select(models.items.c.batch_id, models.items.c.state,
+                      sa.func.count()).group_by(models.items.c.batch_id,
+                                                models.items.c.state))}
+    for batch in store.list_batches(limit=10000):
+        for state in models.TOTALS[1:]:
+            assert batch['totals'][state] == counted.get(
+                (batch['batch_id'], state), 0), (batch, state)
 
 
 def totals(store, batch_id):

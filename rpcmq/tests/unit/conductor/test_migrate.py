@@ -91,6 +91,10 @@ def test_a_database_from_before_schema_versions_is_upgraded_in_place(
             store.require_current()
 
         assert store.upgrade() == (migrate.BASELINE, migrate.head())
+        # The batch's counts were made from its items.
+        assert store.status('old')['totals'] == {
+            'total': 1, 'pending': 0, 'running': 0, 'done': 0, 'failed': 1,
+            'cancelled': 0}
         item = store.get_item('old', 0)
         assert (item.state, item.attempts, item.retry_base) == \
             ('failed', 4, 0)
