@@ -1,4 +1,10 @@
-"""Run one item: image.fetch on any server, then image.store pinned to it.
+"""Run one item: one image.transfer on any server (download and upload).
+
+If the upload fails, the server keeps the downloaded copy and says where
+(``server``, ``spool_id`` in the error); the item's next attempt first
+tries image.store of that copy, pinned to that server, so a store that
+fails is retried without downloading again. Image servers older than 1.2
+get image.fetch, then image.store pinned to the fetching server.
 
 Errors decide the item's fate: permanent ones (bad URL, not an image,
 refused address, 4xx, storage credentials...) fail it at once; the others
@@ -49,6 +55,11 @@ class ItemWorker:
                                  timeout=self.conf.fetch_timeout)
         self.storer = RPCClient(transport, target,
                                 timeout=self.conf.store_timeout)
+        self.transferer = RPCClient(
+            transport, Target(topic=self.conf.image_topic, namespace='image',
+                              version='1.2'),
+            timeout=self.conf.fetch_timeout + self.conf.store_timeout)
+        self._one_call = True  # until a server says it has no 1.2
 
     def run(self, item):
         """Process one claimed item; record its outcome in the store."""
@@ -75,10 +86,34 @@ class ItemWorker:
                 LOG.info('item %s/%s: stored copy on %s unusable (%s); '
                          'fetching again', item.batch_id, item.idx,
                          item.server, exc)
+        if self._one_call:
+            try:
+                return self._transfer_once(ctxt, item)
+            except rpc_exc.UnsupportedVersion:
+                LOG.warning('image servers on %s have no image 1.2; using '
+                            'fetch then store', self.conf.image_topic)
+                self._one_call = False
         handle = self.fetcher.call(ctxt, 'fetch', url=item.url)
         self.store.record_fetched(item.batch_id, item.idx, item.attempts,
                                   handle['server'], handle['spool_id'])
         return self._store(ctxt, item, handle)
+
+    def _transfer_once(self, ctxt, item):
+        try:
+            result = self.transferer.call(
+                ctxt, 'transfer', url=item.url, key=item.key or None,
+                name=item.name or None, keep_spool=True)
+        except rpc_exc.RpcmqError as exc:
+            kept = getattr(exc, 'kwargs', {}) or {}
+            if kept.get('server') and kept.get('spool_id'):
+                # Downloaded, not stored: the next attempt stores that copy.
+                self.store.record_fetched(item.batch_id, item.idx,
+                                          item.attempts, kept['server'],
+                                          kept['spool_id'])
+            raise
+        for field in ('source_url', 'url_sha1'):
+            result.pop(field, None)  # as image.store answers
+        return result
 
     def _store(self, ctxt, item, handle):
         """Store the spooled copy under the submitted key, else the name

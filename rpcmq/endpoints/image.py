@@ -15,7 +15,7 @@ import re
 import threading
 import urllib.parse
 
-from rpcmq.exceptions import ConfigError
+from rpcmq.exceptions import ConfigError, RpcmqError
 from rpcmq.fetch import image
 from rpcmq.fetch.download import Fetcher
 from rpcmq.fetch.spool import Spool
@@ -29,9 +29,10 @@ _CONTENT_FIELDS = ('sha256', 'format', 'width', 'height', 'content_type')
 
 
 class ImageEndpoint:
-    """Endpoint ``image`` 1.1.
+    """Endpoint ``image`` 1.2.
 
     1.1: ``store`` takes ``name`` and returns the content fields.
+    1.2: ``transfer`` takes ``name`` and ``keep_spool``.
 
     :param conf: a ConfigOpts with every rpcmq option registered.
     :param store: a ``rpcmq.storage`` Store; by default built on first use
@@ -40,7 +41,7 @@ class ImageEndpoint:
         the ``[image]`` options.
     """
 
-    target = Target(namespace='image', version='1.1')
+    target = Target(namespace='image', version='1.2')
 
     def __init__(self, conf, store=None, fetcher=None):
         self.conf = conf
@@ -98,21 +99,38 @@ class ImageEndpoint:
         result.update(stored)
         return result
 
-    def transfer(self, ctxt, url, key=None):
-        """Download ``url`` and upload it in one call.
+    def transfer(self, ctxt, url, key=None, name=None, keep_spool=False):
+        """Download ``url`` and upload it in one call (key as :meth:`store`
+        names it).
 
         :returns: the :meth:`store` result ``{key, size, etag, url}`` plus
             the fetch handle fields, except that the downloaded URL is
             ``source_url`` (``url`` is the stored object's) and there is no
-            ``spool_id`` (the spool is freed whatever happens).
+            ``spool_id``.
+        :param keep_spool: if the upload fails with an rpcmq error, keep
+            the downloaded copy and name it in the error (``server``,
+            ``spool_id``), so :meth:`store` on this server can retry the
+            upload without downloading again (1.2). Otherwise, and after
+            success, the copy is freed.
         """
         self.spool.maybe_sweep()
         handle = self._fetch(url)
+        path = self.spool.data_path(handle['spool_id'])
+        if key is None and name:
+            key = name_key(name, handle['format'])
         try:
-            stored = self._put(self.spool.data_path(handle['spool_id']),
-                               handle, key)
-        finally:
+            stored = self._put(path, handle, key)
+        except RpcmqError as exc:
+            if not keep_spool:
+                self.spool.remove(handle['spool_id'])
+                raise
+            exc.kwargs.update(server=handle['server'],
+                              spool_id=handle['spool_id'])
+            raise
+        except BaseException:
             self.spool.remove(handle['spool_id'])
+            raise
+        self.spool.remove(handle['spool_id'])
         result = dict(handle, source_url=handle['url'])
         del result['spool_id']
         result.update(stored)

@@ -12,6 +12,7 @@ from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
 from rpcmq.conductor.service import ConductorService
 from rpcmq.endpoints.image import ImageEndpoint
 from rpcmq.notify import get_notification_listener
+from rpcmq.storage.errors import StorageUnavailable
 from rpcmq.testing.imageserver import make_image
 from rpcmq.testing.pipeline import Pipeline
 
@@ -87,16 +88,29 @@ class GatedEndpoint(ImageEndpoint):
         self.gate.answer(self.conf.host, ctxt.get('idx'))
         return handle
 
+    def transfer(self, ctxt, url, **kwargs):
+        self.gate.passing(self.conf.host, ctxt.get('idx'))
+        result = super().transfer(ctxt, url, **kwargs)
+        self.gate.answer(self.conf.host, ctxt.get('idx'))
+        return result
+
+
+class ImageOneOne(GatedEndpoint):
+    """An image server from before image 1.2 (no one-call transfer)."""
+
+    target = Target(namespace='image', version='1.1')
+
 
 class GatedPipeline(Pipeline):
     """A Pipeline whose image servers' fetches go through ``self.gate``."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, endpoint=GatedEndpoint, **kwargs):
         super().__init__(*args, **kwargs)
         self.gate = FetchGate()
+        self.endpoint = endpoint
 
     def make_endpoint(self, host):
-        return GatedEndpoint(self.make_conf(host), self.gate)
+        return self.endpoint(self.make_conf(host), self.gate)
 
     def stop(self):
         self.gate.open()  # a failed test may have left fetches held
@@ -251,10 +265,64 @@ def test_transient_failures_are_retried(pipeline):
     assert p.images.count('/flaky/f.jpg') == 3
 
 
-def test_items_of_a_server_that_went_away_run_elsewhere(tmp_path):
+def test_a_server_that_leaves_finishes_the_transfers_it_took(tmp_path):
+    """One call per item: the server that took an item downloads and
+    stores it, so a server stopping gracefully answers what it took and
+    nothing runs twice (with fetch, then a store pinned to the server,
+    those stores timed out and every item ran again elsewhere)."""
+    with GatedPipeline(str(tmp_path), **{
+            'conductor.fetch_timeout': 30, 'conductor.store_timeout': 2,
+            'conductor.retry_backoff': 0.05}) as p:
+        p.stop_server('demo-1')
+        p.gate.close()
+        items = [{'url': p.images.url('/img/t%d.jpg' % i)} for i in range(8)]
+        batch_id = p.api.submit(items)
+        p.gate.wait_taken(lambda taken: len(taken) == 8)
+        p.start_server('demo-1')
+        p.stop_server('demo-2', when_stopped=p.gate.open)
+        status = wait_done(p, batch_id)
+        assert status['totals']['done'] == 8
+        status = p.api.status(batch_id, items=True)
+        assert [i['attempts'] for i in status['items']] == [1] * 8
+        assert {i['result']['server'] for i in status['items']} == {'demo-2'}
+        assert sum(p.images.count('/img/t%d.jpg' % i) for i in range(8)) == 8
+
+
+class FlakyStore(GatedEndpoint):
+    """The first upload of each key fails as an unreachable store would."""
+
+    failed = set()
+
+    def _put(self, path, meta, key):
+        if key not in self.failed:
+            self.failed.add(key)
+            raise StorageUnavailable(reason='connection reset by the store')
+        return super()._put(path, meta, key)
+
+
+def test_a_failed_upload_is_retried_from_the_kept_copy(tmp_path):
+    """One call downloads and uploads; when the upload fails, the server
+    keeps the download and the retry stores that copy: nothing is
+    downloaded twice."""
+    FlakyStore.failed = set()
+    with GatedPipeline(str(tmp_path), endpoint=FlakyStore, **{
+            'conductor.retry_backoff': 0.05}) as p:
+        items = [{'url': p.images.url('/img/k%d.jpg' % i), 'key': 'k/%d' % i}
+                 for i in range(4)]
+        batch_id = p.api.submit(items)
+        status = wait_done(p, batch_id)
+        assert status['totals']['done'] == 4
+        status = p.api.status(batch_id, items=True)
+        assert [i['attempts'] for i in status['items']] == [2] * 4
+        assert sum(p.images.count('/img/k%d.jpg' % i) for i in range(4)) == 4
+
+
+def test_items_of_an_older_server_that_went_away_run_elsewhere(tmp_path):
+    """Image servers before 1.2: the conductor falls back to fetch, then
+    store pinned to the fetching server."""
     # fetch_timeout is ample: only the stores sent to the server that
     # left are to time out (after store_timeout).
-    with GatedPipeline(str(tmp_path), **{
+    with GatedPipeline(str(tmp_path), endpoint=ImageOneOne, **{
             'conductor.fetch_timeout': 30, 'conductor.store_timeout': 2,
             'conductor.retry_backoff': 0.05}) as p:
         p.stop_server('demo-1')  # demo-2 alone takes the batch's fetches

@@ -39,7 +39,7 @@ def _age(conf, spool_id, seconds):
 
 
 def test_target_and_entry_point(conf):
-    assert ImageEndpoint.target == Target(namespace='image', version='1.1')
+    assert ImageEndpoint.target == Target(namespace='image', version='1.2')
     mgr = driver.DriverManager('rpcmq.endpoints', 'image',
                                invoke_on_load=True, invoke_args=(conf,))
     assert isinstance(mgr.driver, ImageEndpoint)
