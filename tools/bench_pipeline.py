@@ -11,7 +11,7 @@ the store is OSS, not the file store). Two systems do the same work:
             ``max_inflight_per_batch`` = ``--conc``
   bare      a worker process runs ``--conc`` threads, each doing a
             requests download to a temporary file and an oss2 upload (one
-            PutObject, or a resumable multipart upload from 10 MiB on, as
+            PutObject, or a resumable multipart upload from 64 MiB on, as
             the oss store does); no broker, no database
 
 Scenarios: ``small`` (``--small-n`` x ``--small-kb`` KiB JPEGs) and

@@ -32,7 +32,8 @@ import time
 
 MIB = 1024 * 1024
 #: Multipart upload settings of the oss store and of the bare worker.
-THRESHOLD, PART_SIZE, UPLOAD_THREADS = 10 * MIB, 5 * MIB, 4
+# The oss store's defaults ([oss] multipart_threshold, part_size).
+THRESHOLD, PART_SIZE, UPLOAD_THREADS = 64 * MIB, 8 * MIB, 4
 
 
 def image_urls(base, scenario, n, kb, ext=None):

@@ -47,10 +47,12 @@ OSS_OPTS = [
     cfg.StrOpt('region', default='',
                help='OSS region such as cn-hangzhou; required by '
                     'auth_version = v4.'),
-    cfg.IntOpt('multipart_threshold', default=10 * _MIB, min=_MIN_PART,
+    cfg.IntOpt('multipart_threshold', default=64 * _MIB, min=_MIN_PART,
                help='Files of this many bytes or more are uploaded in '
-                    'parts with a resumable multipart upload.'),
-    cfg.IntOpt('part_size', default=5 * _MIB, min=_MIN_PART,
+                    'parts with a resumable multipart upload; smaller ones '
+                    'in one PutObject, which is faster for them '
+                    '(tools/bench_oss_upload.py).'),
+    cfg.IntOpt('part_size', default=8 * _MIB, min=_MIN_PART,
                help='Bytes per part of a multipart upload (OSS minimum '
                     '100 KiB; oss2 raises it for files of over 10000 '
                     'parts).'),

@@ -167,8 +167,8 @@ def test_storage_options_are_documented():
     assert oss['access_key_secret'].secret
     conf = make_conf()
     assert conf.store == 'file'
-    assert conf.oss.multipart_threshold == 10 * 1024 * 1024
-    assert conf.oss.part_size == 5 * 1024 * 1024
+    assert conf.oss.multipart_threshold == 64 * 1024 * 1024
+    assert conf.oss.part_size == 8 * 1024 * 1024
     assert conf.oss.upload_retries == 3
     assert conf.oss.checkpoint_dir == ''  # inside the image spool
 
