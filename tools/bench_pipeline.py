@@ -24,9 +24,15 @@ batch on a fresh conductor with a fresh SQLite database, and reports the
 conductor's RSS after its ``batch.end`` and its peak, to show whether the
 conductor's memory grows with the batch size.
 
+``--scale 10000,100000`` runs batches of tiny items of those sizes (each
+on a fresh conductor and database, submitted in chunks) and reports
+submit time, items/s, conductor CPU per item and peak RSS, ``batch
+status`` latency sampled during the run and the database size.
+
 Usage: python tools/bench_pipeline.py [--url rabbit://...] [--conc 32]
        [--small-n 1000] [--small-kb 100] [--large-n 50] [--large-mb 10]
-       [--rss-check [--rss-n 1000,10000] [--no-throughput]]
+       [--rss-check [--rss-n 1000,10000]] [--scale N,N...]
+       [--no-throughput]
 """
 
 import argparse
@@ -162,6 +168,70 @@ def rss_check(a, cluster, base, workdir):
                                  if k != 'conductor'})
 
 
+class StatusSampler:
+    """``batch status`` every 0.25 s in a thread; latency percentiles."""
+
+    def __init__(self, api, batch_id):
+        import threading
+        self.api, self.batch_id = api, batch_id
+        self.latencies = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.25):
+            started = time.perf_counter()
+            self.api.status(self.batch_id)
+            self.latencies.append(time.perf_counter() - started)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(10)
+        lat = sorted(self.latencies)
+        if not lat:
+            return {'samples': 0}
+        return {'p50': round(lat[len(lat) // 2] * 1e3, 2),
+                'p99': round(lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+                             * 1e3, 2),
+                'samples': len(lat)}
+
+
+def scale(a, cluster, base, workdir):
+    """Tiny items at growing batch sizes, each batch on a fresh conductor
+    and SQLite database: submit time (in chunks), items/s, conductor CPU
+    per item, its peak RSS, ``batch status`` latency sampled while the
+    batch runs, and the database's size."""
+    for n in a.scale:
+        cluster.stop_conductor()
+        db = os.path.join(workdir, 'scale-%d.sqlite' % n)
+        cluster.start_conductor('sqlite:///%s' % db)
+        pid = cluster.conductor.proc.pid
+        benchlib.reset_peak(pid)
+        cpu0 = benchlib.cpu_seconds(pid)
+        urls = benchlib.image_urls(base, 'scale%d' % n, n, 0)
+        progress('scale: %d items' % n)
+        started = time.perf_counter()
+        batch_id = cluster.api.submit_chunked([{'url': u} for u in urls])
+        cluster.submitted.add(batch_id)
+        submitted = time.perf_counter() - started
+        sampler = StatusSampler(cluster.api, batch_id)
+        end = cluster.wait_end(batch_id, timeout=7200)
+        elapsed = time.perf_counter() - started
+        status_ms = sampler.stop()
+        cpu = benchlib.cpu_seconds(pid) - cpu0
+        mem = benchlib.proc_memory(pid)
+        emit(scenario='scale', items=n, conc=a.conc,
+             done=end['totals']['done'],
+             submit_s=round(submitted, 2), seconds=round(elapsed, 2),
+             items_per_s=round(n / elapsed, 1),
+             conductor_cpu_ms_per_item=round(cpu * 1e3 / n, 3),
+             conductor_rss_peak_mb=round(mem['VmHWM'], 1),
+             status_ms=status_ms,
+             db_mb=round(sum(os.path.getsize(p) for p in (
+                 db, db + '-wal') if os.path.exists(p)) / 1e6, 1))
+
+
 def run(a, workdir, children):
     me = os.path.abspath(__file__)
     base = benchlib.start_image_server(me, children)
@@ -190,6 +260,8 @@ def run(a, workdir, children):
             throughput(a, cluster, base, endpoint, workdir, children)
         if a.rss_check:
             rss_check(a, cluster, base, workdir)
+        if a.scale:
+            scale(a, cluster, base, workdir)
     finally:
         cluster.close()
 
@@ -203,6 +275,10 @@ def main():
                     type=lambda s: [int(x) for x in s.split(',')])
     ap.add_argument('--no-throughput', dest='throughput',
                     action='store_false')
+    ap.add_argument('--scale', default=[],
+                    type=lambda s: [int(x) for x in s.split(',')],
+                    help='batch sizes of tiny items to run, e.g. '
+                         '10000,100000,1000000')
     a = ap.parse_args()
     if benchlib.run_helper(a, bare_bucket):
         return

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from rpcmq.conductor import migrate
 from rpcmq.conductor import models as m
 from rpcmq.conductor.chunks import ChunkedSubmit
+from rpcmq.conductor.engine import READ
 from rpcmq.conductor.events import EventMarks
 from rpcmq.conductor.reads import BatchReads
 
@@ -89,6 +90,15 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
     def _begin(self):
         with self._lock, self.engine.begin() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def _read(self):
+        """A transaction that only reads: on SQLite it does not wait for
+        the write lock (WAL: a consistent snapshot)."""
+        with self._lock, self.engine.connect() as conn:
+            conn.execution_options(**{READ: True})
+            with conn.begin():
+                yield conn
 
     def transaction(self):
         """One transaction on the store's database (``members`` keeps the

@@ -9,7 +9,10 @@ import threading
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-__all__ = ['make_engine']
+__all__ = ['READ', 'make_engine']
+
+#: Execution option of a connection whose transactions only read.
+READ = 'rpcmq_read_only'
 
 #: Seconds a SQLite writer waits for the write lock before failing.
 SQLITE_POOL_SIZE = 4
@@ -30,7 +33,10 @@ def _sqlite_on_connect(dbapi_conn, _record):
 
 
 def _sqlite_on_begin(conn):
-    conn.exec_driver_sql('BEGIN IMMEDIATE')
+    # A reader (READ option) begins DEFERRED: under WAL it reads a snapshot
+    # and never waits for the writer.
+    conn.exec_driver_sql('BEGIN' if conn.get_execution_options().get(READ)
+                         else 'BEGIN IMMEDIATE')
 
 
 def make_engine(url, echo=False):

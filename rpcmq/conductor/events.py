@@ -69,7 +69,7 @@ class EventMarks:
                  .order_by(BC.created_at, IC.batch_id, IC.idx).limit(limit))
         if batch_id is not None:
             query = query.where(IC.batch_id == batch_id)
-        with self._begin() as conn:
+        with self._read() as conn:
             rows = conn.execute(query).all()
             if batch_id is not None and not rows:
                 m.batch_state(conn, batch_id, lock=False)

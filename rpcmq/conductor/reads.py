@@ -12,10 +12,11 @@ BC, IC = m.batches.c, m.items.c
 
 
 class BatchReads:
-    """Mixed into BatchStore: uses its ``_begin``."""
+    """Mixed into BatchStore: uses its ``_read`` (never waits for a
+    writer)."""
 
     def _batches(self, *where, newest=False, limit=None, offset=None):
-        with self._begin() as conn:
+        with self._read() as conn:
             return m.summaries(conn, *where, newest=newest, limit=limit,
                                offset=offset)
 
@@ -27,7 +28,7 @@ class BatchReads:
         cancelled}, items: [{idx, url, key, name, state, attempts, error,
         result}]}``.
         """
-        with self._begin() as conn:
+        with self._read() as conn:
             found = m.summaries(conn, BC.id == batch_id)
             if not found:
                 raise BatchNotFound(batch_id=batch_id)
@@ -44,7 +45,7 @@ class BatchReads:
         where = [IC.batch_id == batch_id]
         if states is not None:
             where.append(IC.state.in_(list(states)))
-        with self._begin() as conn:
+        with self._read() as conn:
             rows = m.load_items(conn, *where, limit=limit, offset=offset)
             if not rows:
                 m.batch_state(conn, batch_id, lock=False)  # BatchNotFound
@@ -65,7 +66,7 @@ class BatchReads:
         query = (sa.select(BC.id, BC.total)
                  .where(BC.start_notified == sa.false(), BC.state != m.OPEN)
                  .order_by(BC.created_at, BC.id))
-        with self._begin() as conn:
+        with self._read() as conn:
             return [tuple(row) for row in conn.execute(query)]
 
     def unfinished_batches(self):
@@ -78,7 +79,7 @@ class BatchReads:
 
     def get_item(self, batch_id, idx):
         """One item as an ``ItemRow``; BatchNotFound if it does not exist."""
-        with self._begin() as conn:
+        with self._read() as conn:
             rows = m.load_items(conn, IC.batch_id == batch_id, IC.idx == idx)
         if not rows:
             raise BatchNotFound(f'batch {batch_id!r} has no item {idx!r}',

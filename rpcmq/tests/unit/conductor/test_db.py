@@ -6,6 +6,7 @@ with its own ``store_url`` fixture. Time is passed explicitly (``now=``).
 """
 
 import threading
+import time
 
 import pytest
 
@@ -404,3 +405,30 @@ def test_outcomes_are_read_a_page_at_a_time(store):
     assert store.outcomes(bid, states=('failed',)) == []
     with pytest.raises(BatchNotFound):
         store.outcomes('no-such-batch')
+
+
+def test_reads_do_not_wait_for_a_writer(store):
+    """batch status while another transaction holds SQLite's write lock
+    (a claim, a completion): it used to queue behind it (every transaction
+    began IMMEDIATE), so status took as long as the busiest writer."""
+    batch_id, _ = store.submit(urls(3), now=T0)
+    writing, done = threading.Event(), threading.Event()
+
+    def writer():
+        with store.transaction() as conn:
+            conn.execute(models.batches.update().where(
+                models.batches.c.id == batch_id).values(updated_at=T0 + 1))
+            writing.set()
+            done.wait(10)  # holds the write lock until the read is done
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(10)
+        started = time.monotonic()
+        assert store.status(batch_id)['totals']['total'] == 3
+        assert store.get_item(batch_id, 2).state == 'pending'
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        thread.join(10)
+    assert took < 5, 'the reads waited %.1fs for the writer' % took
