@@ -273,16 +273,32 @@ class KombuDriver:
 
     def reply(self, channel, body, reply_to, correlation_id, deadline,
               headers=None):
-        """Send a reply; on RabbitMQ straight on the request's channel."""
-        if self.raw_channels and channel is not None:
-            try:
-                return raw.send(channel, body, '', reply_to,
+        """Send a reply on a pooled publishing connection, never on the
+        connection the request came on (``channel`` is ignored): a
+        broker that refuses the reply must not cost the server its
+        consumer and every unsettled message with it. (RabbitMQ 3.10
+        closes the connection, 541 INTERNAL_ERROR, for a reply to a
+        direct reply-to address on a node that died; on the consuming
+        connection the call came back, was answered again, and so on.)
+        A 541 is not retried: the address is dead.
+        """
+        if not self.raw_channels:
+            return self.publish(body, '', reply_to,
                                 correlation_id=correlation_id,
-                                headers=headers)
-            except self.recoverable_errors():
-                pass  # that channel is gone: go through the pool
-        self.publish(body, '', reply_to, correlation_id=correlation_id,
-                     headers=headers, deadline=deadline)
+                                headers=headers, deadline=deadline)
+
+        def attempt():
+            with self._producers.acquire(block=True) as producer:
+                try:
+                    raw.send(producer.connection.default_channel, body, '',
+                             reply_to, correlation_id=correlation_id,
+                             headers=headers)
+                except self.recoverable_errors() as exc:
+                    producer.connection.collect()
+                    if errors.is_internal_error(exc):
+                        raise errors.classify(exc, self.url) from exc
+                    raise
+        self._retry(attempt, deadline)
 
     def declare(self, entities, deadline=None):
         """Declare entities not declared yet by this driver, on a pooled

@@ -12,6 +12,7 @@ from rpcmq.endpoints.diag import DiagEndpoint
 from rpcmq.tests.functional.cluster import (
     rabbit_cluster as _rabbit_cluster,  # noqa: F401 (the fixture)
 )
+from rpcmq.tests.functional.test_dead_letters import poison_story
 from rpcmq.tests.scenarios.rpc import Env, wait_for
 
 
@@ -145,3 +146,13 @@ def test_a_killed_node_is_failed_over_and_rejoins(rabbit_cluster):
             cluster.restart(victim)
         with kombu.Connection(kombu_urls(cluster, [0])[0]) as c:
             c.default_channel.queue_delete(name)
+
+
+def test_a_poison_cast_is_parked_on_the_cluster_and_replayed(
+        rabbit_cluster, tmp_path, capsys):
+    """max_deliveries = 3 on quorum queues replicated on three nodes: the
+    cast that kills its server runs three times, then waits in the
+    dead-letter queue; the casts behind it run once each; replay brings it
+    back (test_dead_letters.poison_story tells the whole story)."""
+    story = poison_story(rabbit_cluster.url(), tmp_path, capsys, 'quorum')
+    assert story.starts >= 3
