@@ -154,11 +154,15 @@ class Consumer(ConsumerMixin):
                 LOG.error('%s: %s', self.name, error)
                 pause = policy['interval_max']
             else:
-                # establish_connection paces the reconnect; the short hold
-                # keeps a channel error that repeats from spinning.
+                # establish_connection paces the reconnect; the hold keeps
+                # a channel error that repeats from spinning and, after a
+                # lost connection, keeps us from landing on a live cluster
+                # node while the queues of the dead one elect new leaders
+                # (RabbitMQ 3.10 silently drops what a connection opened
+                # in that window publishes to them).
                 LOG.warning('%s lost %s: %s; reconnecting', self.name,
                             self.driver.url, exc)
-                pause = RESTART_HOLD
+                pause = max(policy['interval_start'], RESTART_HOLD)
         else:
             LOG.exception('%s stopped on an unexpected error; consuming '
                           'again', self.name)
