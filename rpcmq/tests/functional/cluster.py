@@ -23,16 +23,12 @@ Nodes 2 and 3 join node 1 with ``rabbitmqctl stop_app / join_cluster /
 start_app``. Indexes (``ports[i]``, ``kill(i)``, ``restart(i)``) count from
 0: index 0 is node ``rpcmq-c1-...``.
 
-Tests use the module-scoped fixture (one cluster per test module that
-imports it, started at its first test and stopped after its last)::
-
-    from rpcmq.tests.functional.cluster import rabbit_cluster  # noqa: F401
+Tests use the session-scoped fixture that ``conftest.py`` offers (one
+cluster for the whole run, started at the first test that asks for it and
+stopped at the end; a test restarts the nodes it kills)::
 
     def test_something(rabbit_cluster):
         transport = rpcmq.get_transport(conf, url=rabbit_cluster.url())
-
-The fixture keeps its name when imported as another (``import
-rabbit_cluster as _rabbit_cluster``), which spares ruff's F811 on each test.
 """
 
 import atexit
@@ -511,10 +507,13 @@ class RabbitCluster:
         self.pids = [None] * self.size
 
 
-# Named explicitly: it keeps its name when imported under another.
-@pytest.fixture(scope='module', name='rabbit_cluster')
+# Named explicitly: it keeps its name when imported under another. One
+# for the whole test session (conftest.py offers it): starting three nodes
+# takes 15-25 s, a minute on a loaded machine.
+@pytest.fixture(scope='session', name='rabbit_cluster')
 def rabbit_cluster():
-    """A started RabbitCluster for the module; stopped at its end."""
+    """A started RabbitCluster for the session; stopped at its end. Tests
+    leave it with three running nodes (restart what they kill)."""
     cluster = RabbitCluster()
     why = cluster.available()
     if why:

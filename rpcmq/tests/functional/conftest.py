@@ -11,6 +11,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+# The 3-node RabbitMQ cluster of the cluster tests, one per session.
+from rpcmq.tests.functional.cluster import rabbit_cluster  # noqa: F401
+
 RABBIT_URL = os.environ.get('RPCMQ_RABBIT_URL',
                             'rabbit://guest:guest@127.0.0.1:5672/')
 REDIS_URL = os.environ.get('RPCMQ_REDIS_URL', 'redis://127.0.0.1:6379/0')

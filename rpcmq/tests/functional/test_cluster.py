@@ -9,9 +9,6 @@ import kombu
 import pytest
 
 from rpcmq.endpoints.diag import DiagEndpoint
-from rpcmq.tests.functional.cluster import (
-    rabbit_cluster as _rabbit_cluster,  # noqa: F401 (the fixture)
-)
 from rpcmq.tests.functional.test_dead_letters import poison_story
 from rpcmq.tests.scenarios.rpc import Env, wait_for
 

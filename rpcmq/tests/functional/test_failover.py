@@ -56,9 +56,6 @@ from rpcmq.exceptions import (
 )
 from rpcmq.notify.notifier import Notifier
 from rpcmq.testing.imageserver import ImageServer
-from rpcmq.tests.functional.cluster import (
-    rabbit_cluster as _rabbit_cluster,  # noqa: F401 (the fixture)
-)
 from rpcmq.tests.functional.failover import (
     Ops,
     Recorder,
