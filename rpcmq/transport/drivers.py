@@ -20,8 +20,9 @@ from kombu import pools
 from kombu.utils.functional import retry_over_time
 
 from rpcmq.exceptions import BrokerRefused, ConfigError
-from rpcmq.transport import amqp, errors, raw
+from rpcmq.transport import amqp, errors
 from rpcmq.transport.confirms import ConfirmingPublisher
+from rpcmq.transport.replier import Replier
 
 __all__ = ['KombuDriver', 'RabbitDriver', 'RedisDriver', 'MemoryDriver']
 
@@ -97,6 +98,7 @@ class KombuDriver:
         limit = rabbit.connection_pool_size
         self._producers = pools.ProducerPool(
             self._base.Pool(limit=limit), limit=limit)
+        self._replier = Replier(self) if self.raw_channels else None
         self._confirmer = None
         if self.supports_confirms and rabbit.publisher_confirms:
             self._confirmer = ConfirmingPublisher(
@@ -273,32 +275,14 @@ class KombuDriver:
 
     def reply(self, channel, body, reply_to, correlation_id, deadline,
               headers=None):
-        """Send a reply on a pooled publishing connection, never on the
-        connection the request came on (``channel`` is ignored): a
-        broker that refuses the reply must not cost the server its
-        consumer and every unsettled message with it. (RabbitMQ 3.10
-        closes the connection, 541 INTERNAL_ERROR, for a reply to a
-        direct reply-to address on a node that died; on the consuming
-        connection the call came back, was answered again, and so on.)
-        A 541 is not retried: the address is dead.
-        """
-        if not self.raw_channels:
+        """Send a reply; on RabbitMQ on the reply connection (``Replier``),
+        never the one the request came on (``channel`` is ignored)."""
+        if self._replier is None:
             return self.publish(body, '', reply_to,
                                 correlation_id=correlation_id,
                                 headers=headers, deadline=deadline)
-
-        def attempt():
-            with self._producers.acquire(block=True) as producer:
-                try:
-                    raw.send(producer.connection.default_channel, body, '',
-                             reply_to, correlation_id=correlation_id,
-                             headers=headers)
-                except self.recoverable_errors() as exc:
-                    producer.connection.collect()
-                    if errors.is_internal_error(exc):
-                        raise errors.classify(exc, self.url) from exc
-                    raise
-        self._retry(attempt, deadline)
+        self._replier.send(body, reply_to, deadline,
+                           correlation_id=correlation_id, headers=headers)
 
     def declare(self, entities, deadline=None):
         """Declare entities not declared yet by this driver, on a pooled
@@ -339,6 +323,8 @@ class KombuDriver:
         return self._confirmer.flush(timeout)
 
     def cleanup(self):
+        if self._replier is not None:
+            self._replier.close()
         if self._confirmer is not None:
             self._confirmer.close()
         self._producers.connections.force_close_all()

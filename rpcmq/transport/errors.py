@@ -29,8 +29,7 @@ from rpcmq.exceptions import (
     TransportError,
 )
 
-__all__ = ['classify', 'is_internal_error', 'is_missing_entity',
-           'is_permanent']
+__all__ = ['classify', 'is_permanent', 'is_missing_entity']
 
 _LOGIN = (amqp.exceptions.AccessRefused, amqp.exceptions.NotAllowed)
 _REFUSED = (amqp.exceptions.AccessRefused, amqp.exceptions.NotFound,
@@ -96,12 +95,6 @@ def is_permanent(exc):
         return True
     err = _root(exc)
     return err is not None and (_is_login(err) or isinstance(err, _REFUSED))
-
-
-def is_internal_error(exc):
-    """True for AMQP 541 (the broker failed on this request; RabbitMQ
-    closes the whole connection)."""
-    return isinstance(_root(exc), amqp.exceptions.InternalError)
 
 
 def is_missing_entity(exc):
