@@ -81,7 +81,8 @@ class IncomingMessage:
 
     def reply(self, body, headers=None):
         """Send ``body`` to this call's ``reply_to`` (on RabbitMQ on the
-        channel the request came on; raises TransportError)."""
+        driver's reply connection, not the one the request came on;
+        raises TransportError)."""
         self._driver.reply(self._message.channel, body, self.reply_to,
                            self.correlation_id,
                            time.monotonic() + REPLY_DEADLINE, headers)
