@@ -31,7 +31,8 @@ status`` latency sampled during the run and the database size.
 
 Usage: python tools/bench_pipeline.py [--url rabbit://...] [--conc 32]
        [--small-n 1000] [--small-kb 100] [--large-n 50] [--large-mb 10]
-       [--rss-check [--rss-n 1000,10000]] [--scale N,N...]
+       [--bare-conc 2,16] [--rss-check [--rss-n 1000,10000]]
+       [--scale N,N...]
        [--no-throughput]
 """
 
@@ -128,26 +129,40 @@ def throughput(a, cluster, base, endpoint, workdir, children):
     benchlib.warm_image_cache([u for s in urls.values() for u in s], a.conc)
     progress('warming the bare worker and the pipeline')
     warmup = benchlib.image_urls(base, 'warm', a.conc * 2, 50)
-    bare = benchlib.start_bare_worker(
-        os.path.abspath(__file__), children, workdir, endpoint, a.conc,
-        [(u, 'bare/warm/%d' % i) for i, u in enumerate(warmup)])
+    bares = {}
+    for conc in a.bare_conc or [a.conc]:
+        bares[conc] = benchlib.start_bare_worker(
+            os.path.abspath(__file__), children, workdir, endpoint, conc,
+            [(u, 'bare%d/warm/%d' % (conc, i))
+             for i, u in enumerate(warmup)])
     run_batch(cluster, warmup, timeout=120)
     for scenario, n, kb in scenarios:
         progress('%s: pipeline, %d items' % (scenario, n))
         p = run_batch(cluster, urls[scenario], timeout=1800)
-        progress('%s: bare' % scenario)
-        b = benchlib.ask(bare, [(u, 'bare/%s/%d' % (scenario, i))
-                                for i, u in enumerate(urls[scenario])])
         common = {'scenario': scenario, 'items': n, 'item_kb': kb,
-                  'conc': a.conc, 'store': STORE}
-        pr, br = rate(n, p), rate(n, b)
-        emit(system='pipeline', **common, **pr, cpu_s=p['cpu_s'],
-             rss_peak_mb=p['rss_peak_mb'])
-        emit(system='bare', **common, **br,
-             cpu_s={'bare_worker': round(b['cpu'], 1)},
-             rss_peak_mb={'bare_worker': round(b['hwm'], 1)})
-        emit(scenario=scenario, ratio_pipeline_to_bare=round(
-            pr['items_per_s'] / br['items_per_s'], 3))
+                  'store': STORE}
+        pr = rate(n, p)
+        emit(system='pipeline', conc=a.conc, **common, **pr,
+             cpu_s=p['cpu_s'], rss_peak_mb=p['rss_peak_mb'],
+             conductor_cpu_ms_per_item=round(
+                 p['cpu_s']['conductor'] * 1e3 / n, 2))
+        best = None
+        for conc, bare in bares.items():
+            progress('%s: bare, %d threads' % (scenario, conc))
+            b = benchlib.ask(bare, [(u, 'bare%d/%s/%d' % (conc, scenario, i))
+                                    for i, u in enumerate(urls[scenario])])
+            br = rate(n, b)
+            emit(system='bare', conc=conc, **common, **br,
+                 cpu_s={'bare_worker': round(b['cpu'], 1)},
+                 cpu_ms_per_item=round(b['cpu'] * 1e3 / n, 2),
+                 rss_peak_mb={'bare_worker': round(b['hwm'], 1)})
+            if best is None or br['items_per_s'] > best[1]['items_per_s']:
+                best = conc, br
+        emit(scenario=scenario, best_bare_conc=best[0],
+             ratio_pipeline_to_best_bare=round(
+                 pr['items_per_s'] / best[1]['items_per_s'], 3),
+             mb_ratio_pipeline_to_best_bare=round(
+                 pr['mb_per_s'] / best[1]['mb_per_s'], 3))
 
 
 def rss_check(a, cluster, base, workdir):
@@ -275,6 +290,12 @@ def main():
                     type=lambda s: [int(x) for x in s.split(',')])
     ap.add_argument('--no-throughput', dest='throughput',
                     action='store_false')
+    ap.add_argument('--bare-conc', default=[],
+                    type=lambda s: [int(x) for x in s.split(',')],
+                    help='thread counts of the bare loop (requests then '
+                         'oss2, the design rpcmq replaces), e.g. 2,16; the '
+                         'best of them is the ratio\'s reference '
+                         '(default: --conc)'),
     ap.add_argument('--scale', default=[],
                     type=lambda s: [int(x) for x in s.split(',')],
                     help='batch sizes of tiny items to run, e.g. '

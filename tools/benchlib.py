@@ -280,7 +280,7 @@ def start_bare_worker(script, children, workdir, endpoint, conc, warmup):
     directory in ``workdir``; return it once it has done the ``warmup``
     jobs. Then ``ask(worker, jobs)`` returns ``measure`` of a list of
     jobs."""
-    spool = os.path.join(workdir, 'bare')
+    spool = os.path.join(workdir, 'bare-%d' % conc)
     os.mkdir(spool)
     worker, _ = spawn([sys.executable, script, '--bare-worker'], children,
                       'stdin', banner=False)
