@@ -220,7 +220,8 @@ def scale(a, cluster, base, workdir):
     for n in a.scale:
         cluster.stop_conductor()
         db = os.path.join(workdir, 'scale-%d.sqlite' % n)
-        cluster.start_conductor('sqlite:///%s' % db)
+        cluster.start_conductor('sqlite:///%s' % db,
+                                executor=a.conductor_executor)
         pid = cluster.conductor.proc.pid
         benchlib.reset_peak(pid)
         cpu0 = benchlib.cpu_seconds(pid)
@@ -242,7 +243,7 @@ def scale(a, cluster, base, workdir):
              items_per_s=round(n / elapsed, 1),
              conductor_cpu_ms_per_item=round(cpu * 1e3 / n, 3),
              conductor_rss_peak_mb=round(mem['VmHWM'], 1),
-             status_ms=status_ms,
+             status_ms=status_ms, executor=a.conductor_executor,
              db_mb=round(sum(os.path.getsize(p) for p in (
                  db, db + '-wal') if os.path.exists(p)) / 1e6, 1))
 
@@ -290,6 +291,9 @@ def main():
                     type=lambda s: [int(x) for x in s.split(',')])
     ap.add_argument('--no-throughput', dest='throughput',
                     action='store_false')
+    ap.add_argument('--conductor-executor', default='eventlet',
+                    choices=['eventlet', 'threading'],
+                    help='the conductor\'s executor in --scale runs')
     ap.add_argument('--bare-conc', default=[],
                     type=lambda s: [int(x) for x in s.split(',')],
                     help='thread counts of the bare loop (requests then '

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from rpcmq.conductor import migrate
 from rpcmq.conductor import models as m
 from rpcmq.conductor.chunks import ChunkedSubmit
-from rpcmq.conductor.engine import READ
+from rpcmq.conductor.engine import READ, make_read_engine
 from rpcmq.conductor.events import EventMarks
 from rpcmq.conductor.reads import BatchReads
 
@@ -68,6 +68,7 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
         self.url = sa.make_url(url)
         self.is_postgres = self.url.get_backend_name() == 'postgresql'
         self.engine, self._lock = m.make_engine(self.url, echo=echo)
+        self._read_engine = make_read_engine(self.engine, echo)
 
     def __repr__(self):
         return f'<BatchStore {self.url.render_as_string()}>'
@@ -85,6 +86,7 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
 
     def close(self):
         self.engine.dispose()
+        self._read_engine.dispose()
 
     @contextlib.contextmanager
     def _begin(self):
@@ -93,9 +95,10 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
 
     @contextlib.contextmanager
     def _read(self):
-        """A transaction that only reads: on SQLite it does not wait for
-        the write lock (WAL: a consistent snapshot)."""
-        with self._lock, self.engine.connect() as conn:
+        """A transaction that only reads, on connections of its own (it
+        never waits in the writers' pool); on SQLite it does not wait for
+        the write lock either (WAL: a consistent snapshot)."""
+        with self._lock, self._read_engine.connect() as conn:
             conn.execution_options(**{READ: True})
             with conn.begin():
                 yield conn

@@ -9,7 +9,7 @@ import threading
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-__all__ = ['READ', 'make_engine']
+__all__ = ['READ', 'make_engine', 'make_read_engine']
 
 #: Execution option of a connection whose transactions only read.
 READ = 'rpcmq_read_only'
@@ -37,6 +37,26 @@ def _sqlite_on_begin(conn):
     # and never waits for the writer.
     conn.exec_driver_sql('BEGIN' if conn.get_execution_options().get(READ)
                          else 'BEGIN IMMEDIATE')
+
+
+def make_read_engine(engine, echo=False):
+    """An engine of its own for read-only transactions, so reads never
+    wait in the writers' pool (``engine`` itself where there is one
+    shared connection: ``sqlite://``)."""
+    url = engine.url
+    if isinstance(engine.pool, StaticPool):
+        return engine
+    if url.get_backend_name() != 'sqlite':
+        return sa.create_engine(url, echo=echo, pool_pre_ping=True,
+                                pool_size=2, max_overflow=4)
+    read = sa.create_engine(
+        url, echo=echo, pool_size=2, max_overflow=0,
+        pool_timeout=SQLITE_BUSY_TIMEOUT,
+        connect_args={'check_same_thread': False,
+                      'timeout': SQLITE_BUSY_TIMEOUT})
+    sa.event.listen(read, 'connect', _sqlite_on_connect)
+    sa.event.listen(read, 'begin', _sqlite_on_begin)
+    return read
 
 
 def make_engine(url, echo=False):

@@ -432,3 +432,26 @@ def test_reads_do_not_wait_for_a_writer(store):
         done.set()
         thread.join(10)
     assert took < 5, 'the reads waited %.1fs for the writer' % took
+
+
+def test_reads_do_not_queue_for_the_writers_connections(store):
+    """Busy writers (32 items completing at once) held every pooled
+    connection, and batch status waited in the pool for one: tens to
+    hundreds of milliseconds while a batch ran, up to the pool timeout.
+    Reads have connections of their own."""
+    batch_id, _ = store.submit(urls(2), now=T0)
+    pool = store.engine.pool
+    held = []
+    try:
+        # Every connection the writers' pool will give.
+        for _ in range(pool.size() + max(getattr(pool, '_max_overflow', 0),
+                                         0)):
+            held.append(pool.connect())
+        started = time.monotonic()
+        assert store.status(batch_id)['totals']['total'] == 2
+        assert [b['batch_id'] for b in store.list_batches()] == [batch_id]
+        took = time.monotonic() - started
+    finally:
+        for conn in held:
+            conn.close()
+    assert took < 5, 'the reads waited %.1fs for a connection' % took
