@@ -37,6 +37,7 @@ class Replier:
         self.driver = driver
         self._cond = threading.Condition()
         self._conn = self._channel = self._thread = self._failure = None
+        self._dead = None  # lost, for the owner to close
         self._gen = 0
         self._closed = False
 
@@ -72,25 +73,35 @@ class Replier:
             return self._channel, self._gen
 
     def _lost(self, gen, exc):
-        """Connection generation ``gen`` failed; the owner reconnects."""
+        """Connection generation ``gen`` failed; the owner closes it and
+        reconnects. No I/O here: only the owner thread touches the
+        connection's socket besides writes (closing a TLS socket that
+        another thread reads aborts the process)."""
         with self._cond:
             if gen != self._gen or self._channel is None:
                 return
-            conn, self._conn, self._channel = self._conn, None, None
+            self._dead, self._conn, self._channel = self._conn, None, None
             self._failure = exc
             self._cond.notify_all()
         LOG.warning('reply connection to %s lost (%s); reconnecting',
                     self.driver.url, exc)
-        try:
-            conn.collect()
-        except Exception as err:
-            LOG.debug('closing a reply connection: %r', err)
+
+    def _bury(self):
+        """In the owner thread: close the connection given up on."""
+        with self._cond:
+            dead, self._dead = self._dead, None
+        if dead is not None:
+            try:
+                dead.collect()
+            except Exception as err:
+                LOG.debug('closing a reply connection: %r', err)
 
     # -- the owner thread --------------------------------------------------
 
     def _run(self):
         lost_before = False
         while not self._closed:
+            self._bury()
             with self._cond:
                 conn, gen = self._conn, self._gen
             if conn is None:
@@ -106,6 +117,14 @@ class Replier:
                     conn.heartbeat_check()
             except Exception as exc:
                 self._lost(gen, exc)
+        self._bury()
+        with self._cond:
+            conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception as exc:
+                LOG.debug('closing the reply connection: %r', exc)
 
     def _connect(self):
         def errback(exc, interval):
@@ -143,15 +162,12 @@ class Replier:
                 self._cond.wait(until - time.monotonic())
 
     def close(self):
+        """Stop; the owner thread closes the connection (it may be reading
+        it right now)."""
         with self._cond:
             self._closed = True
-            conn, self._conn, self._channel = self._conn, None, None
+            self._channel = None  # no more writes
             self._cond.notify_all()
-        if conn is not None:
-            try:
-                conn.release()
-            except Exception as exc:
-                LOG.debug('closing the reply connection: %r', exc)
         if self._thread is not None and \
                 self._thread is not threading.current_thread():
             self._thread.join(2 * READ_INTERVAL + 1)
