@@ -11,7 +11,6 @@ then the batch runs like any other. An interrupted submit resumes by
 doing all three again with the same batch id.
 """
 
-import time
 
 import sqlalchemy as sa
 
@@ -39,19 +38,14 @@ class ChunkedSubmit:
         if not isinstance(digest, str) or len(digest) != 64:
             raise InvalidBatch(reason='digest must be the 64 hex digits of '
                                       'items_digest()')
-        now = _now(now)
+        now = m.now_or(now)
         try:
             with self._begin() as conn:
                 found = conn.execute(sa.select(BC.total, BC.digest).where(
                     BC.id == batch_id)).first()
                 if found is not None:
                     if (found.total, found.digest) != (total, digest):
-                        raise InvalidBatch(reason=(
-                            'batch id %r already exists with other items '
-                            '(%d items; this submit has %d): submit them '
-                            'under a new batch id, or the same items to '
-                            'resume this one' % (batch_id, found.total,
-                                                 total)))
+                        raise m.other_items(batch_id, found.total, total)
                     return False
                 conn.execute(sa.insert(m.batches).values(
                     id=batch_id, created_at=now, updated_at=now,
@@ -67,7 +61,7 @@ class ChunkedSubmit:
         if not isinstance(offset, int) or offset < 0:
             raise InvalidBatch(reason='offset must be an integer >= 0')
         rows = m.validate_items(items, start=offset)
-        now = _now(now)
+        now = m.now_or(now)
         last = offset + len(rows)
         with self._begin() as conn:
             found = conn.execute(sa.select(BC.state, BC.total).where(
@@ -107,7 +101,7 @@ class ChunkedSubmit:
         """Let an open batch run; True if sealed now, False if it was
         already. InvalidBatch if items are missing, differ from the digest
         given to ``create``, or share a key."""
-        now = _now(now)
+        now = m.now_or(now)
         with self._begin() as conn:
             found = conn.execute(sa.select(BC.state, BC.total, BC.digest)
                                  .where(BC.id == batch_id)
@@ -156,7 +150,3 @@ def _stored_digest(conn, batch_id):
                 yield {'url': url, 'key': key, 'name': name}
             start += SEAL_PAGE
     return m.items_digest(rows())
-
-
-def _now(now):
-    return time.time() if now is None else float(now)

@@ -25,7 +25,6 @@ transitions may be lost and those items run again, under the same key.
 """
 
 import contextlib
-import time
 import uuid
 
 import sqlalchemy as sa
@@ -51,8 +50,7 @@ E_LEASE_EXPIRED = {'type': 'LeaseExpired',
 BC, IC = m.batches.c, m.items.c  # columns
 
 
-def _now(now):
-    return time.time() if now is None else float(now)
+_now = m.now_or
 
 
 class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
@@ -157,11 +155,7 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
         if found is None:
             return False
         if found.digest is not None and found.digest != digest:
-            raise m.InvalidBatch(reason=(
-                'batch id %r already exists with other items (%d items; '
-                'this submit has %d): submit them under a new batch id, '
-                'or the same items to resume this one'
-                % (batch_id, found.total, count)))
+            raise m.other_items(batch_id, found.total, count)
         return True
 
     def claim(self, limit, batch_limit=None, now=None, lease_seconds=300,

@@ -28,6 +28,8 @@ from rpcmq.conductor.sql import (
     error_dict,
     load_items,
     move_item,
+    now_or,
+    other_items,
     settle_batch,
     summaries,
 )
@@ -48,7 +50,8 @@ __all__ = [
     'RUNNING', 'TERMINAL', 'TOTALS', 'batch_state', 'batches', 'conductors',
     'count',
     'error_dict', 'items', 'items_digest', 'load_items', 'make_engine',
-    'metadata', 'move_item', 'settle_batch', 'summaries',
+    'metadata', 'move_item', 'now_or', 'other_items', 'settle_batch',
+    'summaries',
     'validate_batch_id', 'validate_items', 'validate_options',
     'validate_state',
 ]

@@ -1,9 +1,11 @@
 """Statements the batch store runs inside its transactions: batch state
 and locking, conditional item moves, loading rows, summaries."""
 
+import time
+
 import sqlalchemy as sa
 
-from rpcmq.conductor.errors import BatchNotFound
+from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
 from rpcmq.conductor.schema import (
     ACTIVE,
     DONE,
@@ -15,9 +17,23 @@ from rpcmq.conductor.schema import (
 )
 
 __all__ = ['batch_state', 'count', 'error_dict', 'load_items', 'move_item',
+           'now_or', 'other_items',
            'settle_batch', 'summaries']
 
 MAX_ERROR_CHARS = 2000
+
+
+def now_or(now):
+    """``now`` as a float, or the current time if None."""
+    return time.time() if now is None else float(now)
+
+
+def other_items(batch_id, stored, submitted):
+    """InvalidBatch for a batch id that exists with other items."""
+    return InvalidBatch(reason=(
+        'batch id %r already exists with other items (%d items; this '
+        'submit has %d): submit them under a new batch id, or the same '
+        'items to resume this one' % (batch_id, stored, submitted)))
 
 
 def error_dict(error):

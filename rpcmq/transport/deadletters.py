@@ -57,8 +57,8 @@ class DeadLetter:
             'parked_at': self.parked_at.isoformat() if self.parked_at
             else None,
             'correlation_id': self.properties.get('correlation_id'),
-            'headers': {k: _text(v) for k, v in self.headers.items()
-                        if k not in deliveries.DEAD_HEADERS},
+            'headers': {k: _text(v) for k, v in
+                        deliveries.clean_headers(self.headers).items()},
             'body': body,
         }
 
@@ -183,11 +183,8 @@ class DeadLetters:
         channel.close()
 
     def _republish(self, letter, queue):
-        headers = {k: v for k, v in letter.headers.items()
-                   if k not in deliveries.DEAD_HEADERS}
-        properties = {k: letter.properties[k]
-                      for k in deliveries.KEPT_PROPERTIES
-                      if letter.properties.get(k) is not None}
+        headers = deliveries.clean_headers(letter.headers)
+        properties = deliveries.kept_properties(letter.properties)
         deadline = time.monotonic() + self.timeout
         self.driver.publish(letter.body, '', queue, confirm=True,
                             delivery_mode=2, headers=headers,

@@ -96,7 +96,7 @@ def admit(driver, message, source, max_deliveries):
         return False
     if source.quorum or not _redelivered(message):
         return True
-    headers = _clean(message.headers)
+    headers = clean_headers(message.headers)
     headers[COUNT_HEADER] = earlier
     _move(driver, message, source.queue, headers,
           'published again at the tail of %s (delivery %d)'
@@ -106,7 +106,7 @@ def admit(driver, message, source, max_deliveries):
 
 def park(driver, message, source, reason, detail='', deliveries=None):
     """Move ``message`` to its topic's dead-letter queue, then ack it."""
-    headers = _clean(message.headers)
+    headers = clean_headers(message.headers)
     headers.update({REASON_HEADER: reason, DETAIL_HEADER: str(detail)[:1000],
                     QUEUE_HEADER: source.queue.name,
                     TIME_HEADER: int(time.time())})
@@ -121,8 +121,7 @@ def _move(driver, message, queue, headers, done):
     """Publish a copy to ``queue`` (default exchange), wait for the
     broker's confirm, then ack the original; requeue it if the copy was
     not confirmed (the copy may still arrive: at least once)."""
-    properties = {key: message.properties[key] for key in KEPT_PROPERTIES
-                  if message.properties.get(key) is not None}
+    properties = kept_properties(message.properties)
     try:
         driver.publish(message.body, '', queue.name, declare=(queue,),
                        confirm=True, delivery_mode=2, headers=headers,
@@ -143,7 +142,14 @@ def _move(driver, message, queue, headers, done):
         LOG.warning('could not settle cast %s: %s', _describe(message), exc)
 
 
-def _clean(headers):
+def kept_properties(properties):
+    """The properties a copy of a message keeps (parked or replayed)."""
+    return {key: properties[key] for key in KEPT_PROPERTIES
+            if properties.get(key) is not None}
+
+
+def clean_headers(headers):
+    """``headers`` without the delivery-count and dead-letter ones."""
     return {key: value for key, value in (headers or {}).items()
             if key not in DEAD_HEADERS}
 

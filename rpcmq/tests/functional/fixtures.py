@@ -102,6 +102,20 @@ class Events:
             time.sleep(0.02)
 
 
+def _terminate_all(daemons):
+    """SIGTERM every daemon of ``{name: Daemon}`` still running (killed if
+    it does not exit within 20 s); ``{name: exit code or 'killed'}``."""
+    codes = {}
+    for name, daemon in daemons.items():
+        if daemon.proc.poll() is None:
+            try:
+                codes[name] = daemon.terminate(timeout=20)
+            except Exception:
+                daemon.stop()
+                codes[name] = 'killed'
+    return codes
+
+
 class Cluster:
     """Two (or more) image server daemons and a conductor daemon.
 
@@ -247,15 +261,7 @@ class Cluster:
 
     def stop_peers(self):
         """SIGTERM the peers still running; {name: exit code}."""
-        codes = {}
-        for name, daemon in self.peers.items():
-            if daemon.proc.poll() is None:
-                try:
-                    codes[name] = daemon.terminate(timeout=20)
-                except Exception:
-                    daemon.stop()
-                    codes[name] = 'killed'
-        return codes
+        return _terminate_all(self.peers)
 
     def stop_conductor(self):
         """SIGTERM the conductor; return its exit code."""
@@ -313,13 +319,7 @@ class Cluster:
             self.listener.wait(5)
         codes['conductor'] = self.stop_conductor()
         codes.update(self.stop_peers())
-        for host, daemon in self.servers.items():
-            if daemon.proc.poll() is None:
-                try:
-                    codes[host] = daemon.terminate(timeout=20)
-                except Exception:
-                    daemon.stop()
-                    codes[host] = 'killed'
+        codes.update(_terminate_all(self.servers))
         self.transport.cleanup()
         self.delete_broker_entities()
         return codes
