@@ -28,7 +28,10 @@ Every cast is confirmed, raised to its caller, or still tracked for resend:
   cast is resent). A failure of an older generation changes nothing. The
   reader reconnects after a pause (the retry interval), and resends nacked
   casts ``nack_backoff`` after the last nack: a cluster node refuses casts
-  until their queue has a new leader.
+  until their queue has a new leader. A cast refused ``nacks_per_channel``
+  times on one channel goes out on a new connection (with what that
+  channel left unconfirmed): after a leader died, RabbitMQ 3.10 can leave
+  a channel refusing one queue's casts while new channels are served.
 * One thread, the reader, receives acks, nacks and returns and is the only
   one to (re)connect: with the driver's retry policy it connects, declares
   what pending casts need (on a pooled connection, not the one it reads),
@@ -68,20 +71,23 @@ HELD = 0  # the tag of a returned cast until its queue is declared again
 class _Cast:
     """``tag``: None while pending, else its delivery tag (or HELD);
     ``written``: once, so its publish returned; ``abandoned``: its publish
-    raised, never (re)send it; ``error``: raw.send refused the cast."""
+    raised, never (re)send it; ``error``: raw.send refused the cast;
+    ``nacks``: how often the broker refused it."""
 
     __slots__ = ('args', 'properties', 'declare', 'tag', 'written',
-                 'abandoned', 'error')
+                 'abandoned', 'error', 'nacks')
 
     def __init__(self, args, properties, declare):
         self.args, self.properties, self.declare = args, properties, declare
         self.tag = self.error = None
         self.written = self.abandoned = False
+        self.nacks = 0
 
 
 class ConfirmingPublisher:
 
     nack_backoff = 0.5  # seconds between a nack and the cast's resend
+    nacks_per_channel = 3  # refusals of one cast before a new channel
 
     def __init__(self, driver, window=1024):
         self.driver = driver
@@ -96,6 +102,7 @@ class ConfirmingPublisher:
         self._redeclare = []    # came back: declare their queue, resend
         self._nacked = []       # refused: resent once _resend_at passed
         self._resend_at = 0.0
+        self._stale = None      # the nacked cast that condemns the channel
         self._returned = set()  # message ids of basic.return
         self._next_tag = 1
         self._ids = itertools.count(1)
@@ -289,6 +296,13 @@ class ConfirmingPublisher:
                 self._pending.extend(c for c in self._nacked
                                      if not c.abandoned)
                 del self._nacked[:]
+                stale, self._stale = self._stale, None
+                if stale is not None:
+                    self._lose(gen, TransportError(reason=(
+                        'the broker refused a cast to %r %d times on one '
+                        'channel; opening a new connection' % (
+                            stale.args[2], stale.nacks))))
+                    return
         if self._pending and self._wlock.acquire(blocking=False):
             try:  # resends and nacked casts, if nobody else is writing
                 self._write()
@@ -349,6 +363,7 @@ class ConfirmingPublisher:
                 self._gen += 1
                 self._conn, self._channel, self._next_tag = conn, channel, 1
                 self._returned.clear()
+                self._stale = None
                 self._state, self._failure = OPEN, None
                 self._notify()
                 conn = None
@@ -417,6 +432,9 @@ class ConfirmingPublisher:
                     back.append(cast)
                 elif nacked and not cast.abandoned:
                     cast.tag = None
+                    cast.nacks += 1
+                    if cast.nacks % self.nacks_per_channel == 0:
+                        self._stale = cast
                     self._nacked.append(cast)
                     self._resend_at = time.monotonic() + self.nack_backoff
             self._redeclare.extend(back)

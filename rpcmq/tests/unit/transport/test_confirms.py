@@ -296,6 +296,29 @@ def test_nacked_casts_are_sent_again_after_a_pause_not_at_once(make,
     assert pub.flush(WAIT)
 
 
+def test_a_channel_that_keeps_refusing_a_cast_is_replaced(make, broker):
+    """After a quorum queue's leader died, RabbitMQ 3.10 can leave a
+    channel refusing every cast to that queue while new channels are
+    served (CI saw one cast nacked every 0.5 s for a minute). A cast
+    refused ``nacks_per_channel`` times goes out on a new connection; the
+    casts the old channel had not confirmed go with it."""
+    pub = make()
+    pub.nack_backoff = 0.01
+    publish(pub, b'other')
+    publish(pub, b'stuck')
+    first = broker.channel
+    for n in range(1, pub.nacks_per_channel + 1):
+        # The stuck cast is the last write: its tag is the count of writes.
+        broker.wait_for(lambda: first.writes.count(b'stuck') == n)
+        broker.nack(len(first.writes), channel=first)
+    broker.wait_for(lambda: len(broker.channels) == 2 and
+                    sorted(broker.channel.writes) == [b'other', b'stuck'])
+    assert first.conn.dead
+    broker.ack_all()
+    assert pub.flush(WAIT)
+    assert len(broker.channels) == 2
+
+
 def test_after_a_lost_connection_the_reconnect_waits_a_moment(make, broker):
     """Reconnecting within milliseconds lands on a live node before its
     quorum queues have a new leader: hold the retry interval first."""
