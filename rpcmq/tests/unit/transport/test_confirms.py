@@ -309,7 +309,7 @@ def test_a_channel_that_keeps_refusing_a_cast_is_replaced(make, broker):
     first = broker.channel
     for n in range(1, pub.nacks_per_channel + 1):
         # The stuck cast is the last write: its tag is the count of writes.
-        broker.wait_for(lambda: first.writes.count(b'stuck') == n)
+        broker.wait_for(lambda n=n: first.writes.count(b'stuck') == n)
         broker.nack(len(first.writes), channel=first)
     broker.wait_for(lambda: len(broker.channels) == 2 and
                     sorted(broker.channel.writes) == [b'other', b'stuck'])
