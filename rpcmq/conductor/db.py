@@ -49,6 +49,14 @@ E_LEASE_EXPIRED = {'type': 'LeaseExpired',
 
 BC, IC = m.batches.c, m.items.c  # columns
 
+#: Completes the running attempt of one item; run once per batch with a
+#: parameter set per item (the statement is built once).
+_COMPLETE = sa.update(m.items).where(
+    IC.batch_id == sa.bindparam('b_batch'), IC.idx == sa.bindparam('b_idx'),
+    IC.state == m.RUNNING, IC.attempts == sa.bindparam('b_attempt'),
+).values(state=m.DONE, result=sa.bindparam('b_result'), error=None,
+         lease_until=None, updated_at=sa.bindparam('b_now'))
+
 
 _now = m.now_or
 
@@ -236,12 +244,39 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
         now = _now(now)
         with self._begin() as conn:
             m.batch_state(conn, batch_id)
-            changed = m.move_item(conn, batch_id, idx, attempt, state=m.DONE,
-                                  result=result, error=None, lease_until=None,
-                                  updated_at=now)
-            if changed:
-                m.settle_batch(conn, batch_id, now)
-        return changed
+            return self._complete(conn, batch_id, [(idx, attempt, result)],
+                                  now) == 1
+
+    def complete_many(self, outcomes, now=None):
+        """``complete`` for many ``(batch_id, idx, attempt, result)`` in
+        one transaction (their batches locked in id order); return how many
+        completed now. Outcomes of batches that no longer exist are
+        dropped."""
+        now = _now(now)
+        by_batch = {}
+        for batch_id, idx, attempt, result in outcomes:
+            by_batch.setdefault(batch_id, []).append((idx, attempt, result))
+        done = 0
+        with self._begin() as conn:
+            for batch_id, rows in sorted(by_batch.items()):
+                try:
+                    m.batch_state(conn, batch_id)
+                except m.BatchNotFound:
+                    continue
+                done += self._complete(conn, batch_id, rows, now)
+        return done
+
+    @staticmethod
+    def _complete(conn, batch_id, rows, now):
+        """One statement for the batch's completions (its row is locked)."""
+        moved = conn.execute(_COMPLETE, [
+            {'b_batch': batch_id, 'b_idx': idx, 'b_attempt': attempt,
+             'b_result': result, 'b_now': now}
+            for idx, attempt, result in rows]).rowcount
+        if moved:
+            m.count(conn, batch_id, m.RUNNING, m.DONE, moved)
+            m.settle_batch(conn, batch_id, now)
+        return moved
 
     def fail(self, batch_id, idx, attempt, error, retry_at=None, now=None):
         """End the running attempt with ``error``; True the first time.

@@ -1,8 +1,12 @@
 """The conductor's loop: claim due items, run them, send progress events.
 
 One thread runs the loop; items run on an executor of ``max_inflight``
-workers. Every state change is in the database first (``BatchStore``), and
-events are sent from what the database says is unsent, then marked sent:
+workers. A step completes every item that finished since the last one in
+one transaction, expires leases and claims; steps are at least
+``STEP_GAP`` apart, so the database work of a step is shared by the items
+that finished meanwhile. Every state change is in the database before an
+event tells of it: events are sent from what the database says is unsent,
+then marked sent:
 
 * ``batch.start`` once per batch, ``batch.item`` once per finished item,
   ``batch.end`` once per batch after all its ``batch.item`` events, with
@@ -29,6 +33,10 @@ __all__ = ['Scheduler']
 LOG = logging.getLogger(__name__)
 
 NOTIFY_BATCH = 500
+#: Seconds between the starts of two scheduler steps, and of two rounds of
+#: sending events, at least.
+STEP_GAP = 0.02
+EVENTS_GAP = 0.05
 #: Bytes one stored item's outcome takes in a batch.end payload, at least.
 MIN_OUTCOME_BYTES = 400
 
@@ -51,6 +59,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._publisher = None
         self._inflight = 0
+        self._finished = []  # (batch_id, idx, attempt, result) to complete
         self._lock = threading.Lock()
         self._thread = None
 
@@ -92,6 +101,11 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout)
         done = self.executor.shutdown(timeout)
+        try:  # what finished after the last step
+            self.complete_finished()
+        except Exception:
+            LOG.exception('cannot record the outcomes of %d finished items; '
+                          'they will run again', len(self._finished))
         self._drained.set()
         self._events_due.set()
         if self._publisher is not None:
@@ -112,12 +126,15 @@ class Scheduler:
             except Exception:
                 LOG.exception('scheduler step failed; retrying')
                 self._stop.wait(1.0)
+            self._stop.wait(STEP_GAP)
 
     def tick(self, now=None):
-        """One step: expire leases, claim and start items. Events go out
-        from their own thread (``_publish_loop``): a broker that cannot
-        take them never holds up claims or lease expiry."""
+        """One step: complete what finished, expire leases, claim and start
+        items. Events go out from their own thread (``_publish_loop``): a
+        broker that cannot take them never holds up claims or lease
+        expiry."""
         now = time.time() if now is None else now
+        self.complete_finished(now)
         self.store.expire_leases(now=now, max_attempts=self.max_attempts)
         with self._lock:
             free = self.conf.max_inflight - self._inflight
@@ -135,8 +152,9 @@ class Scheduler:
         self._events_due.set()
 
     def _run(self, item):
+        result = None
         try:
-            self.worker.run(item)
+            result = self.worker.run(item)
         except Exception:
             LOG.exception('item %s/%s: outcome not recorded; its lease '
                           'will expire and it runs again', item.batch_id,
@@ -144,8 +162,25 @@ class Scheduler:
         finally:
             with self._lock:
                 self._inflight -= 1
+                if result is not None:
+                    self._finished.append((item.batch_id, item.idx,
+                                           item.attempts, result))
             self._wake.set()
-            self._events_due.set()
+
+    def complete_finished(self, now=None):
+        """Complete the items that finished, in one transaction. If that
+        fails they wait for the next step (the database may be back)."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if not finished:
+            return
+        try:
+            self.store.complete_many(finished, now=now)
+        except BaseException:
+            with self._lock:
+                self._finished[:0] = finished
+            raise
+        self._events_due.set()
 
     # -- events -------------------------------------------------------------
 
@@ -165,6 +200,7 @@ class Scheduler:
                 self._stop.wait(1.0)
             if stopping:
                 return
+            self._drained.wait(EVENTS_GAP)
 
     def _send(self, event_type, event_id, payload):
         payload['event_id'] = event_id

@@ -62,16 +62,16 @@ class ItemWorker:
         self._one_call = True  # until a server says it has no 1.2
 
     def run(self, item):
-        """Process one claimed item; record its outcome in the store."""
+        """Process one claimed item. Return its result, for the caller to
+        complete (the scheduler completes many in one transaction); after
+        a failure, record it in the store and return None."""
         ctxt = {'batch_id': item.batch_id, 'idx': item.idx,
                 'attempt': item.attempts}
         try:
-            result = self._transfer(ctxt, item)
+            return self._transfer(ctxt, item)
         except Exception as exc:
             self._failed(item, exc)
-        else:
-            self.store.complete(item.batch_id, item.idx, item.attempts,
-                                result)
+            return None
 
     def _transfer(self, ctxt, item):
         last_error = (item.error or {}).get('type')

@@ -175,6 +175,35 @@ def test_transitions_are_idempotent(store):
     assert len(error['message']) == models.MAX_ERROR_CHARS
 
 
+def test_many_completions_go_in_one_transaction(store):
+    """The scheduler completes what finished since its last step at once:
+    across batches, stale attempts and repeats ignored, counts kept, and a
+    batch whose last item completes is done."""
+    first, _ = store.submit(urls(3), batch_id='first', now=T0)
+    second, _ = store.submit(urls(2), batch_id='second', now=T0 + 1)
+    assert len(claim(store, now=T0 + 1)) == 5
+    assert store.complete(first, 2, 1, {'key': 'early'})
+    done = store.complete_many([
+        (second, 0, 1, {'key': 's0'}),
+        (first, 0, 1, {'key': 'f0'}),
+        (first, 1, 7, {'key': 'stale attempt'}),
+        (first, 2, 1, {'key': 'again'}),
+        (second, 1, 1, {'key': 's1'}),
+        (second, 1, 1, {'key': 'twice'}),
+        ('gone', 0, 1, {'key': 'no such batch'}),
+    ], now=T0 + 5)
+    assert done == 3
+    assert totals(store, first) == {'total': 3, 'pending': 0, 'running': 1,
+                                    'done': 2, 'failed': 0, 'cancelled': 0}
+    assert store.status(first)['state'] == 'running'
+    assert store.status(second)['state'] == 'done'
+    assert [o['result'] for o in store.outcomes(second)] == [
+        {'key': 's0'}, {'key': 's1'}]
+    assert store.get_item(first, 2).result == {'key': 'early'}
+    assert store.get_item(first, 0).updated_at == T0 + 5
+    assert store.complete_many([]) == 0
+
+
 def test_retry_waits_for_next_attempt_at(store):
     batch_id, _ = store.submit(urls(1), now=T0)
     claim(store)
@@ -390,8 +419,6 @@ def test_concurrent_claimers_never_share_an_item(store, store_url):
 
 
 def test_sqlite_file_uses_wal(store):
-    if store.is_postgres:
-        pytest.skip('SQLite only')
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql('PRAGMA journal_mode').scalar() == 'wal'
 

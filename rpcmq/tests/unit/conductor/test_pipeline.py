@@ -2,12 +2,14 @@
 
 import hashlib
 import os
+import sqlite3
 import threading
 import time
 
 import pytest
 
 from rpcmq import RPCClient, Target
+from rpcmq.conductor import engine
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
 from rpcmq.conductor.service import ConductorService
 from rpcmq.endpoints.image import ImageEndpoint
@@ -439,6 +441,40 @@ def test_the_window_fills_up_to_max_inflight(tmp_path):
         status = wait_done(p, batch_id, check=at_most_6)
         assert status['totals']['done'] == 30
         assert len(p.gate.taken) == 30
+
+
+def test_outcomes_wait_out_a_locked_database(tmp_path, monkeypatch):
+    """Items finish while another process holds the database's write lock
+    until their leases have run out. Once it lets go they are completed,
+    and ran once: before, each outcome was dropped ("outcome not
+    recorded") and the item ran again when its lease ran out."""
+    monkeypatch.setattr(engine, 'SQLITE_BUSY_TIMEOUT', 0.3)
+    with GatedPipeline(str(tmp_path), **{'conductor.lease_seconds': 2}) as p:
+        store = p.conductor.scheduler.store
+        p.gate.close()
+        batch_id = p.api.submit([{'url': p.images.url('/img/lock%d.jpg' % i)}
+                                 for i in range(4)])
+        p.gate.wait_taken(lambda taken: len(taken) == 4)
+        locker = sqlite3.connect(os.path.join(str(tmp_path),
+                                              'conductor.sqlite'),
+                                 isolation_level=None)
+        try:
+            locker.execute('BEGIN IMMEDIATE')  # readers go on (WAL)
+            p.gate.open()
+            leases = [store.get_item(batch_id, i).lease_until
+                      for i in range(4)]
+            deadline = time.monotonic() + 30
+            while time.time() <= max(leases) + 0.5:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert len(p.gate.answered) == 4
+        finally:
+            locker.close()
+        status = wait_done(p, batch_id)
+        assert status['totals']['done'] == 4
+        assert len(p.gate.taken) == 4
+        assert {store.get_item(batch_id, i).attempts
+                for i in range(4)} == {1}
 
 
 def test_large_batches_end_with_failures_and_page_their_status(tmp_path):
