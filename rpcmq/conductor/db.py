@@ -49,6 +49,33 @@ E_LEASE_EXPIRED = {'type': 'LeaseExpired',
 
 BC, IC = m.batches.c, m.items.c  # columns
 
+# claim()'s statements, built once (SQLAlchemy builds a statement in
+# about as much time as the database takes to run these).
+_CLAIM_LOCK = sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY))
+_RUNNING = sa.select(IC.batch_id, sa.func.count()).where(
+    IC.state == m.RUNNING).group_by(IC.batch_id)
+_ACTIVE = sa.select(BC.id).where(
+    BC.state.in_(m.ACTIVE),
+    sa.exists().where(IC.batch_id == BC.id, IC.state == m.PENDING,
+                      IC.next_attempt_at <= sa.bindparam('b_now')),
+).order_by(BC.created_at, BC.id)
+_DUE = sa.select(IC.idx).where(
+    IC.batch_id == sa.bindparam('b_batch'), IC.state == m.PENDING,
+    IC.next_attempt_at <= sa.bindparam('b_now'),
+).order_by(IC.idx).limit(sa.bindparam('b_limit'))
+_MINE = (IC.batch_id == sa.bindparam('b_batch'),
+         IC.idx.in_(sa.bindparam('b_idxs', expanding=True)))
+_START = sa.update(m.items).where(*_MINE, IC.state == m.PENDING).values(
+    state=m.RUNNING, attempts=IC.attempts + 1,
+    lease_until=sa.bindparam('b_lease'), started_at=sa.bindparam('b_now'),
+    owner=sa.bindparam('b_owner'), updated_at=sa.bindparam('b_now'))
+_STARTED = sa.update(m.batches).where(BC.id == sa.bindparam('b_batch')).values(
+    state=m.RUNNING, updated_at=sa.bindparam('b_now'),
+    n_pending=BC.n_pending - sa.bindparam('b_n'),
+    n_running=BC.n_running + sa.bindparam('b_n'))
+_LOAD = sa.select(m.items).where(*_MINE, IC.state == m.RUNNING).order_by(
+    IC.idx)
+
 #: Completes the running attempt of one item; run once per batch with a
 #: parameter set per item (the statement is built once).
 _COMPLETE = sa.update(m.items).where(
@@ -182,18 +209,10 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
         claimed = []
         with self._begin() as conn:
             if self.is_postgres:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
-                    CLAIM_LOCK_KEY)))
-            running = dict(conn.execute(
-                sa.select(IC.batch_id, sa.func.count())
-                .where(IC.state == m.RUNNING).group_by(IC.batch_id)).all())
+                conn.execute(_CLAIM_LOCK)
+            running = dict(conn.execute(_RUNNING).all())
             room = limit - sum(running.values())
-            due_here = sa.exists().where(IC.batch_id == BC.id,
-                                         IC.state == m.PENDING,
-                                         IC.next_attempt_at <= now)
-            active = conn.execute(
-                sa.select(BC.id).where(BC.state.in_(m.ACTIVE), due_here)
-                .order_by(BC.created_at, BC.id)).scalars().all()
+            active = conn.execute(_ACTIVE, {'b_now': now}).scalars().all()
             for batch_id in active:
                 if room <= 0:
                     break
@@ -201,23 +220,19 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
                     room, batch_limit - running.get(batch_id, 0))
                 if quota <= 0:
                     continue
-                due = conn.execute(sa.select(IC.idx).where(
-                    IC.batch_id == batch_id, IC.state == m.PENDING,
-                    IC.next_attempt_at <= now).order_by(IC.idx).limit(quota)
-                ).scalars().all()
+                due = conn.execute(_DUE, {'b_batch': batch_id, 'b_now': now,
+                                          'b_limit': quota}).scalars().all()
                 if not due or m.batch_state(conn, batch_id) not in m.ACTIVE:
                     continue
-                mine = (IC.batch_id == batch_id, IC.idx.in_(due))
-                started = conn.execute(sa.update(m.items).where(
-                    *mine, IC.state == m.PENDING).values(
-                    state=m.RUNNING, attempts=IC.attempts + 1,
-                    lease_until=now + lease_seconds, started_at=now,
-                    owner=owner, updated_at=now)).rowcount
-                m.count(conn, batch_id, m.PENDING, m.RUNNING, started)
+                mine = {'b_batch': batch_id, 'b_idxs': due}
+                started = conn.execute(_START, dict(
+                    mine, b_now=now, b_lease=now + lease_seconds,
+                    b_owner=owner)).rowcount
+                conn.execute(_STARTED, {'b_batch': batch_id, 'b_now': now,
+                                        'b_n': started})
                 room -= started
-                conn.execute(sa.update(m.batches).where(BC.id == batch_id)
-                             .values(state=m.RUNNING, updated_at=now))
-                claimed += m.load_items(conn, *mine, IC.state == m.RUNNING)
+                claimed += [m.ItemRow.from_row(row)
+                            for row in conn.execute(_LOAD, mine)]
         return claimed
 
     # -- transitions of one attempt ---------------------------------------

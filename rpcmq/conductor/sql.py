@@ -50,6 +50,18 @@ def error_dict(error):
     return {'type': str(kind), 'message': str(message)[:MAX_ERROR_CHARS]}
 
 
+_STATE = sa.select(batches.c.state).where(
+    batches.c.id == sa.bindparam('b_batch'))
+_STATE_LOCKED = _STATE.with_for_update()
+_SETTLE = sa.update(batches).where(
+    batches.c.id == sa.bindparam('b_batch')).values(
+    updated_at=sa.bindparam('b_now'),
+    state=sa.case((sa.and_(batches.c.state.in_(ACTIVE),
+                           batches.c.n_pending + batches.c.n_running == 0),
+                   DONE), else_=batches.c.state))
+_COUNTS = {}  # (source, target) -> the statement that moves counts
+
+
 def batch_state(conn, batch_id, lock=True):
     """Return the batch state, locking its row (PostgreSQL) by default.
 
@@ -57,8 +69,8 @@ def batch_state(conn, batch_id, lock=True):
     serialize with cancel() and never deadlock each other.
     Raises BatchNotFound for an unknown id.
     """
-    query = sa.select(batches.c.state).where(batches.c.id == batch_id)
-    state = conn.execute(query.with_for_update() if lock else query).scalar()
+    state = conn.execute(_STATE_LOCKED if lock else _STATE,
+                         {'b_batch': batch_id}).scalar()
     if state is None:
         raise BatchNotFound(batch_id=batch_id)
     return state
@@ -67,12 +79,7 @@ def batch_state(conn, batch_id, lock=True):
 def settle_batch(conn, batch_id, now):
     """Touch the batch; mark it done once no item needs work (its counts
     say so: no item is read)."""
-    col = batches.c
-    idle = col.n_pending + col.n_running == 0
-    conn.execute(sa.update(batches).where(col.id == batch_id).values(
-        updated_at=now,
-        state=sa.case((sa.and_(col.state.in_(ACTIVE), idle), DONE),
-                      else_=col.state)))
+    conn.execute(_SETTLE, {'b_batch': batch_id, 'b_now': now})
 
 
 def move_item(conn, batch_id, idx, attempt, *where, **values):
@@ -96,13 +103,16 @@ def count(conn, batch_id, source, target, n):
     ``target`` (None: items added, or gone)."""
     if not n or source == target:
         return
-    values = {}
-    if source is not None:
-        values['n_' + source] = batches.c['n_' + source] - n
-    if target is not None:
-        values['n_' + target] = batches.c['n_' + target] + n
-    conn.execute(sa.update(batches).where(batches.c.id == batch_id)
-                 .values(**values))
+    statement = _COUNTS.get((source, target))
+    if statement is None:
+        n_items, values = sa.bindparam('b_n'), {}
+        if source is not None:
+            values['n_' + source] = batches.c['n_' + source] - n_items
+        if target is not None:
+            values['n_' + target] = batches.c['n_' + target] + n_items
+        statement = _COUNTS[source, target] = sa.update(batches).where(
+            batches.c.id == sa.bindparam('b_batch')).values(**values)
+    conn.execute(statement, {'b_batch': batch_id, 'b_n': n})
 
 
 def load_items(conn, *where, limit=None, offset=None):
