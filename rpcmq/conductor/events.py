@@ -89,5 +89,6 @@ class EventMarks:
                                     IC.state.in_(m.ACTIVE))]
         if require_items_notified:
             where.append(~sa.exists().where(IC.notified == sa.false(),
+                                            IC.state.in_(m.TERMINAL),
                                             IC.batch_id == BC.id))
         return self._batches(*where)

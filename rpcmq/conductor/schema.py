@@ -83,8 +83,8 @@ items = sa.Table(
     sa.Index('ix_items_batch_state', 'batch_id', 'state', 'idx'),
     # in-flight counts and expire_leases.
     sa.Index('ix_items_state_lease', 'state', 'lease_until'),
-    # unnotified_items.
-    sa.Index('ix_items_unnotified', 'notified', 'batch_id', 'idx'),
+    # unnotified_items, finished_batches_to_end (finished and unsent only).
+    sa.Index('ix_items_unnotified', 'notified', 'state', 'batch_id', 'idx'),
 )
 
 

@@ -8,7 +8,7 @@ Run on SQLite here and on PostgreSQL by
 import pytest
 import sqlalchemy as sa
 
-from rpcmq.conductor import migrate
+from rpcmq.conductor import migrate, models
 from rpcmq.conductor.db import BatchStore
 from rpcmq.exceptions import ConfigError
 
@@ -91,6 +91,11 @@ def test_a_database_from_before_schema_versions_is_upgraded_in_place(
             store.require_current()
 
         assert store.upgrade() == (migrate.BASELINE, migrate.head())
+        # Its indexes are those a new database gets.
+        found = {ix['name']: ix['column_names']
+                 for ix in sa.inspect(store.engine).get_indexes('items')}
+        assert found == {ix.name: [c.name for c in ix.columns]
+                         for ix in models.items.indexes}
         # The batch's counts were made from its items.
         assert store.status('old')['totals'] == {
             'total': 1, 'pending': 0, 'running': 0, 'done': 0, 'failed': 1,
