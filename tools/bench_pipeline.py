@@ -27,12 +27,14 @@ conductor's memory grows with the batch size.
 ``--scale 10000,100000`` runs batches of tiny items of those sizes (each
 on a fresh conductor and database, submitted in chunks) and reports
 submit time, items/s, conductor CPU per item and peak RSS, ``batch
-status`` latency sampled during the run and the database size.
+status`` latency sampled during the run and the database size. With
+``--scale-db postgres --conductors 2`` the database is a new PostgreSQL
+database (on ``--postgres-url``'s server) shared by that many conductors.
 
 Usage: python tools/bench_pipeline.py [--url rabbit://...] [--conc 32]
        [--small-n 1000] [--small-kb 100] [--large-n 50] [--large-mb 10]
        [--bare-conc 2,16] [--rss-check [--rss-n 1000,10000]]
-       [--scale N,N...]
+       [--scale N,N... [--scale-db sqlite|postgres] [--conductors N]]
        [--no-throughput]
 """
 
@@ -212,19 +214,49 @@ class StatusSampler:
                 'samples': len(lat)}
 
 
+def fresh_database(a, workdir, n):
+    """A new, empty conductor database for one scale run: ``(url, size)``,
+    ``size()`` giving its size in MB."""
+    if a.scale_db == 'sqlite':
+        db = os.path.join(workdir, 'scale-%d.sqlite' % n)
+        return 'sqlite:///%s' % db, lambda: sum(
+            os.path.getsize(p) for p in (db, db + '-wal')
+            if os.path.exists(p)) / 1e6
+    import sqlalchemy as sa
+
+    from rpcmq.conductor.engine import make_engine
+    name = 'rpcmq_bench_scale_%d' % n
+    admin = make_engine(sa.make_url(a.postgres_url))[0].execution_options(
+        isolation_level='AUTOCOMMIT')
+    with admin.connect() as conn:
+        conn.exec_driver_sql('DROP DATABASE IF EXISTS %s' % name)
+        conn.exec_driver_sql('CREATE DATABASE %s' % name)
+
+    def size():
+        with admin.connect() as conn:
+            return conn.exec_driver_sql(
+                'SELECT pg_database_size(%s)', (name,)).scalar() / 1e6
+    url = sa.make_url(a.postgres_url).set(database=name)
+    return url.render_as_string(hide_password=False), size
+
+
 def scale(a, cluster, base, workdir):
-    """Tiny items at growing batch sizes, each batch on a fresh conductor
-    and SQLite database: submit time (in chunks), items/s, conductor CPU
-    per item, its peak RSS, ``batch status`` latency sampled while the
-    batch runs, and the database's size."""
+    """Tiny items at growing batch sizes, each batch on fresh conductors
+    (``--conductors``) and a fresh database (``--scale-db``): submit time
+    (in chunks), items/s, conductor CPU per item (all conductors), peak
+    RSS (the largest), ``batch status`` latency sampled while the batch
+    runs, and the database's size."""
     for n in a.scale:
         cluster.stop_conductor()
-        db = os.path.join(workdir, 'scale-%d.sqlite' % n)
-        cluster.start_conductor('sqlite:///%s' % db,
-                                executor=a.conductor_executor)
-        pid = cluster.conductor.proc.pid
-        benchlib.reset_peak(pid)
-        cpu0 = benchlib.cpu_seconds(pid)
+        cluster.stop_peers()
+        url, db_size = fresh_database(a, workdir, n)
+        cluster.start_conductor(url, executor=a.conductor_executor)
+        pids = [cluster.conductor.proc.pid] + [
+            cluster.start_peer('p%d-%d' % (n, i), url).proc.pid
+            for i in range(1, a.conductors)]
+        for pid in pids:
+            benchlib.reset_peak(pid)
+        cpu0 = sum(benchlib.cpu_seconds(pid) for pid in pids)
         urls = benchlib.image_urls(base, 'scale%d' % n, n, 0)
         progress('scale: %d items' % n)
         started = time.perf_counter()
@@ -235,17 +267,17 @@ def scale(a, cluster, base, workdir):
         end = cluster.wait_end(batch_id, timeout=7200)
         elapsed = time.perf_counter() - started
         status_ms = sampler.stop()
-        cpu = benchlib.cpu_seconds(pid) - cpu0
-        mem = benchlib.proc_memory(pid)
+        cpu = sum(benchlib.cpu_seconds(pid) for pid in pids) - cpu0
         emit(scenario='scale', items=n, conc=a.conc,
              done=end['totals']['done'],
              submit_s=round(submitted, 2), seconds=round(elapsed, 2),
              items_per_s=round(n / elapsed, 1),
              conductor_cpu_ms_per_item=round(cpu * 1e3 / n, 3),
-             conductor_rss_peak_mb=round(mem['VmHWM'], 1),
+             conductor_rss_peak_mb=round(max(
+                 benchlib.proc_memory(pid)['VmHWM'] for pid in pids), 1),
              status_ms=status_ms, executor=a.conductor_executor,
-             db_mb=round(sum(os.path.getsize(p) for p in (
-                 db, db + '-wal') if os.path.exists(p)) / 1e6, 1))
+             db=a.scale_db, conductors=a.conductors,
+             db_mb=round(db_size(), 1))
 
 
 def run(a, workdir, children):
@@ -304,7 +336,20 @@ def main():
                     type=lambda s: [int(x) for x in s.split(',')],
                     help='batch sizes of tiny items to run, e.g. '
                          '10000,100000,1000000')
+    ap.add_argument('--scale-db', default='sqlite',
+                    choices=['sqlite', 'postgres'],
+                    help='the conductors\' database in --scale runs')
+    ap.add_argument('--postgres-url',
+                    default='postgresql://postgres@127.0.0.1:5432/postgres',
+                    help='a PostgreSQL server where --scale-db postgres '
+                         'may create databases')
+    ap.add_argument('--conductors', type=int, default=1,
+                    help='conductors sharing the database in --scale runs '
+                         '(more than 1 needs --scale-db postgres)')
     a = ap.parse_args()
+    if a.conductors > 1 and a.scale_db != 'postgres':
+        ap.error('--conductors %d needs --scale-db postgres (SQLite takes '
+                 'one conductor)' % a.conductors)
     if benchlib.run_helper(a, bare_bucket):
         return
     # SIGTERM (e.g. timeout(1)) unwinds like Ctrl-C: daemons get stopped.

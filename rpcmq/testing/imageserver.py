@@ -69,6 +69,7 @@ _FORMATS = {
     'bmp': ('BMP', 'image/bmp', {}),
 }
 _cache = collections.OrderedDict()
+_cache_bytes = 0  # the sum of the cached bodies' sizes
 _cache_lock = threading.Lock()
 
 
@@ -102,10 +103,13 @@ def make_image(ext, name, width=None, height=None, kb=None):
             _cache.move_to_end(key)
             return _cache[key]
     body = _encode(ext, '%s:%s:%dx%d' % key, width, height)
+    global _cache_bytes
     with _cache_lock:
-        _cache[key] = body
-        while sum(map(len, _cache.values())) > CACHE_BYTES and _cache:
-            _cache.popitem(last=False)
+        if key not in _cache:  # another thread may have made it meanwhile
+            _cache[key] = body
+            _cache_bytes += len(body)
+        while _cache_bytes > CACHE_BYTES and _cache:
+            _cache_bytes -= len(_cache.popitem(last=False)[1])
     return body
 
 
