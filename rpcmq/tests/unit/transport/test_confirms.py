@@ -370,7 +370,7 @@ def test_a_connection_lost_under_a_writer_loses_no_cast(make, broker):
             assert lost.wait(WAIT)  # the reader has seen it
 
     handler = Seen()
-    logging.getLogger('rpcmq.transport.confirms').addHandler(handler)
+    logging.getLogger('rpcmq.transport.confirmreader').addHandler(handler)
     try:
         broker.set(on_write=on_write)
         broker.nack(1)
@@ -378,7 +378,7 @@ def test_a_connection_lost_under_a_writer_loses_no_cast(make, broker):
         broker.wait_for(lambda: len(broker.channels) == 2 and
                         sorted(broker.channel.writes) == [b'nacked', b'new'])
     finally:
-        logging.getLogger('rpcmq.transport.confirms').removeHandler(handler)
+        logging.getLogger('rpcmq.transport.confirmreader').removeHandler(handler)
     broker.ack_all()
     assert pub.flush(WAIT)
 
