@@ -191,7 +191,8 @@ class Scheduler:
         nothing unsent."""
         while True:
             stopping = self._drained.is_set()
-            self._events_due.wait(self.conf.poll_interval)
+            if not stopping:  # else straight to the last round
+                self._events_due.wait(self.conf.poll_interval)
             self._events_due.clear()
             try:
                 self.send_events()

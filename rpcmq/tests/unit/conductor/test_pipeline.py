@@ -500,3 +500,43 @@ def test_large_batches_end_with_failures_and_page_their_status(tmp_path):
                  for o in range(0, 31, 5)]
         idx = [i['idx'] for page in pages for i in page['items']]
         assert idx == list(range(31))
+
+
+class IdleWatch(threading.Event):
+    """An Event that counts the waits that began on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.began = 0
+        self._changed = threading.Condition()
+
+    def wait(self, timeout=None):
+        with self._changed:
+            self.began += 1
+            self._changed.notify_all()
+        return super().wait(timeout)
+
+    def wait_for_waits(self, n, timeout=30):
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.began >= n, timeout)
+
+
+def test_a_stopping_conductor_sends_its_last_events_at_once(tmp_path):
+    """Stopping, the events thread goes straight to its last round. It
+    used to wait for one more poll_interval first when ``wait()`` found it
+    idle, so with a long poll_interval ``wait()`` gave up on it and the
+    last events stayed unsent."""
+    with GatedPipeline(str(tmp_path), **{
+            'conductor.poll_interval': 600}) as p:
+        batch_id = p.api.submit([{'url': p.images.url('/img/s%d.jpg' % i)}
+                                 for i in range(3)])
+        wait_done(p, batch_id)
+        scheduler = p.conductor.scheduler
+        old, due = scheduler._events_due, IdleWatch()
+        scheduler._events_due = due
+        old.set()  # the events thread leaves its wait on the old one
+        due.wait_for_waits(1)
+        scheduler.stop()  # wakes the events thread for one round...
+        due.wait_for_waits(2)  # ...after which it is idle again
+        assert scheduler.wait(10)
+        assert not scheduler._publisher.is_alive()
