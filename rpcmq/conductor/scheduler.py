@@ -2,11 +2,11 @@
 
 One thread runs the loop; items run on an executor of ``max_inflight``
 workers. A step completes every item that finished since the last one in
-one transaction, expires leases and claims; steps are at least
-``STEP_GAP`` apart, so the database work of a step is shared by the items
-that finished meanwhile. Every state change is in the database before an
-event tells of it: events are sent from what the database says is unsent,
-then marked sent:
+one transaction, expires leases (every ``LEASE_CHECK`` seconds) and
+claims; steps are at least ``STEP_GAP`` apart, so the database work of a
+step is shared by the items that finished meanwhile. Every state change
+is in the database before an event tells of it: events are sent from what
+the database says is unsent, then marked sent:
 
 * ``batch.start`` once per batch, ``batch.item`` once per finished item,
   ``batch.end`` once per batch after all its ``batch.item`` events, with
@@ -37,6 +37,8 @@ NOTIFY_BATCH = 500
 #: sending events, at least.
 STEP_GAP = 0.02
 EVENTS_GAP = 0.05
+#: Seconds between two passes over the running items' leases.
+LEASE_CHECK = 1.0
 #: Bytes one stored item's outcome takes in a batch.end payload, at least.
 MIN_OUTCOME_BYTES = 400
 
@@ -59,6 +61,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._publisher = None
         self._inflight = 0
+        self._leases_due = 0.0
         self._finished = []  # (batch_id, idx, attempt, result) to complete
         self._lock = threading.Lock()
         self._thread = None
@@ -135,7 +138,9 @@ class Scheduler:
         expiry."""
         now = time.time() if now is None else now
         self.complete_finished(now)
-        self.store.expire_leases(now=now, max_attempts=self.max_attempts)
+        if now >= self._leases_due:
+            self.store.expire_leases(now=now, max_attempts=self.max_attempts)
+            self._leases_due = now + LEASE_CHECK
         with self._lock:
             free = self.conf.max_inflight - self._inflight
         if free > 0 and not self._stop.is_set():
