@@ -13,6 +13,17 @@ DEFAULT_OPTS = [
                     'names no exchange. Queues are named after topics, not '
                     'exchanges: deployments that share a vhost need '
                     'distinct topics (or separate vhosts).'),
+    cfg.BoolOpt('oslo_compat', default=False,
+                help='Speak oslo.messaging\'s rabbit wire and topology, so '
+                     'rpcmq and oslo.messaging processes share topics: '
+                     'servers also take oslo.messaging requests ('
+                     '"oslo.version" envelopes) and answer them as '
+                     'oslo.messaging does; the topic exchange and queues '
+                     'are declared with oslo.messaging\'s flags ([rabbit] '
+                     'amqp_durable_queues, queue_type) and fanout exchanges '
+                     'are transient. Set control_exchange to the oslo '
+                     'services\' one (oslo.messaging\'s default is '
+                     '"openstack"). See docs/oslo-migration.md.'),
     cfg.IntOpt('rpc_response_timeout', default=60, min=1,
                help='Seconds a call waits for its reply when neither the '
                     'client nor prepare() sets a timeout.'),
@@ -79,6 +90,13 @@ RABBIT_OPTS = [
                     'for its own confirm.'),
     cfg.IntOpt('connection_pool_size', default=30, min=1,
                help='Broker connections a process keeps for publishing.'),
+    cfg.BoolOpt('amqp_durable_queues', default=False,
+                help='With oslo_compat and queue_type = classic: declare the '
+                     'topic exchange and request queues durable, as '
+                     'oslo.messaging does with its option of the same name '
+                     '(set both alike). Quorum queues are always durable '
+                     '(oslo.messaging: rabbit_quorum_queue = true). Without '
+                     'oslo_compat they are always durable.'),
     cfg.StrOpt('queue_type', default='quorum',
                choices=[('quorum', 'replicated on the cluster (Raft); '
                                    'RabbitMQ 3.10 or later'),

@@ -43,7 +43,7 @@ from rpcmq.exceptions import (
     Unauthenticated,
 )
 from rpcmq.executors import get_executor
-from rpcmq.rpc import wire
+from rpcmq.rpc import oslowire, wire
 from rpcmq.rpc.dispatcher import ExpectedException, RPCDispatcher
 from rpcmq.transport import deadline
 
@@ -67,6 +67,9 @@ class RPCServer:
         self.dispatcher = RPCDispatcher(endpoints)
         self.executor = get_executor(
             executor, executor_size or self.conf.executor_thread_pool_size)
+        self._oslo = oslowire.OsloRequests(
+            target.topic, self.conf.max_message_size) \
+            if self.conf.oslo_compat else None
         self._listener = None
 
     def start(self, ready_timeout=10.0):
@@ -120,8 +123,13 @@ class RPCServer:
 
     def _process(self, incoming):
         """On a worker: handle one message; whatever happens, settle it."""
-        is_call = bool(incoming.reply_to)
+        message, is_call = incoming, False
         try:
+            if self._oslo is not None:  # oslo.messaging's requests too
+                incoming = self._oslo.adapt(incoming)
+                if incoming is None:
+                    return  # a duplicate, or refused: logged
+            is_call = bool(incoming.reply_to)
             if not is_call and not incoming.admit():
                 return  # delivered too often: parked (see deliveries)
             self._handle(incoming, is_call)
@@ -135,7 +143,7 @@ class RPCServer:
                     InternalError(reason='%s: %s' % (type(exc).__name__,
                                                      exc)), tb=''))
         finally:
-            incoming.ack()
+            message.ack()
 
     def _handle(self, incoming, is_call):
         key = None
@@ -187,6 +195,8 @@ class RPCServer:
             raise MalformedMessage(reason='content type %r is not accepted; '
                                           'send application/json'
                                    % incoming.content_type)
+        if isinstance(incoming, oslowire.OsloRequest):
+            return incoming.decoded
         return wire.decode_request(incoming.body)
 
     def _not_to_run(self, incoming, method, key):

@@ -79,10 +79,22 @@ def _check_surrogates(body, msg):
                    % ord(exc.object[exc.start])) from None
 
 
+def decode_json(body, what):
+    """The JSON value of ``body`` (bytes or str); MalformedMessage naming
+    ``what`` if it is not JSON, nests too deeply or holds a lone
+    surrogate."""
+    value = _loads(body, what)
+    _check_surrogates(body, value)
+    return value
+
+
 def decode_request(body):
     """Validate a request body; raise MalformedMessage saying what is off."""
-    msg = _loads(body, 'body')
-    _check_surrogates(body, msg)
+    return check_request(decode_json(body, 'body'))
+
+
+def check_request(msg):
+    """Validate a decoded request (filling in empty args and context)."""
     if not isinstance(msg, dict):
         raise MalformedMessage(reason='body must be a JSON object, got %s'
                                % type(msg).__name__)

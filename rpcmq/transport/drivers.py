@@ -36,19 +36,21 @@ JSON = 'application/json'
 # them is not free, so each is made once per name.
 
 @functools.lru_cache(maxsize=1024)
-def _topic_exchange(name):
-    return kombu.Exchange(name, type='topic', durable=True)
+def _topic_exchange(name, durable):
+    return kombu.Exchange(name, type='topic', durable=durable)
 
 
 @functools.lru_cache(maxsize=1024)
-def _fanout_exchange(topic):
-    return kombu.Exchange('%s_fanout' % topic, type='fanout', durable=True)
+def _fanout_exchange(topic, oslo):
+    # oslo.messaging's are transient and go with their last queue.
+    return kombu.Exchange('%s_fanout' % topic, type='fanout',
+                          durable=not oslo, auto_delete=oslo)
 
 
 @functools.lru_cache(maxsize=4096)
-def _topic_queue(exchange_name, routing_key, queue_type):
-    return kombu.Queue(routing_key, _topic_exchange(exchange_name),
-                       routing_key=routing_key, durable=True,
+def _topic_queue(exchange_name, routing_key, queue_type, durable):
+    return kombu.Queue(routing_key, _topic_exchange(exchange_name, durable),
+                       routing_key=routing_key, durable=durable,
                        queue_arguments=_queue_arguments(queue_type))
 
 
@@ -103,6 +105,11 @@ class KombuDriver:
         if self.supports_confirms and rabbit.publisher_confirms:
             self._confirmer = ConfirmingPublisher(
                 self, window=rabbit.confirm_window)
+        #: oslo.messaging's topology (oslo_compat): topic exchanges and
+        #: queues durable only as its options say, transient fanouts.
+        self.oslo = conf.oslo_compat
+        self.durable = not self.oslo or self.queue_type == 'quorum' or \
+            rabbit.amqp_durable_queues
 
     def _connection(self, transport_options):
         urls = self.url.kombu_urls(self.kombu_scheme, self.default_vhost)
@@ -120,21 +127,23 @@ class KombuDriver:
     # -- entities --------------------------------------------------------
 
     def exchange(self, name):
-        return _topic_exchange(name)
+        return _topic_exchange(name, self.durable)
 
     def fanout_exchange(self, topic):
-        return _fanout_exchange(topic)
+        return _fanout_exchange(topic, self.oslo)
 
     queue_type = 'classic'  # of durable request queues
     delivery_limits = False  # counts deliveries, parks dead letters
 
     def topic_queue(self, exchange_name, routing_key):
-        """The durable queue a topic's (or one server's) requests wait in.
+        """The queue a topic's (or one server's) requests wait in (durable
+        unless oslo_compat's options say otherwise).
 
         Its name equals its routing key, so a plain AMQP client can also
         publish to it through the default exchange.
         """
-        return _topic_queue(exchange_name, routing_key, self.queue_type)
+        return _topic_queue(exchange_name, routing_key, self.queue_type,
+                            self.durable)
 
     def durable_queue_arguments(self):
         """Arguments of the durable queues rpcmq declares (queue_type)."""
@@ -344,8 +353,8 @@ class RabbitDriver(KombuDriver):
     delivery_limits = True
 
     def __init__(self, conf, url):
-        super().__init__(conf, url)
         self.queue_type = conf.rabbit.queue_type
+        super().__init__(conf, url)
         self._seen_brokers = set()
 
     def broker_connected(self, conn):

@@ -79,12 +79,12 @@ class IncomingMessage:
     def content_type(self):
         return self._message.content_type
 
-    def reply(self, body, headers=None):
-        """Send ``body`` to this call's ``reply_to`` (on RabbitMQ on the
-        driver's reply connection, not the one the request came on;
-        raises TransportError)."""
-        self._driver.reply(self._message.channel, body, self.reply_to,
-                           self.correlation_id,
+    def reply(self, body, headers=None, to=None, correlation_id=None):
+        """Send ``body`` to this call's ``reply_to`` (or ``to``) through
+        the default exchange (on RabbitMQ on the driver's reply connection,
+        not the one the request came on; raises TransportError)."""
+        self._driver.reply(self._message.channel, body, to or self.reply_to,
+                           correlation_id or self.correlation_id,
                            time.monotonic() + REPLY_DEADLINE, headers)
 
     def admit(self):

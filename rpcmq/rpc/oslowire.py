@@ -1,0 +1,188 @@
+"""oslo.messaging's wire, spoken by servers with ``oslo_compat``.
+
+oslo.messaging's rabbit driver wraps every message as ``{"oslo.version":
+"2.0", "oslo.message": "<JSON text>"}``. A request's inner message holds
+``method``, ``args``, ``namespace`` and ``version`` (absent: "1.0"), the
+caller's context as one ``_context_<key>`` entry per key, and, for a call,
+``_msg_id`` and ``_reply_q``: the caller's reply queue, reached through
+the default exchange. ``_unique_id`` lets a server drop a message it was
+sent twice. The reply is the same envelope around ``{"result",
+"failure", "ending": true, "_msg_id", "_unique_id"}``, where ``failure``
+is the JSON text of ``{"class", "module", "message", "tb": [lines],
+"args", "kwargs"}``.
+
+``OsloRequests.adapt`` turns an incoming message that holds such a request
+into an ``OsloRequest``: to the server it looks like any call or cast
+(``reply_to`` is ``_reply_q``, ``correlation_id`` is ``_msg_id``), and
+what the server replies, in rpcmq's form, leaves in oslo.messaging's.
+"""
+
+import collections
+import json
+import logging
+import threading
+import uuid
+
+from rpcmq.exceptions import MalformedMessage, MessageTooLarge
+from rpcmq.rpc import wire
+
+__all__ = ['OsloRequests', 'OsloRequest', 'is_envelope']
+
+LOG = logging.getLogger(__name__)
+
+VERSION_KEY, MESSAGE_KEY, VERSION = 'oslo.version', 'oslo.message', '2.0'
+CONTEXT_PREFIX = '_context_'
+#: How many ``_unique_id``s a server remembers to drop duplicates.
+SEEN_IDS = 4096
+
+# rpcmq errors an oslo.messaging caller knows by oslo.messaging's names
+# (it rebuilds neither unless allowed: both arrive as its RemoteError).
+_OSLO_NAMES = {
+    ('rpcmq.exceptions', 'NoSuchMethod'):
+        ('oslo_messaging.rpc.dispatcher', 'NoSuchMethod', 'method'),
+    ('rpcmq.exceptions', 'UnsupportedVersion'):
+        ('oslo_messaging.rpc.dispatcher', 'UnsupportedVersion', 'version'),
+}
+
+
+def is_envelope(body):
+    """Whether ``body`` looks like oslo.messaging's envelope (its first
+    key, as oslo.messaging writes it)."""
+    head = body[:48]
+    return (b'"oslo.version"' if isinstance(head, bytes)
+            else '"oslo.version"') in head
+
+
+def unwrap(body):
+    """The inner message of an envelope, a dict."""
+    outer = wire.decode_json(body, 'body')
+    if not isinstance(outer, dict) or VERSION_KEY not in outer:
+        raise MalformedMessage(reason='not an oslo.messaging envelope')
+    version = outer[VERSION_KEY]
+    if not isinstance(version, str) or version.split('.')[0] != '2':
+        raise MalformedMessage(reason='oslo.messaging message version %r '
+                                      'is not 2.x' % (version,))
+    inner = outer.get(MESSAGE_KEY)
+    if not isinstance(inner, str):
+        raise MalformedMessage(reason='"oslo.message" must be JSON text')
+    inner = wire.decode_json(inner, '"oslo.message"')
+    if not isinstance(inner, dict):
+        raise MalformedMessage(reason='"oslo.message" must hold an object')
+    return inner
+
+
+def wrap(inner):
+    """The envelope around ``inner``, as bytes."""
+    return wire.encode({VERSION_KEY: VERSION,
+                        MESSAGE_KEY: json.dumps(inner)})
+
+
+def decode_request(body):
+    """``(msg, msg_id, reply_q, unique_id)``: ``msg`` in rpcmq's form
+    (checked as any request is), ``msg_id`` None for a cast."""
+    inner = unwrap(body)
+    msg_id, reply_q = inner.pop('_msg_id', None), inner.pop('_reply_q', None)
+    unique_id = inner.pop('_unique_id', None)
+    for name, value in (('_msg_id', msg_id), ('_reply_q', reply_q)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise MalformedMessage(reason='%s must be a non-empty string'
+                                   % name)
+    if (msg_id is None) != (reply_q is None):
+        raise MalformedMessage(reason='a call needs both _msg_id and '
+                                      '_reply_q')
+    msg = {'method': inner.get('method'), 'args': inner.get('args'),
+           'namespace': inner.get('namespace'),
+           'version': inner.get('version') or '1.0',
+           'context': {key[len(CONTEXT_PREFIX):]: value
+                       for key, value in inner.items()
+                       if key.startswith(CONTEXT_PREFIX)}}
+    return wire.check_request(msg), msg_id, reply_q, unique_id
+
+
+def reply(msg_id, rpcmq_reply):
+    """oslo.messaging's reply to call ``msg_id``, from rpcmq's reply
+    (``{"result"}`` or ``{"failure"}`` bytes, as ``wire`` encodes it)."""
+    decoded = json.loads(rpcmq_reply)
+    failure = decoded.get('failure')
+    if failure is not None:
+        failure = json.dumps(_oslo_failure(failure))
+    return wrap({'result': decoded.get('result'), 'failure': failure,
+                 'ending': True, '_msg_id': msg_id,
+                 '_unique_id': uuid.uuid4().hex})
+
+
+def _oslo_failure(failure):
+    module, name = failure.get('module', ''), failure.get('type', '')
+    message = failure.get('message', '')
+    args, kwargs = failure.get('args'), failure.get('kwargs') or {}
+    oslo = _OSLO_NAMES.get((module, name))
+    if oslo is not None:
+        module, name, field = oslo
+        args, kwargs = [kwargs.get(field, message)], {}
+    elif args is None:
+        args = [message]
+    tb = failure.get('traceback') or ''
+    return {'class': name, 'module': module, 'message': message,
+            'tb': tb.splitlines(True), 'args': args, 'kwargs': kwargs}
+
+
+class OsloRequest:
+    """An incoming message holding an oslo.messaging request; everything
+    but where its reply goes and in which form is the message's."""
+
+    def __init__(self, incoming, msg, msg_id, reply_q):
+        self._incoming = incoming
+        self.decoded = msg
+        self.correlation_id = msg_id
+        self.reply_to = reply_q
+
+    def __getattr__(self, name):
+        return getattr(self._incoming, name)
+
+    def reply(self, body, headers=None):
+        self._incoming.reply(reply(self.correlation_id, body), headers,
+                             to=self.reply_to,
+                             correlation_id=self.correlation_id)
+
+
+class OsloRequests:
+    """A server's side of oslo.messaging's wire: recognise its requests,
+    drop the ones it sent twice."""
+
+    def __init__(self, topic, max_size):
+        self.topic = topic
+        self.max_size = max_size
+        self._seen = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def adapt(self, incoming):
+        """``incoming`` itself (not oslo.messaging's), an OsloRequest, or
+        None for one already handled: a duplicate (logged) or a malformed
+        envelope (logged and refused)."""
+        if not is_envelope(incoming.body):
+            return incoming
+        try:
+            if len(incoming.body) > self.max_size:
+                raise MessageTooLarge(size=len(incoming.body),
+                                      limit=self.max_size)
+            msg, msg_id, reply_q, unique_id = decode_request(incoming.body)
+        except (MalformedMessage, MessageTooLarge) as exc:
+            LOG.warning('rejected an oslo.messaging message from queue of '
+                        '%s: %s', self.topic, exc)
+            incoming.refuse('%s: %s' % (type(exc).__name__, exc))
+            return None
+        if unique_id is not None and not self._first(unique_id):
+            LOG.info('dropped a duplicate oslo.messaging %s %s on %s '
+                     '(_unique_id %s)', 'call' if msg_id else 'cast',
+                     msg['method'], self.topic, unique_id)
+            return None
+        return OsloRequest(incoming, msg, msg_id, reply_q)
+
+    def _first(self, unique_id):
+        with self._lock:
+            if unique_id in self._seen:
+                return False
+            self._seen[unique_id] = None
+            if len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
+            return True
