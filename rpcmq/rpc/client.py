@@ -3,11 +3,15 @@
 Routing: requests go to the Target's exchange (default
 ``control_exchange``, a topic exchange) with routing key ``topic`` (any
 server of the topic) or ``topic.server`` (that server); fanout casts go to
-the ``topic_fanout`` exchange. See docs/wire-format.md.
+the ``topic_fanout`` exchange. See docs/wire-format.md. With
+``oslo_compat`` requests travel in oslo.messaging's envelope, which its
+servers and rpcmq's both take (``oslowire``).
 """
 
+import uuid
+
 from rpcmq.exceptions import InvalidTarget, MessageTooLarge
-from rpcmq.rpc import wire
+from rpcmq.rpc import oslowire, wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target
 from rpcmq.transport import deadline as call_deadline
@@ -67,7 +71,9 @@ class RPCClient:
 
     # -- building and routing ---------------------------------------------
 
-    def _message(self, ctxt, method, kwargs):
+    def _message(self, ctxt, method, kwargs, call=None):
+        """The request's body; ``call``: (msg_id, timeout) of a call in
+        oslo.messaging's envelope."""
         target = self.target
         if not target.topic:
             raise InvalidTarget(target=target, reason='a topic is required')
@@ -81,7 +87,13 @@ class RPCClient:
             msg['namespace'] = target.namespace
         if target.version is not None:
             msg['version'] = target.version
-        body = wire.encode(msg)
+        if not self.conf.oslo_compat:
+            body = wire.encode(msg)
+        elif call is None:
+            body = oslowire.encode_request(msg)
+        else:
+            body = oslowire.encode_request(
+                msg, call[0], self.transport.reply_address, call[1])
         limit = self.conf.max_message_size
         if len(body) > limit:
             raise MessageTooLarge(size=len(body), limit=limit)
@@ -121,13 +133,18 @@ class RPCClient:
         if self.target.fanout:
             raise InvalidTarget(target=self.target,
                                 reason='call cannot be fanned out; use cast')
-        body = self._message(ctxt, method, kwargs)
         timeout = self._timeout()
+        msg_id = uuid.uuid4().hex if self.conf.oslo_compat else None
+        body = self._message(ctxt, method, kwargs, call=(msg_id, timeout))
         # The server drops a call whose deadline passed before it could
         # start it (docs/wire-format.md); the broker drops it on expiration.
         reply = self.transport.send(
             self.target, body, timeout, wait_for_reply=True,
-            headers=call_deadline.headers_for(timeout), method=method)
+            headers=call_deadline.headers_for(timeout), method=method,
+            correlation_id=msg_id)
+        if msg_id is not None:
+            return oslowire.decode_reply(reply,
+                                         self.conf.allowed_remote_exmods)
         return wire.decode_reply(reply, self.conf.allowed_remote_exmods)
 
 

@@ -15,6 +15,9 @@ is the JSON text of ``{"class", "module", "message", "tb": [lines],
 into an ``OsloRequest``: to the server it looks like any call or cast
 (``reply_to`` is ``_reply_q``, ``correlation_id`` is ``_msg_id``), and
 what the server replies, in rpcmq's form, leaves in oslo.messaging's.
+Clients with ``oslo_compat`` send ``encode_request``'s envelopes, which
+oslo.messaging's servers and rpcmq's both take, and read replies with
+``decode_reply``.
 """
 
 import collections
@@ -26,7 +29,8 @@ import uuid
 from rpcmq.exceptions import MalformedMessage, MessageTooLarge
 from rpcmq.rpc import wire
 
-__all__ = ['OsloRequests', 'OsloRequest', 'is_envelope']
+__all__ = ['OsloRequests', 'OsloRequest', 'is_envelope', 'encode_request',
+           'decode_reply']
 
 LOG = logging.getLogger(__name__)
 
@@ -36,13 +40,16 @@ CONTEXT_PREFIX = '_context_'
 SEEN_IDS = 4096
 
 # rpcmq errors an oslo.messaging caller knows by oslo.messaging's names
-# (it rebuilds neither unless allowed: both arrive as its RemoteError).
+# (it rebuilds neither unless allowed: both arrive as its RemoteError),
+# and back: an rpcmq caller gets them as rpcmq's own.
 _OSLO_NAMES = {
     ('rpcmq.exceptions', 'NoSuchMethod'):
         ('oslo_messaging.rpc.dispatcher', 'NoSuchMethod', 'method'),
     ('rpcmq.exceptions', 'UnsupportedVersion'):
         ('oslo_messaging.rpc.dispatcher', 'UnsupportedVersion', 'version'),
 }
+_RPCMQ_NAMES = {(module, name): ('rpcmq.exceptions', ours, field)
+                for (_, ours), (module, name, field) in _OSLO_NAMES.items()}
 
 
 def is_envelope(body):
@@ -97,6 +104,55 @@ def decode_request(body):
                        for key, value in inner.items()
                        if key.startswith(CONTEXT_PREFIX)}}
     return wire.check_request(msg), msg_id, reply_q, unique_id
+
+
+def encode_request(msg, msg_id=None, reply_q=None, timeout=None):
+    """The envelope of request ``msg`` (rpcmq's form: method, args,
+    context, namespace?, version?); a call names ``msg_id`` and
+    ``reply_q``."""
+    inner = {'method': msg['method'], 'args': msg['args'],
+             '_unique_id': uuid.uuid4().hex}
+    for field in ('namespace', 'version'):
+        if msg.get(field) is not None:
+            inner[field] = msg[field]
+    for key, value in (msg.get('context') or {}).items():
+        inner[CONTEXT_PREFIX + key] = value
+    if msg_id is not None:
+        inner.update(_msg_id=msg_id, _reply_q=reply_q, _timeout=timeout)
+    return wrap(inner)
+
+
+def decode_reply(body, allowed=()):
+    """The result of an oslo.messaging reply, or raise its failure
+    (rebuilt as ``wire.rebuild_failure`` does); an rpcmq reply is read as
+    ``wire.decode_reply`` does."""
+    if not is_envelope(body):
+        return wire.decode_reply(body, allowed)
+    inner = unwrap(body)
+    failure = inner.get('failure')
+    if failure:
+        if isinstance(failure, str):
+            failure = wire.decode_json(failure, 'failure')
+        if not isinstance(failure, dict):
+            failure = {'message': str(failure)}
+        raise wire.rebuild_failure(_rpcmq_failure(failure), allowed)
+    return inner.get('result')
+
+
+def _rpcmq_failure(failure):
+    module, name = failure.get('module') or '', failure.get('class') or ''
+    tb = failure.get('tb') or []
+    ours = {'type': name, 'module': module,
+            'message': failure.get('message', ''),
+            'traceback': ''.join(tb) if isinstance(tb, list) else str(tb),
+            'args': failure.get('args') or None,
+            'kwargs': failure.get('kwargs') or None}
+    rpcmq = _RPCMQ_NAMES.get((module, name))
+    if rpcmq is not None:
+        args = ours['args'] or ['?']
+        ours.update(module=rpcmq[0], type=rpcmq[1],
+                    kwargs={rpcmq[2]: args[0], 'namespace': None}, args=None)
+    return ours
 
 
 def reply(msg_id, rpcmq_reply):

@@ -56,7 +56,7 @@ class Transport:
     # -- the two verbs ----------------------------------------------------
 
     def send(self, target, body, timeout, wait_for_reply=False,
-             headers=None, method=None):
+             headers=None, method=None, correlation_id=None):
         """Publish request ``body`` (JSON bytes) to ``target``.
 
         Without ``wait_for_reply`` (a cast): returns once the broker has the
@@ -65,7 +65,9 @@ class Transport:
         MessagingTimeout when none came within ``timeout`` seconds. Either
         way TransportError (BrokerUnreachable, AuthenticationError,
         BrokerRefused) if it could not be sent within ``timeout``.
-        ``method`` only names the call in error messages.
+        ``method`` only names the call in error messages;
+        ``correlation_id`` is the call's if the body names it already (see
+        ``reply_address``).
         """
         exchange, routing_key, declare = self._route(target)
         deadline = time.monotonic() + timeout
@@ -79,7 +81,7 @@ class Transport:
             return None
         replies = self.replies
         replies.ensure_started(timeout)  # or the TransportError saying why
-        cid, slot = replies.register()
+        cid, slot = replies.register(correlation_id)
         signed = self._sign(exchange, routing_key, body, cid, headers)
         headers.update(signed)
         try:
@@ -127,6 +129,12 @@ class Transport:
             if self.keyring.is_signed(headers) or not _is_refusal(body):
                 raise Unauthenticated(reason='reply to %s: %s' % (
                     method, exc.kwargs.get('reason', exc))) from None
+
+    @property
+    def reply_address(self):
+        """The queue this transport's calls get their replies on, for a
+        body that must name it (oslo.messaging's ``_reply_q``)."""
+        return self.replies.queue_name
 
     def listen(self, target, handler, prefetch, on_drain=None):
         """Consume ``target``'s queues in a background thread, calling

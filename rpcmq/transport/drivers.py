@@ -375,7 +375,9 @@ class RabbitDriver(KombuDriver):
 
     @property
     def direct_reply_to(self):
-        return self.conf.rabbit.direct_reply_to
+        # oslo.messaging's servers reply to the queue named in the body,
+        # which a direct reply-to address cannot be known in advance.
+        return self.conf.rabbit.direct_reply_to and not self.oslo
 
     def connection_kwargs(self):
         rabbit = self.conf.rabbit

@@ -20,6 +20,7 @@ waiting on it keep waiting: their replies may still come.)
 """
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -37,6 +38,20 @@ LOG = logging.getLogger(__name__)
 REPLY_QUEUE_TEMPLATE = 'rpcmq_reply_{}'
 DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
 LOST = object()  # wait_reply's answer when the reply can no longer come
+
+
+def _envelope_msg_id(body):
+    """The ``_msg_id`` of an oslo.messaging reply envelope (its replies
+    carry no correlation id property), else None."""
+    head = body[:48]
+    if b'"oslo.version"' not in (head.encode() if isinstance(head, str)
+                                 else head):
+        return None
+    try:
+        return json.loads(json.loads(body)['oslo.message']).get('_msg_id')
+    except (ValueError, TypeError, KeyError, AttributeError,
+            RecursionError):
+        return None
 
 
 class _Slot:
@@ -91,7 +106,8 @@ class ReplyWaiter(Consumer):
                          no_ack=True)]
 
     def _on_reply(self, message):
-        cid = message.properties.get('correlation_id')
+        cid = message.properties.get('correlation_id') or \
+            _envelope_msg_id(message.body)
         slot = self._slots.pop(cid, None)
         if slot is None:
             LOG.debug('dropping reply %s: no caller waits for it', cid)
@@ -116,9 +132,10 @@ class ReplyWaiter(Consumer):
         if not self.wait_ready(timeout):
             raise self.unreachable('within %ss' % timeout)
 
-    def register(self):
-        """A new correlation id and the slot its reply will land in."""
-        correlation_id = next(self._ids)
+    def register(self, correlation_id=None):
+        """A correlation id (a new one unless given) and the slot its
+        reply will land in."""
+        correlation_id = correlation_id or next(self._ids)
         slot = self._slots[correlation_id] = _Slot()
         return correlation_id, slot
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rpcmq.exceptions import MalformedMessage, NoSuchMethod
+from rpcmq.exceptions import MalformedMessage, NoSuchMethod, RemoteError
 from rpcmq.rpc import oslowire, wire
 
 
@@ -113,3 +113,49 @@ def test_a_malformed_or_oversized_envelope_is_refused():
     assert requests.adapt(bad) is None and 'MalformedMessage' in bad.refused
     big = FakeIncoming(envelope(dict(CALL, args={'x': 'y' * 500})))
     assert requests.adapt(big) is None and 'MessageTooLarge' in big.refused
+
+
+def test_an_rpcmq_call_goes_out_as_oslo_messaging_sends_one():
+    msg = {'method': 'add', 'args': {'a': 1}, 'context': {'user': 'bob'},
+           'version': '1.2'}
+    inner = json.loads(json.loads(oslowire.encode_request(
+        msg, 'id7', 'rpcmq_reply_x', 5))['oslo.message'])
+    assert inner.pop('_unique_id')
+    assert inner == {'method': 'add', 'args': {'a': 1}, 'version': '1.2',
+                     '_context_user': 'bob', '_msg_id': 'id7',
+                     '_reply_q': 'rpcmq_reply_x', '_timeout': 5}
+    # and an rpcmq server in oslo_compat mode reads it back
+    back, msg_id, reply_q, _ = oslowire.decode_request(
+        oslowire.encode_request(msg, 'id7', 'rpcmq_reply_x', 5))
+    assert back == dict(msg, namespace=None)
+    assert (msg_id, reply_q) == ('id7', 'rpcmq_reply_x')
+
+
+def oslo_reply(**inner):
+    return envelope(dict({'failure': None, 'ending': True, '_msg_id': 'm',
+                          '_unique_id': 'u'}, **inner))
+
+
+def test_oslo_messaging_replies_are_read_with_their_failures_rebuilt():
+    assert oslowire.decode_reply(oslo_reply(result=[1, 2])) == [1, 2]
+    failure = json.dumps({'class': 'ValueError', 'module': 'builtins',
+                          'message': 'boom', 'tb': ['Traceback\n'],
+                          'args': ['boom'], 'kwargs': {}})
+    with pytest.raises(ValueError, match='boom') as raised:
+        oslowire.decode_reply(oslo_reply(result=None, failure=failure))
+    assert raised.value.remote_traceback == 'Traceback\n'
+    nosuch = json.dumps({'class': 'NoSuchMethod',
+                         'module': 'oslo_messaging.rpc.dispatcher',
+                         'message': 'Endpoint does not support RPC method x',
+                         'tb': [], 'args': ['x'], 'kwargs': {}})
+    with pytest.raises(NoSuchMethod) as raised:
+        oslowire.decode_reply(oslo_reply(failure=nosuch))
+    assert raised.value.kwargs['method'] == 'x'
+    # A module the caller did not allow is never imported.
+    foreign = json.dumps({'class': 'Boom', 'module': 'rpcmq.cmd.server',
+                          'message': 'no', 'tb': [], 'args': [],
+                          'kwargs': {}})
+    with pytest.raises(RemoteError, match='rpcmq.cmd.server.Boom'):
+        oslowire.decode_reply(oslo_reply(failure=foreign))
+    # rpcmq's own replies read as ever
+    assert oslowire.decode_reply(wire.result_reply(3)) == 3
