@@ -33,7 +33,7 @@ setup(
     extras_require={
         'postgres': ['psycopg2-binary>=2.9'],
         'test': ['pytest>=8', 'pytest-timeout>=2.3', 'psycopg2-binary>=2.9',
-                 'pika>=1.3',
+                 'pika>=1.3', 'oslo.messaging>=14',
                  'ruff>=0.5'],
     },
     entry_points={

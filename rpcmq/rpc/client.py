@@ -72,7 +72,7 @@ class RPCClient:
     # -- building and routing ---------------------------------------------
 
     def _message(self, ctxt, method, kwargs, call=None):
-        """The request's body; ``call``: (msg_id, timeout) of a call in
+        """The request's body; ``call``: the msg_id of a call in
         oslo.messaging's envelope."""
         target = self.target
         if not target.topic:
@@ -92,8 +92,8 @@ class RPCClient:
         elif call is None:
             body = oslowire.encode_request(msg)
         else:
-            body = oslowire.encode_request(
-                msg, call[0], self.transport.reply_address, call[1])
+            body = oslowire.encode_request(msg, call,
+                                           self.transport.reply_address)
         limit = self.conf.max_message_size
         if len(body) > limit:
             raise MessageTooLarge(size=len(body), limit=limit)
@@ -135,7 +135,7 @@ class RPCClient:
                                 reason='call cannot be fanned out; use cast')
         timeout = self._timeout()
         msg_id = uuid.uuid4().hex if self.conf.oslo_compat else None
-        body = self._message(ctxt, method, kwargs, call=(msg_id, timeout))
+        body = self._message(ctxt, method, kwargs, call=msg_id)
         # The server drops a call whose deadline passed before it could
         # start it (docs/wire-format.md); the broker drops it on expiration.
         reply = self.transport.send(

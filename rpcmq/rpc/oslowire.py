@@ -23,6 +23,7 @@ oslo.messaging's servers and rpcmq's both take, and read replies with
 import collections
 import json
 import logging
+import re
 import threading
 import uuid
 
@@ -47,6 +48,12 @@ _OSLO_NAMES = {
         ('oslo_messaging.rpc.dispatcher', 'NoSuchMethod', 'method'),
     ('rpcmq.exceptions', 'UnsupportedVersion'):
         ('oslo_messaging.rpc.dispatcher', 'UnsupportedVersion', 'version'),
+}
+_OSLO_MESSAGES = {
+    'NoSuchMethod': re.compile(r'RPC method (?P<method>\S+)'),
+    'UnsupportedVersion': re.compile(
+        r'RPC version (?P<version>[^\s.]+(?:\.[0-9]+)*)\.?(?: Attempted '
+        r'method: (?P<method>\S+))?'),
 }
 _RPCMQ_NAMES = {(module, name): ('rpcmq.exceptions', ours, field)
                 for (_, ours), (module, name, field) in _OSLO_NAMES.items()}
@@ -106,7 +113,7 @@ def decode_request(body):
     return wire.check_request(msg), msg_id, reply_q, unique_id
 
 
-def encode_request(msg, msg_id=None, reply_q=None, timeout=None):
+def encode_request(msg, msg_id=None, reply_q=None):
     """The envelope of request ``msg`` (rpcmq's form: method, args,
     context, namespace?, version?); a call names ``msg_id`` and
     ``reply_q``."""
@@ -118,7 +125,9 @@ def encode_request(msg, msg_id=None, reply_q=None, timeout=None):
     for key, value in (msg.get('context') or {}).items():
         inner[CONTEXT_PREFIX + key] = value
     if msg_id is not None:
-        inner.update(_msg_id=msg_id, _reply_q=reply_q, _timeout=timeout)
+        # _timeout is oslo.messaging's call-monitor timeout, not the
+        # call's: set, its servers send heartbeats (ending: false).
+        inner.update(_msg_id=msg_id, _reply_q=reply_q, _timeout=None)
     return wrap(inner)
 
 
@@ -149,9 +158,11 @@ def _rpcmq_failure(failure):
             'kwargs': failure.get('kwargs') or None}
     rpcmq = _RPCMQ_NAMES.get((module, name))
     if rpcmq is not None:
-        args = ours['args'] or ['?']
-        ours.update(module=rpcmq[0], type=rpcmq[1],
-                    kwargs={rpcmq[2]: args[0], 'namespace': None}, args=None)
+        # oslo.messaging's carry only their message: read the fields off it
+        found = _OSLO_MESSAGES[name].search(ours['message'])
+        ours.update(module=rpcmq[0], type=rpcmq[1], args=None,
+                    kwargs=dict(found.groupdict() if found else {},
+                                namespace=None))
     return ours
 
 

@@ -40,15 +40,24 @@ DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to'
 LOST = object()  # wait_reply's answer when the reply can no longer come
 
 
+_HEARTBEAT = object()
+
+
 def _envelope_msg_id(body):
     """The ``_msg_id`` of an oslo.messaging reply envelope (its replies
-    carry no correlation id property), else None."""
+    carry no correlation id property), None for another body, or
+    ``_HEARTBEAT`` for a call-monitor heartbeat (``ending`` false, no
+    result: the call still runs), which is no reply."""
     head = body[:48]
     if b'"oslo.version"' not in (head.encode() if isinstance(head, str)
                                  else head):
         return None
     try:
-        return json.loads(json.loads(body)['oslo.message']).get('_msg_id')
+        inner = json.loads(json.loads(body)['oslo.message'])
+        if inner.get('ending') is False and inner.get('result') is None \
+                and not inner.get('failure'):
+            return _HEARTBEAT
+        return inner.get('_msg_id')
     except (ValueError, TypeError, KeyError, AttributeError,
             RecursionError):
         return None
@@ -108,6 +117,8 @@ class ReplyWaiter(Consumer):
     def _on_reply(self, message):
         cid = message.properties.get('correlation_id') or \
             _envelope_msg_id(message.body)
+        if cid is _HEARTBEAT:
+            return
         slot = self._slots.pop(cid, None)
         if slot is None:
             LOG.debug('dropping reply %s: no caller waits for it', cid)

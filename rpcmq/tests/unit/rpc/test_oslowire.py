@@ -5,7 +5,12 @@ import json
 
 import pytest
 
-from rpcmq.exceptions import MalformedMessage, NoSuchMethod, RemoteError
+from rpcmq.exceptions import (
+    MalformedMessage,
+    NoSuchMethod,
+    RemoteError,
+    UnsupportedVersion,
+)
 from rpcmq.rpc import oslowire, wire
 
 
@@ -119,14 +124,14 @@ def test_an_rpcmq_call_goes_out_as_oslo_messaging_sends_one():
     msg = {'method': 'add', 'args': {'a': 1}, 'context': {'user': 'bob'},
            'version': '1.2'}
     inner = json.loads(json.loads(oslowire.encode_request(
-        msg, 'id7', 'rpcmq_reply_x', 5))['oslo.message'])
+        msg, 'id7', 'rpcmq_reply_x'))['oslo.message'])
     assert inner.pop('_unique_id')
     assert inner == {'method': 'add', 'args': {'a': 1}, 'version': '1.2',
                      '_context_user': 'bob', '_msg_id': 'id7',
-                     '_reply_q': 'rpcmq_reply_x', '_timeout': 5}
+                     '_reply_q': 'rpcmq_reply_x', '_timeout': None}
     # and an rpcmq server in oslo_compat mode reads it back
     back, msg_id, reply_q, _ = oslowire.decode_request(
-        oslowire.encode_request(msg, 'id7', 'rpcmq_reply_x', 5))
+        oslowire.encode_request(msg, 'id7', 'rpcmq_reply_x'))
     assert back == dict(msg, namespace=None)
     assert (msg_id, reply_q) == ('id7', 'rpcmq_reply_x')
 
@@ -151,6 +156,15 @@ def test_oslo_messaging_replies_are_read_with_their_failures_rebuilt():
     with pytest.raises(NoSuchMethod) as raised:
         oslowire.decode_reply(oslo_reply(failure=nosuch))
     assert raised.value.kwargs['method'] == 'x'
+    version = json.dumps({
+        'class': 'UnsupportedVersion',
+        'module': 'oslo_messaging.rpc.dispatcher',
+        'message': 'Endpoint does not support RPC version 2.1. Attempted '
+                   'method: add', 'tb': [], 'args': [], 'kwargs': {}})
+    with pytest.raises(UnsupportedVersion) as raised:
+        oslowire.decode_reply(oslo_reply(failure=version))
+    assert (raised.value.kwargs['version'],
+            raised.value.kwargs['method']) == ('2.1', 'add')
     # A module the caller did not allow is never imported.
     foreign = json.dumps({'class': 'Boom', 'module': 'rpcmq.cmd.server',
                           'message': 'no', 'tb': [], 'args': [],
