@@ -48,6 +48,9 @@ def main():
     ap.add_argument('--queue-types', default='quorum,classic',
                     help='rpcmq request queue types to run (comma-separated;'
                          ' oslo.messaging declares classic queues)')
+    ap.add_argument('--oslo-compat', action='store_true',
+                    help='also run oslo.messaging\'s client against an '
+                         'rpcmq server with oslo_compat, each round')
     a = ap.parse_args()
     queue_types = [t for t in a.queue_types.split(',') if t]
     n = str(a.n)
@@ -63,6 +66,11 @@ def main():
                     results += run(ours + ['--signed'])
             results += run([a.oslo_python, 'oslo_rpc_bench.py', '--n', n,
                             '--executor', executor], cwd=a.anchors)
+            if a.oslo_compat:
+                results += run([sys.executable,
+                                os.path.join(HERE, 'bench_rpc.py'), '--n', n,
+                                '--executor', executor, '--oslo-client',
+                                a.oslo_python])
         results += run([a.oslo_python, 'kombu_limit_bench.py', '--n', n,
                         '--window', '16'], cwd=a.anchors)
     best = {}
@@ -87,6 +95,12 @@ def main():
                     'oslo.messaging': oslo, 'kombu-raw': raw,
                     'ratio_to_oslo': round(ours / oslo, 2) if ours and oslo
                     else None}), flush=True)
+            served = best.get((scenario, 'rpcmq-oslo-compat', executor))
+            if served and oslo:
+                print(json.dumps({
+                    'summary': scenario + '_oslo_client', 'executor': executor,
+                    'rpcmq server': served, 'oslo.messaging server': oslo,
+                    'ratio_to_oslo': round(served / oslo, 2)}), flush=True)
             ours = best.get((scenario, 'rpcmq:' + queue_types[0], executor))
             signed = best.get((scenario, 'rpcmq+signed', executor))
             if signed and ours:

@@ -10,6 +10,11 @@ process with the chosen executor; this process is the client.
 Usage: python tools/bench_rpc.py [--url rabbit://guest:guest@127.0.0.1:5672/]
        [--executor eventlet|threading] [--n 2000] [--conc 16]
        [--queue-type quorum|classic] [--signed]
+       [--oslo-client PYTHON]
+
+``--oslo-client``: the server runs with ``oslo_compat`` (exchange
+``openstack``, classic queues) and the client is oslo.messaging's
+(``bench_oslo_client.py`` run by PYTHON, which has oslo.messaging).
 """
 
 import argparse
@@ -32,13 +37,15 @@ BENCH_KEY = 'bench:bench-signing-secret-0123456789'
 
 
 def start_server(url, executor, topic, workdir, signed=False,
-                 queue_type='quorum'):
+                 queue_type='quorum', oslo=False):
     conf = os.path.join(workdir, 'bench.conf')
     with open(conf, 'w') as f:
         f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
                 'topic = %s\nhost = bench\nexecutor = %s\n'
-                'log_level = WARNING\n[rabbit]\nqueue_type = %s\n'
-                % (url, topic, executor, queue_type))
+                'log_level = WARNING\n' % (url, topic, executor))
+        if oslo:
+            f.write('oslo_compat = true\ncontrol_exchange = openstack\n')
+        f.write('[rabbit]\nqueue_type = %s\n' % queue_type)
         if signed:
             f.write('[security]\nsigning_keys = %s\nrequire_signed = '
                     'true\n' % BENCH_KEY)
@@ -58,13 +65,25 @@ def main():
     ap.add_argument('--queue-type', default='quorum',
                     choices=['quorum', 'classic'],
                     help='[rabbit] queue_type of the request queues')
+    ap.add_argument('--oslo-client', metavar='PYTHON',
+                    help='serve oslo.messaging\'s client (run by PYTHON) '
+                         'with oslo_compat, classic queues')
     a = ap.parse_args()
+    if a.oslo_client:
+        a.queue_type = 'classic'
     topic = 'bench_%s' % uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as workdir:
         server = start_server(a.url, a.executor, topic, workdir, a.signed,
-                              a.queue_type)
+                              a.queue_type, oslo=bool(a.oslo_client))
         try:
-            run(a, topic)
+            if a.oslo_client:
+                subprocess.run([a.oslo_client, os.path.join(
+                    os.path.dirname(os.path.abspath(__file__)),
+                    'bench_oslo_client.py'), '--url', a.url, '--topic',
+                    topic, '--n', str(a.n), '--conc', str(a.conc),
+                    '--executor', a.executor], check=True, timeout=900)
+            else:
+                run(a, topic)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
