@@ -30,6 +30,14 @@ raises, it is settled with a log line and the listener goes on.
   (3 by default), an event its endpoints still fail on is rejected with an
   ERROR line naming its event type and message id.
 
+``wire='oslo'`` (with ``[DEFAULT] oslo_compat``) reads what
+oslo.messaging's notifiers send: for ``Target(topic='notifications')`` it
+consumes ``notifications.<priority>`` on ``control_exchange`` (or the
+Target's exchange) for every priority, from the queues oslo.messaging's
+listeners use (one per priority, or ``pool``); endpoint methods are named
+after oslo.messaging's priorities (``audit`` and ``sample`` too). Bodies
+in either form are read on either wire.
+
 This is the same on RabbitMQ, Redis and memory://: none of them counts
 deliveries for us (RabbitMQ classic queues do not), so the count travels in
 the message. A copy goes to the back of the queue, behind events that came
@@ -47,8 +55,14 @@ import uuid
 
 import kombu
 
-from rpcmq.exceptions import Unauthenticated
-from rpcmq.notify.notifier import PRIORITIES, notification_exchange
+from rpcmq.exceptions import MalformedMessage, Unauthenticated
+from rpcmq.notify.notifier import (
+    OSLO_PRIORITIES,
+    PRIORITIES,
+    check_wire,
+    notification_exchange,
+)
+from rpcmq.rpc import oslowire
 from rpcmq.transport import raw
 from rpcmq.transport.consuming import Consumer
 
@@ -73,6 +87,14 @@ class Malformed(ValueError):
 def parse_notification(body):
     """``(priority, args)`` of a notification body, where ``args`` are the
     endpoint method's arguments; Malformed says what is wrong."""
+    if oslowire.is_envelope(body):
+        try:
+            note = oslowire.unwrap(body)
+        except MalformedMessage as exc:
+            raise Malformed(str(exc)) from None
+        note['context'] = oslowire.split_context(note)
+        note['priority'] = str(note.get('priority') or 'info').lower()
+        return _fields(note, OSLO_PRIORITIES)
     try:
         note = json.loads(body)
     except RecursionError:
@@ -82,13 +104,17 @@ def parse_notification(body):
         raise Malformed('not JSON: %s' % exc) from None
     if not isinstance(note, dict):
         raise Malformed('not a JSON object but %s' % type(note).__name__)
+    return _fields(note, PRIORITIES)
+
+
+def _fields(note, priorities):
     event_type = note.get('event_type')
     if not isinstance(event_type, str) or not event_type:
         raise Malformed('"event_type" must be a non-empty string')
     priority = note.get('priority', 'info')
-    if not isinstance(priority, str) or priority not in PRIORITIES:
+    if not isinstance(priority, str) or priority not in priorities:
         raise Malformed('"priority" of %.100s must be one of %s'
-                        % (event_type, ', '.join(PRIORITIES)))
+                        % (event_type, ', '.join(priorities)))
     ctxt = note.get('context')
     if ctxt is None:
         ctxt = {}
@@ -132,12 +158,15 @@ def _where(message):
 class NotificationListener(Consumer):
 
     def __init__(self, transport, targets, endpoints, pool=None,
-                 max_redeliveries=MAX_REDELIVERIES):
+                 max_redeliveries=MAX_REDELIVERIES, wire='rpcmq'):
         super().__init__(transport.driver)
         if max_redeliveries < 0:
             raise ValueError('max_redeliveries must be 0 or more')
+        check_wire(wire, transport.conf)
         self.transport = transport
+        self.wire = wire
         self.name = 'notification listener'
+        self.targets = list(targets)
         self.patterns = [t.topic for t in targets]
         self.endpoints = list(endpoints)
         self.pool = pool
@@ -157,9 +186,33 @@ class NotificationListener(Consumer):
                            queue_arguments=self.driver.durable_queue_arguments()
                            if durable else None)
 
+    def oslo_queues(self):
+        """oslo.messaging's listener queues: ``<topic>.<priority>`` each,
+        or all bound to ``pool``, flags as the driver declares them."""
+        driver, conf = self.driver, self.transport.conf
+        keys = [(t.exchange or conf.control_exchange, '%s.%s' % (t.topic, p))
+                for t in self.targets for p in OSLO_PRIORITIES]
+        if self.pool is None:
+            return [driver.topic_queue(name, key) for name, key in keys]
+        return [kombu.Queue(
+            self.pool, bindings=[kombu.binding(driver.exchange(name),
+                                               routing_key=key)
+                                 for name, key in keys],
+            durable=driver.durable,
+            queue_arguments=driver.durable_queue_arguments()
+            if driver.durable else None)]
+
     def get_consumers(self, Consumer, channel):
-        return [Consumer(queues=[self.queue()], on_message=self._on_message,
+        queues = self.oslo_queues() if self.wire == 'oslo' else \
+            [self.queue()]
+        return [Consumer(queues=queues, on_message=self._on_message,
                          prefetch_count=64, no_ack=False)]
+
+    def _home(self, message):
+        """The queue ``message`` came from (its copies go back there)."""
+        if self.wire == 'oslo' and self.pool is None:
+            return (message.delivery_info or {}).get('routing_key')
+        return self._queue_name
 
     def _on_message(self, message):
         try:
@@ -231,7 +284,7 @@ class NotificationListener(Consumer):
         # The copy goes through the default exchange with a new nonce:
         # signed again by this listener, where it has a key.
         headers.update(self.transport.keyring.sign(
-            'notification', '', self._queue_name, message.body))
+            'notification', '', self._home(message), message.body))
         try:
             self._publish_copy(message, headers)
         except Exception as exc:
@@ -257,11 +310,11 @@ class NotificationListener(Consumer):
         properties = {'delivery_mode': 2 if self.pool else 1}
         if self.driver.raw_channels:
             # py-amqp: written, not read (we are inside a read already).
-            raw.send(message.channel, message.body, '', self._queue_name,
+            raw.send(message.channel, message.body, '', self._home(message),
                      application_headers=headers, **properties)
             return
         kombu.Producer(message.channel).publish(
-            message.body, exchange='', routing_key=self._queue_name,
+            message.body, exchange='', routing_key=self._home(message),
             serializer=None, content_type=message.content_type or JSON,
             content_encoding=message.content_encoding or 'utf-8',
             headers=headers, **properties)
@@ -286,9 +339,11 @@ class NotificationListener(Consumer):
 
 
 def get_notification_listener(transport, targets, endpoints, pool=None,
-                              max_redeliveries=MAX_REDELIVERIES):
+                              max_redeliveries=MAX_REDELIVERIES,
+                              wire='rpcmq'):
     """A listener for ``targets`` (Target(topic=pattern)) -> ``endpoints``;
     an event an endpoint raised on is queued again up to
-    ``max_redeliveries`` times (see the module's doc)."""
+    ``max_redeliveries`` times; ``wire='oslo'`` listens where
+    oslo.messaging's notifiers send (see the module's doc)."""
     return NotificationListener(transport, targets, endpoints, pool=pool,
-                                max_redeliveries=max_redeliveries)
+                                max_redeliveries=max_redeliveries, wire=wire)

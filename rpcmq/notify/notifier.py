@@ -8,19 +8,43 @@ Message body (JSON)::
 
 The routing key is the event type, so a subscriber binds ``batch.*`` to get
 every batch event, or ``batch.end`` for the last one only.
+
+``wire='oslo'`` (with ``[DEFAULT] oslo_compat``) sends them as
+oslo.messaging's notifier does instead: its envelope around
+``{message_id, publisher_id, event_type, priority: "INFO", payload,
+timestamp, _context_*}`` on ``control_exchange`` with routing key
+``<topic>.<priority>`` for each of ``topics`` (oslo.messaging's default:
+``notifications``), into a queue of that name declared on the way, as
+oslo.messaging declares it.
 """
 
+import datetime
 import time
 import uuid
 
 import kombu
 
-from rpcmq.rpc import wire
+from rpcmq.rpc import oslowire, wire
 
 __all__ = ['Notifier', 'notification_exchange']
 
 PRIORITIES = ('debug', 'info', 'warn', 'error', 'critical')
+#: oslo.messaging's priorities (its listeners' methods), lower case.
+OSLO_PRIORITIES = ('audit', 'debug', 'info', 'warn', 'error', 'critical',
+                   'sample')
+WIRES = ('rpcmq', 'oslo')
 PUBLISH_DEADLINE = 30.0
+
+
+def check_wire(wire_name, conf):
+    """ValueError unless ``wire_name`` is one this ``conf`` can speak."""
+    if wire_name not in WIRES:
+        raise ValueError('wire must be one of %s, not %r' % (WIRES,
+                                                             wire_name))
+    if wire_name == 'oslo' and not conf.oslo_compat:
+        raise ValueError("wire='oslo' needs [DEFAULT] oslo_compat = true, "
+                         "so exchanges and queues are declared with "
+                         "oslo.messaging's flags")
 
 
 def notification_exchange(conf):
@@ -31,12 +55,20 @@ def notification_exchange(conf):
 class Notifier:
     """Sends notifications; persistent and confirmed like casts."""
 
-    def __init__(self, transport, publisher_id):
+    def __init__(self, transport, publisher_id, wire='rpcmq',
+                 topics=('notifications',)):
+        check_wire(wire, transport.conf)
         self.transport = transport
         self.publisher_id = publisher_id
-        self._exchange = notification_exchange(transport.conf)
+        self.wire = wire
+        self.topics = tuple(topics)
+        self._exchange = notification_exchange(transport.conf) \
+            if wire == 'rpcmq' else \
+            transport.driver.exchange(transport.conf.control_exchange)
 
     def notify(self, ctxt, event_type, payload, priority='info'):
+        if self.wire == 'oslo':
+            return self._notify_oslo(ctxt, event_type, payload, priority)
         if priority not in PRIORITIES:
             raise ValueError('priority must be one of %s' % (PRIORITIES,))
         body = wire.encode({
@@ -50,6 +82,27 @@ class Notifier:
             body, self._exchange, event_type, declare=(self._exchange,),
             confirm=True, delivery_mode=2, headers=headers or None,
             deadline=time.monotonic() + PUBLISH_DEADLINE)
+
+    def _notify_oslo(self, ctxt, event_type, payload, priority):
+        if priority not in OSLO_PRIORITIES:
+            raise ValueError('priority must be one of %s'
+                             % (OSLO_PRIORITIES,))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        body = oslowire.encode_notification({
+            'message_id': str(uuid.uuid4()),
+            'publisher_id': self.publisher_id, 'event_type': event_type,
+            'priority': priority.upper(), 'payload': payload,
+            'timestamp': now.strftime('%Y-%m-%d %H:%M:%S.%f')}, ctxt)
+        driver = self.transport.driver
+        for topic in self.topics:
+            key = '%s.%s' % (topic, priority)
+            headers = self.transport.keyring.sign(
+                'notification', self._exchange.name, key, body)
+            driver.publish(
+                body, self._exchange, key,
+                declare=(driver.topic_queue(self._exchange.name, key),),
+                confirm=True, delivery_mode=2, headers=headers or None,
+                deadline=time.monotonic() + PUBLISH_DEADLINE)
 
     def info(self, ctxt, event_type, payload):
         self.notify(ctxt, event_type, payload, 'info')

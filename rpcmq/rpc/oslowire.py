@@ -31,7 +31,7 @@ from rpcmq.exceptions import MalformedMessage, MessageTooLarge
 from rpcmq.rpc import wire
 
 __all__ = ['OsloRequests', 'OsloRequest', 'is_envelope', 'encode_request',
-           'decode_reply']
+           'decode_reply', 'encode_notification', 'split_context', 'unwrap']
 
 LOG = logging.getLogger(__name__)
 
@@ -107,9 +107,7 @@ def decode_request(body):
     msg = {'method': inner.get('method'), 'args': inner.get('args'),
            'namespace': inner.get('namespace'),
            'version': inner.get('version') or '1.0',
-           'context': {key[len(CONTEXT_PREFIX):]: value
-                       for key, value in inner.items()
-                       if key.startswith(CONTEXT_PREFIX)}}
+           'context': split_context(inner)}
     return wire.check_request(msg), msg_id, reply_q, unique_id
 
 
@@ -129,6 +127,20 @@ def encode_request(msg, msg_id=None, reply_q=None):
         # call's: set, its servers send heartbeats (ending: false).
         inner.update(_msg_id=msg_id, _reply_q=reply_q, _timeout=None)
     return wrap(inner)
+
+
+def encode_notification(msg, ctxt):
+    """The envelope of notification ``msg`` with context ``ctxt``."""
+    inner = dict(msg, _unique_id=uuid.uuid4().hex)
+    for key, value in (ctxt or {}).items():
+        inner[CONTEXT_PREFIX + key] = value
+    return wrap(inner)
+
+
+def split_context(inner):
+    """Take the ``_context_*`` entries out of ``inner``; the context."""
+    keys = [key for key in inner if key.startswith(CONTEXT_PREFIX)]
+    return {key[len(CONTEXT_PREFIX):]: inner.pop(key) for key in keys}
 
 
 def decode_reply(body, allowed=()):

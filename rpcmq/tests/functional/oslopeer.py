@@ -22,6 +22,23 @@ serves ``OsloEndpoint`` (version 1.0) with the threading executor, prints
 ``ready`` once its queues are declared, and stops cleanly at the end of
 stdin or on SIGTERM.
 
+::
+
+    python -m rpcmq.tests.functional.oslopeer notify --url URL \
+        --exchange EXCH --topic T
+
+sends one notification a line on stdin, ``{"event_type": ..., "payload":
+..., "priority": "info", "context": {...}}`` (oslo.messaging's
+``messagingv2`` driver, topic T), and answers each with ``{"ok": true}``.
+
+::
+
+    python -m rpcmq.tests.functional.oslopeer listen --url URL \
+        --exchange EXCH --topic T [--pool P]
+
+prints ``ready``, then one JSON line per notification received:
+``{"priority", "event_type", "payload", "publisher_id", "context"}``.
+
 ``--durable`` is ``[oslo_messaging_rabbit] amqp_durable_queues = true``.
 """
 
@@ -79,6 +96,22 @@ class OsloEndpoint:
             f.write(json.dumps(value) + '\n')
 
 
+class NotificationEndpoint:
+    """Prints every notification as a JSON line."""
+
+    def _got(self, priority, ctxt, publisher_id, event_type, payload,
+             metadata):
+        emit(json.dumps({'priority': priority, 'event_type': event_type,
+                         'payload': payload, 'publisher_id': publisher_id,
+                         'context': ctxt}, default=repr))
+
+    def __getattr__(self, priority):
+        if priority not in ('audit', 'debug', 'info', 'warn', 'error',
+                            'critical', 'sample'):
+            raise AttributeError(priority)
+        return lambda *args: self._got(priority, *args)
+
+
 def make_transport(args):
     """An oslo RPC transport: ``control_exchange`` = ``--exchange``."""
     oslo_messaging.set_transport_defaults(control_exchange=args.exchange)
@@ -97,6 +130,8 @@ def make_transport(args):
     # by default): a minute is enough and leaves less behind.
     conf.set_override('rabbit_transient_queues_ttl', 60,
                       group='oslo_messaging_rabbit')
+    if args.mode in ('notify', 'listen'):
+        return oslo_messaging.get_notification_transport(conf, url=args.url)
     return oslo_messaging.get_rpc_transport(
         conf, url=args.url, allowed_remote_exmods=ALLOWED_REMOTE_EXMODS)
 
@@ -165,9 +200,41 @@ def run_server(args, transport):
         server.wait()
 
 
+def run_notify(args, transport):
+    notifier = oslo_messaging.Notifier(transport, publisher_id='oslopeer',
+                                       driver='messagingv2',
+                                       topics=[args.topic])
+    for line in sys.stdin:
+        if line.strip():
+            note = json.loads(line)
+            getattr(notifier, note.get('priority', 'info'))(
+                note.get('context') or {}, note['event_type'],
+                note.get('payload'))
+            emit(json.dumps({'ok': True}))
+
+
+def run_listen(args, transport):
+    listener = oslo_messaging.get_notification_listener(
+        transport, [oslo_messaging.Target(topic=args.topic)],
+        [NotificationEndpoint()], executor='threading', pool=args.pool)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        listener.start()
+        emit('ready')
+        for _ in sys.stdin:
+            pass
+    except _Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        listener.stop()
+        listener.wait()
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog='oslopeer', description=__doc__)
-    parser.add_argument('mode', choices=['client', 'server'])
+    parser.add_argument('mode', choices=['client', 'server', 'notify',
+                                         'listen'])
     parser.add_argument('--url', required=True)
     parser.add_argument('--exchange', required=True)
     parser.add_argument('--topic', required=True)
@@ -178,6 +245,7 @@ def parse_args(argv):
     parser.add_argument('--namespace')
     parser.add_argument('--durable', action='store_true')
     parser.add_argument('--record')
+    parser.add_argument('--pool')
     args = parser.parse_args(argv)
     if args.mode == 'server' and not args.server:
         parser.error('server mode needs --server')
@@ -188,10 +256,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     transport = make_transport(args)
     try:
-        if args.mode == 'client':
-            run_client(args, transport)
-        else:
-            run_server(args, transport)
+        {'client': run_client, 'server': run_server, 'notify': run_notify,
+         'listen': run_listen}[args.mode](args, transport)
     finally:
         transport.cleanup()
     return 0

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.timeout(180)
 
 PEER = [sys.executable, '-m', 'rpcmq.tests.functional.oslopeer']
 CALL_TIMEOUT = 20  # the oslo client's own timeout, seconds
+PRIORITIES = ('audit', 'debug', 'info', 'warn', 'error', 'critical',
+              'sample')
 WIRE_KEYS = ('_msg_id', '_reply_q', '_unique_id', '_timeout', 'msg_id',
              'reply_q')
 
@@ -111,6 +113,20 @@ class _Peer:
                                                   self.stderr()))
         return line
 
+    def drain(self):
+        """The lines printed so far and not read yet (no waiting)."""
+        lines = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return lines
+            if line is None:
+                raise AssertionError('oslo peer exited (code %s); stderr:'
+                                     '\n%s' % (self.proc.wait(10),
+                                                self.stderr()))
+            lines.append(line)
+
     def stderr(self):
         with open(self.log, errors='replace') as f:
             return f.read()[-4000:]
@@ -146,6 +162,15 @@ class OsloClient(_Peer):
 
     def call(self, method, context=None, **args):
         return self.request('call', method, context, **args)
+
+    def request_note(self, event_type, payload, priority='info',
+                     context=None):
+        """In ``notify`` mode: send one notification."""
+        self.proc.stdin.write(json.dumps({
+            'event_type': event_type, 'payload': payload,
+            'priority': priority, 'context': context or {}}) + '\n')
+        self.proc.stdin.flush()
+        return json.loads(self.readline(CALL_TIMEOUT, 'notified'))
 
     def cast(self, method, **args):
         answer = self.request('cast', method, **args)
@@ -183,6 +208,7 @@ class Story:
         self.transports = []
         self.servers = []
         self.peers = []
+        self.listeners = []
 
     def rpcmq_servers(self, *names, durable=False):
         """Start rpcmq servers (one transport) and return their Endpoints."""
@@ -235,7 +261,46 @@ class Story:
         server.wait_ready()
         return server
 
+    def oslo_notifier(self):
+        log = self.workdir / ('oslo-notify-%d.err' % len(self.peers))
+        peer = OsloClient('notify', log, *self._argv())
+        self.peers.append(peer)
+        return peer
+
+    def oslo_listener(self, *options):
+        log = self.workdir / ('oslo-listen-%d.err' % len(self.peers))
+        peer = _Peer('listen', log, *self._argv(*options))
+        self.peers.append(peer)
+        assert peer.readline(60, '"ready"') == 'ready'
+        return peer
+
+    def rpcmq_notifier(self):
+        conf = make_conf(**{'oslo_compat': True,
+                            'control_exchange': self.exchange,
+                            'rabbit.queue_type': 'classic'})
+        transport = rpcmq.get_transport(conf, url=self.url)
+        self.transports.append(transport)
+        return rpcmq.Notifier(transport, 'rpcmq-test', wire='oslo',
+                              topics=[self.topic])
+
+    def rpcmq_listener(self, endpoint, pool=None):
+        conf = make_conf(**{'oslo_compat': True,
+                            'control_exchange': self.exchange,
+                            'rabbit.queue_type': 'classic'})
+        transport = rpcmq.get_transport(conf, url=self.url)
+        self.transports.append(transport)
+        listener = rpcmq.get_notification_listener(
+            transport, [rpcmq.Target(topic=self.topic)], [endpoint],
+            pool=pool, wire='oslo')
+        listener.start()
+        assert listener.ready.wait(30), 'rpcmq listener not ready'
+        self.listeners.append(listener)
+        return listener
+
     def close(self):
+        for listener in self.listeners:
+            listener.stop()
+            listener.wait(10)
         for peer in self.peers:
             peer.end_input()
         codes = [peer.wait() for peer in self.peers]
@@ -246,7 +311,9 @@ class Story:
         for transport in self.transports:
             transport.cleanup()
         delete_entities(self.url, [self.topic, self.topic + '_dead'] +
-                        ['%s.%s' % (self.topic, n) for n in self.names],
+                        ['%s.%s' % (self.topic, n) for n in self.names] +
+                        ['%s.%s' % (self.topic, p) for p in PRIORITIES] +
+                        ['pool_' + self.topic],
                         [self.exchange, self.topic + '_fanout'])
         return codes
 
@@ -421,3 +488,77 @@ def test_a_slow_oslo_method_returns_its_result_not_a_heartbeat(story):
     story.oslo_server('o1')
     client = story.rpcmq_client(timeout=4)
     assert client.call({}, 'sleep', seconds=3) == 3
+
+
+# -- notifications, both ways -------------------------------------------------
+
+class Notes:
+    """A notification endpoint that keeps what it got."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self.got = []
+
+    def _got(self, priority, ctxt, publisher_id, event_type, payload, meta):
+        with self._changed:
+            self.got.append((priority, ctxt, publisher_id, event_type,
+                             payload))
+            self._changed.notify_all()
+
+    def info(self, *args):
+        self._got('info', *args)
+
+    def error(self, *args):
+        self._got('error', *args)
+
+    def wait(self, count, timeout=30):
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.got) >= count,
+                                          timeout), self.got
+            return list(self.got)
+
+
+def test_an_rpcmq_listener_reads_oslo_notifications(story):
+    notes = Notes()
+    story.rpcmq_listener(notes)
+    notifier = story.oslo_notifier()
+    # (oslo.messaging's notifier drops a context given as a plain dict)
+    assert notifier.request_note('volume.create', {'id': 7}, 'info',
+                                 {'user': 'alice'}) == {'ok': True}
+    assert notifier.request_note('volume.fail', {'id': 8}, 'error') == \
+        {'ok': True}
+    got = sorted(notes.wait(2))
+    assert got == [
+        ('error', {}, 'oslopeer', 'volume.fail', {'id': 8}),
+        ('info', {}, 'oslopeer', 'volume.create', {'id': 7})]
+
+
+def test_an_oslo_listener_reads_rpcmq_notifications(story):
+    listener = story.oslo_listener()
+    story.rpcmq_notifier().notify({'user': 'bob'}, 'image.stored',
+                                  {'key': 'a.jpg'}, 'info')
+    note = json.loads(listener.readline(30, 'a notification'))
+    assert note == {'priority': 'info', 'event_type': 'image.stored',
+                    'payload': {'key': 'a.jpg'},
+                    'publisher_id': 'rpcmq-test', 'context': note['context']}
+    assert note['context'].get('user') == 'bob'
+
+
+def test_pooled_listeners_of_both_kinds_share_the_events(story):
+    notes = Notes()
+    story.rpcmq_listener(notes, pool='pool_' + story.topic)
+    oslo = story.oslo_listener('--pool', 'pool_' + story.topic)
+    notifier = story.rpcmq_notifier()
+    for n in range(10):
+        notifier.notify({}, 'tick', {'n': n}, 'info')
+    theirs = []
+
+    def all_in():
+        theirs.extend(json.loads(line) for line in oslo.drain())
+        return len(notes.got) + len(theirs) >= 10
+    assert wait_for(all_in, timeout=30), (notes.got, theirs)
+    ours = notes.got
+    seen = sorted([payload['n'] for *_, payload in ours] +
+                  [note['payload']['n'] for note in theirs])
+    assert seen == list(range(10)), (ours, theirs)
+    assert ours and theirs, 'one pool member got every event'
