@@ -24,6 +24,7 @@ import pytest
 import rpcmq
 from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
+from rpcmq.tests.functional.daemons import Daemon, write_config
 from rpcmq.tests.scenarios.rpc import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -209,6 +210,7 @@ class Story:
         self.servers = []
         self.peers = []
         self.listeners = []
+        self.daemons = []
 
     def rpcmq_servers(self, *names, durable=False):
         """Start rpcmq servers (one transport) and return their Endpoints."""
@@ -229,6 +231,23 @@ class Story:
             assert server.start(ready_timeout=30), 'rpcmq %s not ready' % name
             endpoints.append(endpoint)
         return endpoints
+
+    def rpcmq_daemon(self, host, executor):
+        """An ``rpcmq-server`` daemon (the ``diag`` endpoint) in oslo
+        mode, started and consuming."""
+        self.names.add(host)
+        conf = write_config(self.workdir / ('%s.conf' % host), {
+            'DEFAULT': {'transport_url': self.url, 'endpoints': 'diag',
+                        'topic': self.topic, 'host': host,
+                        'executor': executor, 'oslo_compat': 'true',
+                        'control_exchange': self.exchange,
+                        'graceful_shutdown_timeout': 5},
+            'rabbit': {'queue_type': 'classic'}})
+        daemon = Daemon('rpcmq-server', conf,
+                        self.workdir / ('%s.log' % host)).start()
+        self.daemons.append(daemon)
+        daemon.wait_for_log('rpcmq-server started', timeout=60)
+        return daemon
 
     def rpcmq_client(self, timeout=CALL_TIMEOUT, **target):
         """An rpcmq RPCClient in oslo mode for this story's topic."""
@@ -304,6 +323,8 @@ class Story:
         for peer in self.peers:
             peer.end_input()
         codes = [peer.wait() for peer in self.peers]
+        for daemon in self.daemons:
+            assert daemon.terminate(30) == 0, daemon.log()
         for server in self.servers:
             server.stop()
         for server in self.servers:
@@ -562,3 +583,27 @@ def test_pooled_listeners_of_both_kinds_share_the_events(story):
                   [note['payload']['n'] for note in theirs])
     assert seen == list(range(10)), (ours, theirs)
     assert ours and theirs, 'one pool member got every event'
+
+
+@pytest.mark.parametrize('executor', ['eventlet', 'threading'])
+def test_an_rpcmq_server_daemon_serves_oslo_callers(story, executor):
+    """The daemon as deployed (eventlet by default): results, casts, an
+    error, a version it does not have and a call that outlives its
+    caller's timeout."""
+    story.rpcmq_daemon('d1', executor)
+    oslo = story.oslo_client()
+    assert oslo.call('echo', x=[1, {'a': 'b'}]) == {'ok': True,
+                                                    'result': [1, {'a': 'b'}]}
+    base = ok(oslo.call('count'))
+    for _ in range(5):
+        oslo.cast('bump')
+    assert wait_for(lambda: ok(oslo.call('count')) == base + 5, timeout=30)
+    failed = oslo.call('fail', message='quota exceeded')
+    assert not failed['ok'] and failed['type'] == 'RuntimeError', failed
+    assert 'quota exceeded' in failed['message']
+    newer = story.oslo_client('--version', '2.0').call('echo', x=1)
+    assert not newer['ok'] and newer.get('exc_type') == 'UnsupportedVersion', \
+        newer
+    late = story.oslo_client('--timeout', '1').call('sleep', seconds=3)
+    assert not late['ok'] and late['type'] == 'MessagingTimeout', late
+    assert ok(oslo.call('echo', x='still serving')) == 'still serving'
