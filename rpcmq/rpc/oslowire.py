@@ -218,9 +218,13 @@ class OsloRequest:
     def __getattr__(self, name):
         return getattr(self._incoming, name)
 
+    def reply_body(self, body):
+        """oslo.messaging's form of rpcmq's reply ``body``."""
+        return reply(self.correlation_id, body)
+
     def reply(self, body, headers=None):
-        self._incoming.reply(reply(self.correlation_id, body), headers,
-                             to=self.reply_to,
+        """Send ``body`` (``reply_body``'s) to ``_reply_q``."""
+        self._incoming.reply(body, headers, to=self.reply_to,
                              correlation_id=self.correlation_id)
 
 

@@ -254,6 +254,8 @@ class RPCServer:
         if len(body) > limit:
             body = wire.failure_reply(MessageTooLarge(size=len(body),
                                                       limit=limit), tb='')
+        if isinstance(incoming, oslowire.OsloRequest):
+            body = incoming.reply_body(body)  # what goes out is signed
         headers = None if key is None else self.transport.keyring.sign(
             'reply', '', '', body, incoming.correlation_id, key=key)
         try:

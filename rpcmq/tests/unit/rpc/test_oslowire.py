@@ -105,7 +105,7 @@ def test_a_request_sent_twice_runs_once_and_rpcmq_requests_pass():
 def test_a_reply_goes_to_the_reply_queue_in_an_envelope():
     incoming = FakeIncoming(envelope(CALL))
     request = oslowire.OsloRequests('t', 1 << 20).adapt(incoming)
-    request.reply(wire.result_reply({'sum': 5}))
+    request.reply(request.reply_body(wire.result_reply({'sum': 5})))
     body, to, correlation_id = incoming.replies[0]
     assert (to, correlation_id) == ('reply_9f', 'ab12')
     assert json.loads(json.loads(body)['oslo.message'])['result'] == {
