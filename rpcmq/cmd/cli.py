@@ -277,9 +277,24 @@ def _keygen(args, out):
     return 0
 
 
+def parse_args(argv=None):
+    """The command line; ``call``'s ``key=value`` arguments may come
+    before or after its options (argparse alone takes them before only).
+    """
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == 'call':
+        pairs = [a for a in extra if '=' in a and not a.startswith('-')]
+        args.args += pairs
+        extra = [a for a in extra if a not in pairs]
+    if extra:
+        parser.error('unrecognized arguments: %s' % ' '.join(extra))
+    return args
+
+
 def main(argv=None):
     from rpcmq.exceptions import RpcmqError
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
     out = Console()
     try:

@@ -111,3 +111,21 @@ def test_problems_name_json_items_by_index():
     assert cli.problems(items, ['item 0', 'item 1', 'item 2']) == [
         ('item 1', 'is not a URL or {"url", "key"?, "name"?}'),
         ('item 2', "key 'k' repeats item 0")]
+
+
+def test_call_takes_key_value_arguments_after_its_options():
+    """The README's form: ``call image fetch --namespace image url=...``
+    (argparse alone refused the pair after the option)."""
+    args = cli.parse_args(['call', 'image', 'fetch', '--namespace', 'image',
+                           'url=https://example.com/a.jpg', '--server', 's1',
+                           'name=a'])
+    assert (args.topic, args.method, args.namespace, args.server) == (
+        'image', 'fetch', 'image', 's1')
+    assert args.args == ['url=https://example.com/a.jpg', 'name=a']
+
+
+def test_unknown_options_are_still_refused(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args(['call', 'image', 'fetch', '--nope'])
+    assert exited.value.code == 2
+    assert 'unrecognized arguments: --nope' in capsys.readouterr().err

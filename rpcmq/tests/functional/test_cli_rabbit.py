@@ -1,0 +1,33 @@
+"""The rpcmq command against a real daemon on RabbitMQ, as the README
+shows it."""
+
+import json
+import os
+import subprocess
+import sys
+
+from rpcmq.tests.functional.test_delivery import (
+    daemons,  # noqa: F401
+    start_daemon,
+)
+
+
+def rpcmq_cli(*args):
+    exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq')
+    return subprocess.run([exe, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_call_with_arguments_after_its_options(rabbit_url, tmp_path,
+                                                daemons):  # noqa: F811
+    """``rpcmq call TOPIC METHOD --server S key=value``: the pair after
+    the option used to be refused (unrecognized arguments)."""
+    daemon = start_daemon(rabbit_url, tmp_path, 'cli-host')
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started', timeout=60)
+    conf = tmp_path / 'cli.conf'
+    conf.write_text('[DEFAULT]\ntransport_url = %s\n' % rabbit_url)
+    proc = rpcmq_cli('--config-file', str(conf), 'call', daemon.topic,
+                     'echo', '--server', 'cli-host', 'x={"n": 5}')
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {'n': 5}
