@@ -11,6 +11,12 @@ eventlet before kombu or any socket code is imported.
 """
 
 import importlib
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version('rpcmq')
+except importlib.metadata.PackageNotFoundError:  # run from a source tree
+    __version__ = '0+unknown'
 
 _EXPORTS = {
     'Target': 'rpcmq.target',

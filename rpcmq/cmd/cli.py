@@ -16,12 +16,16 @@ import sys
 
 from rich.console import Console
 
+import rpcmq
+
 __all__ = ['main']
 
 
 def _parser():
     ap = argparse.ArgumentParser(prog='rpcmq', description=__doc__.split(
-        '\n')[0])
+        '\n')[0].replace('``', ''))
+    ap.add_argument('--version', action='version',
+                    version='rpcmq %s' % rpcmq.__version__)
     ap.add_argument('--config-file', action='append', default=[],
                     help='oslo.config file(s) with transport_url etc.')
     ap.add_argument('--timeout', type=float, default=15,

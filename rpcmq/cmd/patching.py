@@ -21,7 +21,9 @@ def monkey_patch():
     """Patch the standard library for eventlet unless OS threads are due."""
     if os.environ.get(ENV) == '1':
         return False
-    warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
+    # rpcmq chose eventlet for the daemon; its message starts with a
+    # newline, which '.*' does not match.
+    warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
     import eventlet
     eventlet.monkey_patch()
     return True

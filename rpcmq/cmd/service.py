@@ -7,6 +7,7 @@ import threading
 
 from oslo_config import cfg
 
+import rpcmq
 from rpcmq import conf as rpcmq_conf
 from rpcmq.cmd import patching
 from rpcmq.exceptions import RpcmqError
@@ -15,6 +16,17 @@ __all__ = ['prepare', 'prepare_daemon', 'run_until_signalled', 'fatal']
 
 LOG = logging.getLogger(__name__)
 LOG_FORMAT = '%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s'
+#: What ``--help`` says each program is.
+DESCRIPTIONS = {
+    'rpcmq-server': 'Host the endpoints named in the config ([DEFAULT] '
+                    'endpoints) on its topic.',
+    'rpcmq-conductor': 'Run batches of image transfers durably and report '
+                       'their progress.',
+    'rpcmq-bridge-redis': 'Take batch download tasks from a Redis list and '
+                          'report results back to Redis.',
+    'rpcmq-bridge-mqtt': 'Take image sync messages from MQTT topics and '
+                         'report results back over MQTT.',
+}
 
 
 def fatal(message, code=1):
@@ -31,7 +43,8 @@ def prepare(argv, prog, cli_opts=()):
     rpcmq_conf.register_opts(conf)
     conf.register_cli_opts(cli_opts)
     try:
-        conf(argv, project='rpcmq', prog=prog)
+        conf(argv, project='rpcmq', prog=prog, version=rpcmq.__version__,
+             description=DESCRIPTIONS.get(prog))
     except (cfg.Error, ValueError) as exc:
         fatal(exc)
     handler = (logging.FileHandler(conf.log_file) if conf.log_file

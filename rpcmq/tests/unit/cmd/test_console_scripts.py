@@ -1,0 +1,36 @@
+"""Every console script as a user first meets it: --help and --version."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import rpcmq
+
+SCRIPTS = ['rpcmq', 'rpcmq-server', 'rpcmq-conductor', 'rpcmq-bridge-redis',
+           'rpcmq-bridge-mqtt']
+
+
+def run(script, *args):
+    exe = os.path.join(os.path.dirname(sys.executable), script)
+    return subprocess.run([exe, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_version(script):
+    proc = run(script, '--version')
+    assert proc.returncode == 0, proc.stderr
+    assert rpcmq.__version__ in proc.stdout + proc.stderr
+    assert rpcmq.__version__ != '0+unknown'  # the installed package's
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_help_says_what_it_is_without_eventlets_warning(script):
+    proc = run(script, '--help')
+    assert proc.returncode == 0, proc.stderr
+    description = proc.stdout.split('\n\n')[1]
+    assert description.strip() and '``' not in description, proc.stdout
+    assert 'Eventlet is deprecated' not in proc.stderr, proc.stderr
+    assert proc.stderr == '', proc.stderr
