@@ -43,10 +43,15 @@ def _parser():
     submit = bsub.add_parser('submit', help='FILE: one URL per line, or a '
                                             'JSON list of {url, key?, name?}')
     submit.add_argument('file')
-    submit.add_argument('--batch-id')
-    submit.add_argument('--watch', action='store_true')
-    for name in ('status', 'watch', 'cancel', 'retry'):
-        p = bsub.add_parser(name)
+    submit.add_argument('--batch-id', help='resume (or name) this batch: '
+                                           'what it already has is skipped')
+    submit.add_argument('--watch', action='store_true',
+                        help='follow its progress until it ends')
+    for name, what in (('status', 'totals and state of a batch'),
+                       ('watch', 'follow a batch until it ends'),
+                       ('cancel', 'cancel the pending items of a batch'),
+                       ('retry', 'run the failed items of a batch again')):
+        p = bsub.add_parser(name, help=what)
         p.add_argument('batch_id')
         if name == 'status':
             p.add_argument('--items', action='store_true',

@@ -34,3 +34,13 @@ def test_help_says_what_it_is_without_eventlets_warning(script):
     assert description.strip() and '``' not in description, proc.stdout
     assert 'Eventlet is deprecated' not in proc.stderr, proc.stderr
     assert proc.stderr == '', proc.stderr
+
+
+def test_batch_help_documents_every_action():
+    proc = run('rpcmq', 'batch', '--help')
+    assert proc.returncode == 0, proc.stderr
+    for action in ('submit', 'status', 'watch', 'cancel', 'retry', 'list'):
+        line = next(line for line in proc.stdout.splitlines()
+                    if line.strip().startswith(action + ' ') or
+                    line.strip() == action)
+        assert len(line.split()) > 1, (action, proc.stdout)
