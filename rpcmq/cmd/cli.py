@@ -118,8 +118,16 @@ def read_items(path):
 def load_batch(path):
     """``(items, where)``: the items of a file and, for each, where it is
     (``line 12`` or ``item 3``) for error messages."""
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        line = raw.count(b'\n', 0, exc.start) + 1
+        raise ValueError('%s, line %d: byte 0x%02x is not UTF-8; save the '
+                         'file as UTF-8 (URLs with other characters '
+                         'percent-encoded)' % (path, line, raw[exc.start])) \
+            from None
     if text.lstrip().startswith(('[', '{')):
         try:
             data = json.loads(text)

@@ -129,3 +129,13 @@ def test_unknown_options_are_still_refused(capsys):
         cli.parse_args(['call', 'image', 'fetch', '--nope'])
     assert exited.value.code == 2
     assert 'unrecognized arguments: --nope' in capsys.readouterr().err
+
+
+def test_a_file_not_in_utf8_is_named_with_its_line(tmp_path):
+    urls = tmp_path / 'urls.txt'
+    urls.write_bytes(b'http://a/1.jpg\n# ok\nhttp://a/\xff2.jpg\n')
+    proc = run('batch', 'submit', str(urls))
+    assert proc.returncode == 1
+    assert proc.stderr == ('rpcmq: error: %s, line 3: byte 0xff is not '
+                           'UTF-8; save the file as UTF-8 (URLs with other '
+                           'characters percent-encoded)\n' % urls)
