@@ -39,7 +39,8 @@ def run_demo(count=300, store_dir=None, console=None, servers=2):
     with Pipeline(workdir, servers=servers, store_dir=store_dir) as p:
         console.print('rpcmq demo: %d images from %s through %d image '
                       'servers into %s' % (count, p.images.base_url,
-                                           servers, p.store_dir))
+                                           servers, p.store_dir),
+                      markup=False, highlight=False)
         batch_id = p.api.submit(demo_items(p.images, count))
         end = BatchWatcher(p.transport, p.api, batch_id,
                            console=console).watch(timeout=600)
@@ -53,7 +54,8 @@ def main(args):
     end, store_dir = run_demo(args.count, args.dir, console)
     failed = print_report(end, console)
     console.print('stored %d images under %s' % (end['totals']['done'],
-                                                 store_dir))
+                                                 store_dir),
+                  markup=False, highlight=False)
     console.print('(%d deliberately bad URLs show how failures are '
                   'reported)' % len(BAD_PATHS))
     return 0 if len(failed) == len(BAD_PATHS) else 1

@@ -6,6 +6,7 @@ import threading
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -129,7 +130,8 @@ class BatchWatcher:
 def print_report(end, console, show_failed=20):
     """The summary table and the first failures of a finished batch."""
     totals = end['totals']
-    table = Table(title='batch %s: %s' % (end['batch_id'], end['state']))
+    table = Table(title=escape('batch %s: %s' % (end['batch_id'],
+                                                 end['state'])))
     for name in ('total', 'done', 'failed', 'cancelled'):
         table.add_column(name, justify='right')
     table.add_column('items/s', justify='right')
@@ -142,9 +144,12 @@ def print_report(end, console, show_failed=20):
     failed = [i for i in items if i['state'] != 'done']
     for item in failed[:show_failed]:
         error = item.get('error') or {}
+        # URLs and messages are the user's and the servers' text: a
+        # '[image] allowed_networks' is not rich markup.
         console.print('  [red]%s[/red] #%s %s: %s' % (
-            item['state'], item['idx'], item['url'],
-            error.get('message', error.get('type', 'cancelled'))))
+            item['state'], item['idx'], escape(str(item['url'])),
+            escape(str(error.get('message', error.get('type',
+                                                      'cancelled'))))))
     if len(failed) > show_failed:
         console.print('  ... and %d more' % (len(failed) - show_failed))
     return failed

@@ -1,12 +1,15 @@
 """The rpcmq command as a user runs it."""
 
+import io
 import json
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
 from rpcmq.cmd import cli
+from rpcmq.cmd.progress import print_report
 
 
 def run(*args, timeout=120):
@@ -139,3 +142,20 @@ def test_a_file_not_in_utf8_is_named_with_its_line(tmp_path):
     assert proc.stderr == ('rpcmq: error: %s, line 3: byte 0xff is not '
                            'UTF-8; save the file as UTF-8 (URLs with other '
                            'characters percent-encoded)\n' % urls)
+
+
+def test_the_failure_report_prints_bracketed_text_as_it_is():
+    """rich took '[image]' in a server's message for markup and dropped
+    it: 'list the network in  allowed_networks'."""
+    console = Console(file=io.StringIO(), width=200)
+    print_report({'batch_id': 'b[1]', 'state': 'done', 'elapsed': 1.0,
+                  'totals': {'total': 1, 'done': 0, 'failed': 1,
+                             'cancelled': 0},
+                  'items': [{'state': 'failed', 'idx': 0,
+                             'url': 'http://10.0.0.1/[x].jpg',
+                             'error': {'message': 'private address; list '
+                                       'the network in [image] '
+                                       'allowed_networks'}}]}, console)
+    text = console.file.getvalue()
+    assert 'list the network in [image] allowed_networks' in text
+    assert 'http://10.0.0.1/[x].jpg' in text and 'b[1]' in text
