@@ -182,7 +182,8 @@ def _transport(args):
     argv = []
     for path in args.config_file:
         argv += ['--config-file', path]
-    conf(argv, project='rpcmq', default_config_files=[] if argv else None)
+    rpcmq_conf.load(conf, argv,
+                    default_config_files=[] if argv else None)
     return get_transport(conf)
 
 
@@ -310,7 +311,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from rpcmq.exceptions import RpcmqError
+    from rpcmq.exceptions import ConfigError, RpcmqError
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
     out = Console()
@@ -325,6 +326,9 @@ def main(argv=None):
         if args.command == 'dead':
             return _dead(args, out)
         return _call(args, out)
+    except ConfigError as exc:
+        sys.stderr.write('rpcmq: error: %s\n' % exc)
+        return 2
     except (RpcmqError, OSError, ValueError) as exc:
         name = type(exc).__name__
         sys.stderr.write('rpcmq: error: %s%s\n' % (

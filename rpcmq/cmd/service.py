@@ -43,10 +43,10 @@ def prepare(argv, prog, cli_opts=()):
     rpcmq_conf.register_opts(conf)
     conf.register_cli_opts(cli_opts)
     try:
-        conf(argv, project='rpcmq', prog=prog, version=rpcmq.__version__,
-             description=DESCRIPTIONS.get(prog))
-    except (cfg.Error, ValueError) as exc:
-        fatal(exc)
+        rpcmq_conf.load(conf, argv, prog=prog, version=rpcmq.__version__,
+                        description=DESCRIPTIONS.get(prog))
+    except RpcmqError as exc:
+        fatal(exc, code=2)
     handler = (logging.FileHandler(conf.log_file) if conf.log_file
                else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter(LOG_FORMAT))

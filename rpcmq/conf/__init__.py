@@ -8,10 +8,11 @@ Each module in this package defines ``list_opts()`` returning
 
 import importlib
 import pkgutil
+import re
 
 from oslo_config import cfg
 
-__all__ = ['register_opts', 'list_opts', 'CONF']
+__all__ = ['register_opts', 'list_opts', 'load', 'CONF']
 
 CONF = cfg.CONF
 
@@ -35,4 +36,37 @@ def register_opts(conf):
     """Register every rpcmq option on ``conf``; safe to call twice."""
     for group, opts in list_opts():
         conf.register_opts(opts, group=None if group == 'DEFAULT' else group)
+    return conf
+
+
+def load(conf, argv, **kwargs):
+    """Parse ``argv`` (``--config-file``...) into ``conf`` and read every
+    option once, so a bad value stops the program now, not when the option
+    is first used. Raises ConfigError with one line: which file, which
+    option, what is wrong (no oslo.config traceback)."""
+    from rpcmq.exceptions import ConfigError
+    try:
+        conf(argv, project='rpcmq', **kwargs)
+    except cfg.ConfigFilesNotFoundError as exc:
+        raise ConfigError(reason='config file not found: %s (give an '
+                                 'existing --config-file)'
+                          % ', '.join(exc.config_files)) from None
+    except cfg.ConfigFileParseError as exc:
+        raise ConfigError(reason='%s is not an INI config file: %s'
+                          % (exc.config_file, exc.msg.split(', ', 1)[-1])) \
+            from None
+    except cfg.Error as exc:
+        raise ConfigError(reason=str(exc)) from None
+    for group, opts in list_opts():
+        section = conf if group == 'DEFAULT' else conf[group]
+        for opt in opts:
+            try:
+                getattr(section, opt.dest)
+            except (cfg.Error, ValueError) as exc:
+                # oslo.config names the file only inside its message
+                where = re.search(r"detail='([^']*)'", str(exc))
+                text = str(exc).split(' is not valid: ', 1)[-1]
+                raise ConfigError(reason='%s: [%s] %s: %s' % (
+                    where.group(1) if where else 'the command line',
+                    group, opt.name, text)) from None
     return conf

@@ -44,3 +44,35 @@ def test_batch_help_documents_every_action():
                     if line.strip().startswith(action + ' ') or
                     line.strip() == action)
         assert len(line.split()) > 1, (action, proc.stdout)
+
+
+def config_mistakes(tmp_path):
+    not_ini = tmp_path / 'not.ini'
+    not_ini.write_text('this is not an INI file\n')
+    bad_value = tmp_path / 'bad.conf'
+    bad_value.write_text('[DEFAULT]\nlog_level = verbose\n')
+    return [
+        (tmp_path / 'nope.conf', 'config file not found: %s (give an '
+                                 'existing --config-file)'
+         % (tmp_path / 'nope.conf')),
+        (not_ini, '%s is not an INI config file: ' % not_ini),
+        (bad_value, "%s: [DEFAULT] log_level: Valid values are [DEBUG, "
+                    "INFO, WARNING, ERROR], but found 'verbose'" % bad_value),
+    ]
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_a_config_mistake_is_one_line_and_exit_status_2(script, tmp_path):
+    """Before: tracebacks of oslo.config's errors (the CLI, and the daemons
+    for a bad value, which was only checked when read)."""
+    for path, says in config_mistakes(tmp_path):
+        args = ['--config-file', str(path)]
+        if script == 'rpcmq':
+            args += ['batch', 'list']
+        proc = run(script, *args)
+        assert proc.returncode == 2, (path, proc.stderr)
+        assert 'Traceback' not in proc.stderr, proc.stderr
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith('%s: error: bad configuration: %s'
+                                   % (script, says)), proc.stderr
