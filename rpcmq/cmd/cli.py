@@ -184,54 +184,75 @@ def _transport(args):
         argv += ['--config-file', path]
     rpcmq_conf.load(conf, argv,
                     default_config_files=[] if argv else None)
+    if conf.transport_url.startswith('memory:'):
+        # Nothing in another process can answer on the embedded broker.
+        from rpcmq.exceptions import ConfigError
+        used = ', '.join(conf.config_file) or 'the defaults (no config ' \
+            'file in ~/.rpcmq, ~/, /etc/rpcmq or /etc)'
+        raise ConfigError(reason='no broker: transport_url is %s in %s, '
+                                 'which only this process can reach; give '
+                                 '--config-file with [DEFAULT] transport_url '
+                                 '= rabbit://...' % (conf.transport_url,
+                                                     used))
     return get_transport(conf)
 
 
 def _batch(args, console, out):
-    from rpcmq.cmd.progress import BatchWatcher, print_report
     from rpcmq.conductor.api import ConductorAPI
+    from rpcmq.exceptions import MessagingTimeout
+    items = _checked_file(args, console) if args.action == 'submit' \
+        else None
     transport = _transport(args)
     try:
         api = ConductorAPI(transport, timeout=args.timeout)
-        if args.action == 'submit':
-            batch_id = _submit(args, api, console)
-            out.print(batch_id)
-            if not args.watch:
-                return 0
-            args.batch_id = batch_id
-        if args.action in ('submit', 'watch'):
-            end = BatchWatcher(transport, api, args.batch_id,
-                               console=console).watch()
-            failed = print_report(end, console)
-            return 1 if failed else 0
-        if args.action == 'status':
-            result = api.status(args.batch_id, items=args.items,
-                                offset=args.offset, limit=args.limit)
-            if args.items:
-                _more(console, len(result['items']), args.offset,
-                      result['totals']['total'], 'items')
-        elif args.action == 'list':
-            result = api.list(limit=args.limit + 1, state=args.state,
-                              offset=args.offset)
-            if len(result) > args.limit:
-                result = result[:args.limit]
-                _more(console, len(result), args.offset, None, 'batches')
-        elif args.action == 'cancel':
-            result = api.cancel(args.batch_id)
-        else:
-            result = api.retry(args.batch_id)
-        out.print_json(data=result)
-        return 0
+        return _batch_action(args, api, transport, console, out, items)
+    except MessagingTimeout as exc:
+        if exc.kwargs.get('method') is None or 'lost' in str(exc):
+            raise
+        raise MessagingTimeout(
+            'no rpcmq-conductor answered %s on topic %s within %ss; is it '
+            'running (and on this broker)?' % (
+                exc.kwargs['method'], transport.conf.conductor.topic,
+                args.timeout), **exc.kwargs) from None
     finally:
         transport.cleanup()
 
 
-def _submit(args, api, console):
-    """Check the file here, then submit it in one call, or in chunks when
-    it is too large for one message (resumable with --batch-id)."""
-    import uuid
+def _batch_action(args, api, transport, console, out, items):
+    from rpcmq.cmd.progress import BatchWatcher, print_report
+    if args.action == 'submit':
+        batch_id = _submit(args, api, console, items)
+        out.print(batch_id)
+        if not args.watch:
+            return 0
+        args.batch_id = batch_id
+    if args.action in ('submit', 'watch'):
+        end = BatchWatcher(transport, api, args.batch_id,
+                           console=console).watch()
+        failed = print_report(end, console)
+        return 1 if failed else 0
+    if args.action == 'status':
+        result = api.status(args.batch_id, items=args.items,
+                            offset=args.offset, limit=args.limit)
+        if args.items:
+            _more(console, len(result['items']), args.offset,
+                  result['totals']['total'], 'items')
+    elif args.action == 'list':
+        result = api.list(limit=args.limit + 1, state=args.state,
+                          offset=args.offset)
+        if len(result) > args.limit:
+            result = result[:args.limit]
+            _more(console, len(result), args.offset, None, 'batches')
+    elif args.action == 'cancel':
+        result = api.cancel(args.batch_id)
+    else:
+        result = api.retry(args.batch_id)
+    out.print_json(data=result)
+    return 0
 
-    from rpcmq.conductor.api import CHUNK_ITEMS
+
+def _checked_file(args, console):
+    """The items of ``args.file``, checked here before anything else."""
     items, where = load_batch(args.file)
     found = problems(items, where)
     if found:
@@ -242,6 +263,15 @@ def _submit(args, api, console):
             console.print('... and %d more' % (len(found) - 20))
         raise ValueError('%d problems in %s; nothing was submitted'
                          % (len(found), args.file))
+    return items
+
+
+def _submit(args, api, console, items):
+    """Submit checked ``items`` in one call, or in chunks when they are
+    too many for one message (resumable with --batch-id)."""
+    import uuid
+
+    from rpcmq.conductor.api import CHUNK_ITEMS
     if len(items) <= CHUNK_ITEMS:
         return api.submit(items, batch_id=args.batch_id)
     batch_id = args.batch_id or uuid.uuid4().hex

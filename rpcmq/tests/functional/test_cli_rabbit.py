@@ -31,3 +31,16 @@ def test_call_with_arguments_after_its_options(rabbit_url, tmp_path,
                      'echo', '--server', 'cli-host', 'x={"n": 5}')
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {'n': 5}
+
+
+def test_a_conductor_that_is_not_running_is_named(rabbit_url, tmp_path):
+    conf = tmp_path / 'cli.conf'
+    conf.write_text('[DEFAULT]\ntransport_url = %s\n[conductor]\n'
+                    'topic = nobody_%s\n' % (rabbit_url, tmp_path.name))
+    proc = rpcmq_cli('--config-file', str(conf), '--timeout', '1',
+                     'batch', 'status', 'b1')
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        'rpcmq: error: MessagingTimeout: no rpcmq-conductor answered status '
+        'on topic nobody_%s within 1.0s; is it running (and on this '
+        'broker)?\n' % tmp_path.name)

@@ -159,3 +159,21 @@ def test_the_failure_report_prints_bracketed_text_as_it_is():
     text = console.file.getvalue()
     assert 'list the network in [image] allowed_networks' in text
     assert 'http://10.0.0.1/[x].jpg' in text and 'b[1]' in text
+
+
+def test_without_a_broker_the_cli_says_so_at_once(tmp_path):
+    """No --config-file and none in the default places: transport_url is
+    memory://, which nothing in another process can answer on. It used
+    to wait out the whole timeout for a reply that could not come."""
+    conf = tmp_path / 'empty.conf'
+    conf.write_text('[DEFAULT]\n')
+    for args in (['batch', 'list'], ['--config-file', str(conf), 'call',
+                                     'image', 'ping']):
+        proc = subprocess.run(
+            [sys.executable, '-m', 'rpcmq.cmd.cli', '--timeout', '60',
+             *args], capture_output=True, text=True, timeout=30,
+            cwd=tmp_path, env={'HOME': str(tmp_path), 'PATH': '/usr/bin'})
+        assert proc.returncode == 2, proc.stderr
+        assert 'no broker: transport_url is memory://' in proc.stderr
+        assert 'give --config-file with [DEFAULT] transport_url' in \
+            proc.stderr
