@@ -35,8 +35,9 @@ def _parser():
     demo = sub.add_parser('demo', help='run a batch on the embedded default '
                                        '(no broker needed)')
     demo.add_argument('--count', type=int, default=300)
-    demo.add_argument('--dir', help='store directory (default: a new '
-                                    'temporary directory)')
+    demo.add_argument('--dir', help='keep the stored images in DIR '
+                                    '(default: a temporary directory, '
+                                    'removed at the end)')
 
     batch = sub.add_parser('batch', help='submit and follow batches')
     bsub = batch.add_subparsers(dest='action', required=True)

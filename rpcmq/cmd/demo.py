@@ -33,18 +33,23 @@ def demo_items(images, count):
 
 
 def run_demo(count=300, store_dir=None, console=None, servers=2):
-    """Run the demo batch; return (report payload, store directory)."""
+    """Run the demo batch; return (report payload, store directory).
+
+    What the run needs (spool, database, and the store unless
+    ``store_dir`` is given) lives in a temporary directory removed at the
+    end: only a ``store_dir`` is kept."""
     console = console or Console(stderr=True)
-    workdir = tempfile.mkdtemp(prefix='rpcmq-demo-')
-    with Pipeline(workdir, servers=servers, store_dir=store_dir) as p:
-        console.print('rpcmq demo: %d images from %s through %d image '
-                      'servers into %s' % (count, p.images.base_url,
-                                           servers, p.store_dir),
-                      markup=False, highlight=False)
-        batch_id = p.api.submit(demo_items(p.images, count))
-        end = BatchWatcher(p.transport, p.api, batch_id,
-                           console=console).watch(timeout=600)
-    return end, p.store_dir
+    with tempfile.TemporaryDirectory(prefix='rpcmq-demo-') as workdir:
+        with Pipeline(workdir, servers=servers, store_dir=store_dir) as p:
+            console.print('rpcmq demo: %d images from %s through %d image '
+                          'servers into %s' % (
+                              count, p.images.base_url, servers,
+                              store_dir or 'a temporary directory'),
+                          markup=False, highlight=False)
+            batch_id = p.api.submit(demo_items(p.images, count))
+            end = BatchWatcher(p.transport, p.api, batch_id,
+                               console=console).watch(timeout=600)
+    return end, store_dir
 
 
 def main(args):
@@ -53,9 +58,14 @@ def main(args):
     console = Console(stderr=True, soft_wrap=True)
     end, store_dir = run_demo(args.count, args.dir, console)
     failed = print_report(end, console)
-    console.print('stored %d images under %s' % (end['totals']['done'],
-                                                 store_dir),
-                  markup=False, highlight=False)
+    if store_dir:
+        console.print('stored %d images under %s' % (end['totals']['done'],
+                                                     store_dir),
+                      markup=False, highlight=False)
+    else:
+        console.print('stored %d images in a temporary directory, removed '
+                      'now (rpcmq demo --dir DIR keeps them)'
+                      % end['totals']['done'])
     console.print('(%d deliberately bad URLs show how failures are '
                   'reported)' % len(BAD_PATHS))
     return 0 if len(failed) == len(BAD_PATHS) else 1

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -12,9 +13,10 @@ from rpcmq.cmd import cli
 from rpcmq.cmd.progress import print_report
 
 
-def run(*args, timeout=120):
+def run(*args, timeout=120, env=None):
     return subprocess.run([sys.executable, '-m', 'rpcmq.cmd.cli', *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env)
 
 
 def test_demo_runs_a_real_batch_into_the_file_store(tmp_path):
@@ -177,3 +179,20 @@ def test_without_a_broker_the_cli_says_so_at_once(tmp_path):
         assert 'no broker: transport_url is memory://' in proc.stderr
         assert 'give --config-file with [DEFAULT] transport_url' in \
             proc.stderr
+
+
+def test_the_demo_leaves_only_what_it_was_asked_to_keep(tmp_path):
+    """Each demo run left a /tmp/rpcmq-demo-* directory (spool, database,
+    images) behind, with --dir too."""
+    temp = tmp_path / 'tmp'
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp))
+    proc = run('demo', '--count', '12', env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert 'stored 10 images in a temporary directory, removed now' in \
+        proc.stderr.replace('\n', ' ')
+    store = tmp_path / 'kept'
+    proc = run('demo', '--count', '12', '--dir', str(store), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert len([p for p in store.rglob('*') if p.is_file()]) == 10
+    assert list(temp.iterdir()) == []
