@@ -68,21 +68,42 @@ def prepare_daemon(argv, prog, cli_opts=()):
     return conf
 
 
+def reload_log_level(conf, name):
+    """SIGHUP: read the config files again; apply ``log_level``."""
+    try:
+        if not conf.reload_config_files():
+            raise ValueError('see the error above')
+        level = conf.log_level
+    except (cfg.Error, ValueError) as exc:
+        LOG.error('%s: SIGHUP: config files not reloaded, keeping the old '
+                  'settings: %s', name, exc)
+        return
+    logging.getLogger().setLevel(level)
+    LOG.warning('%s: SIGHUP: config files read again; log_level is %s '
+                '(other options take effect at the next restart)', name,
+                level)
+
+
 def run_until_signalled(service, conf, name):
     """Start ``service``, run until SIGTERM/SIGINT, stop it gracefully.
 
     ``service`` has start(), stop() and wait(timeout). Exits 0 when it
     stopped within ``graceful_shutdown_timeout`` (plus a little for
-    closing connections), 1 otherwise.
+    closing connections), 1 otherwise. SIGHUP reads the config files
+    again and applies ``log_level``; other options need a restart.
     """
-    stop = threading.Event()
+    stop, hangup = threading.Event(), threading.Event()
 
     def on_signal(signum, frame):
         LOG.info('%s: signal %d, stopping', name, signum)
         stop.set()
 
+    def on_hangup(signum, frame):
+        hangup.set()  # handled by the loop below, not in the handler
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         connected = service.start()
     except RpcmqError as exc:
@@ -93,7 +114,9 @@ def run_until_signalled(service, conf, name):
     else:
         LOG.info('%s started', name)
     while not stop.wait(1.0):
-        pass
+        if hangup.is_set():
+            hangup.clear()
+            reload_log_level(conf, name)
     service.stop()
     clean = service.wait(conf.graceful_shutdown_timeout + 5)
     LOG.info('%s stopped%s', name, '' if clean else ' (work abandoned)')

@@ -3,6 +3,7 @@ shows it."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -44,3 +45,21 @@ def test_a_conductor_that_is_not_running_is_named(rabbit_url, tmp_path):
         'rpcmq: error: MessagingTimeout: no rpcmq-conductor answered status '
         'on topic nobody_%s within 1.0s; is it running (and on this '
         'broker)?\n' % tmp_path.name)
+
+
+def test_sighup_reloads_the_log_level_and_keeps_the_daemon(
+        rabbit_url, tmp_path, daemons):  # noqa: F811
+    """SIGHUP used to kill a daemon silently (exit 129, no log line)."""
+    daemon = start_daemon(rabbit_url, tmp_path, 'hup-host',
+                          log_level='INFO')
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started', timeout=60)
+    with open(daemon.config_file) as f:
+        text = f.read()
+    with open(daemon.config_file, 'w') as f:
+        f.write(text.replace('log_level = INFO', 'log_level = DEBUG'))
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for_log('SIGHUP: config files read again; log_level is '
+                        'DEBUG', timeout=30)
+    assert daemon.proc.poll() is None
+    assert daemon.terminate(30) == 0, daemon.log()
