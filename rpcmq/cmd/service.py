@@ -53,6 +53,9 @@ def prepare(argv, prog, cli_opts=()):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(conf.log_level)
+    # kombu says 'Connected to rpcmqamqp://...' (its name for rpcmq's
+    # transport class) where rpcmq says which broker it reached.
+    logging.getLogger('kombu.mixins').setLevel(logging.WARNING)
     return conf
 
 

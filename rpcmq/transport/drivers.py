@@ -360,7 +360,9 @@ class RabbitDriver(KombuDriver):
     def broker_connected(self, conn):
         info = conn.connection.server_properties or {}
         version = _text(info.get('version')) or 'unknown'
-        host = conn.as_uri()
+        # Not as_uri(): that shows kombu's scheme for our transport class
+        # (rpcmqamqp://), which is no URL a user wrote or could use.
+        host = '%s:%s' % (conn.hostname, conn.port)
         if host not in self._seen_brokers:
             self._seen_brokers.add(host)
             LOG.info('connected to %s %s at %s; request queues are %s',

@@ -63,3 +63,14 @@ def test_sighup_reloads_the_log_level_and_keeps_the_daemon(
                         'DEBUG', timeout=30)
     assert daemon.proc.poll() is None
     assert daemon.terminate(30) == 0, daemon.log()
+
+
+def test_a_daemon_names_its_broker_as_a_user_would(rabbit_url, tmp_path,
+                                                   daemons):  # noqa: F811
+    """Its log showed kombu's internal scheme: rpcmqamqp://..."""
+    daemon = start_daemon(rabbit_url, tmp_path, 'named-host',
+                          log_level='INFO')
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started', timeout=60)
+    assert 'connected to RabbitMQ' in daemon.log()
+    assert 'rpcmqamqp' not in daemon.log()
