@@ -219,6 +219,7 @@ class Scheduler:
             self._send('batch.start', '%s:start' % bid,
                        {'batch_id': bid, 'total': total})
             self.store.mark_start_notified(bid)
+            LOG.info('batch %s started: %d items', bid, total)
         while True:
             items = self.store.unnotified_items(limit=NOTIFY_BATCH)
             sent = []
@@ -235,8 +236,13 @@ class Scheduler:
                 break
         for batch in self.store.finished_batches_to_end():
             bid = batch['batch_id']
-            self._send('batch.end', '%s:end' % bid, self._end_payload(bid))
+            payload = self._end_payload(bid)
+            self._send('batch.end', '%s:end' % bid, payload)
             self.store.mark_end_notified(bid)
+            totals = payload['totals']
+            LOG.info('batch %s ended %s: %d of %d done, %d failed, %d '
+                     'cancelled', bid, payload['state'], totals['done'],
+                     totals['total'], totals['failed'], totals['cancelled'])
 
     def _end_payload(self, batch_id):
         """Totals and every outcome; for a batch too large for one message,

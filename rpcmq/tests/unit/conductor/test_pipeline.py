@@ -1,6 +1,7 @@
 """Batches through the conductor and two image servers, on memory://."""
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -540,3 +541,23 @@ def test_a_stopping_conductor_sends_its_last_events_at_once(tmp_path):
         due.wait_for_waits(2)  # ...after which it is idle again
         assert scheduler.wait(10)
         assert not scheduler._publisher.is_alive()
+
+
+def test_the_conductor_logs_each_batch_start_and_end(pipeline, caplog):
+    """It logged nothing per batch: an operator could not tell from its
+    log which batches ran."""
+    caplog.set_level(logging.INFO, logger='rpcmq.conductor.scheduler')
+    p = pipeline
+    batch_id = p.api.submit([{'url': p.images.url('/img/log%d.jpg' % i)}
+                             for i in range(3)] +
+                            [{'url': p.images.url('/status/404')}])
+    wait_end(p, batch_id)
+
+    def logged(text):
+        return any(text in r.getMessage() for r in caplog.records)
+    assert logged('batch %s started: 4 items' % batch_id)
+    deadline = time.monotonic() + 30
+    while not logged('batch %s ended done: 3 of 4 done, 1 failed, 0 '
+                     'cancelled' % batch_id):
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.02)
