@@ -41,6 +41,7 @@ class BatchWatcher:
         self.finished = {}
         self.totals = None
         self.end = None
+        self._base = 0
         self._ended = threading.Event()
         self._listener = get_notification_listener(
             transport, [Target(topic='batch.*')], [self])
@@ -84,15 +85,18 @@ class BatchWatcher:
     def _watch(self, timeout):
         started = time.monotonic()
         status = self._poll()
+        self._base = sum(self.counts())  # finished before we watched
         if not status['end_notified'] or status['state'] in ('pending',
                                                              'running'):
             self._show_progress(started, timeout)
+        status = self.api.status(self.batch_id, items=self.end is None)
         if self.end is None:  # ended before we listened, or timed out
-            status = self.api.status(self.batch_id, items=True)
             self.end = {'batch_id': self.batch_id, 'state': status['state'],
                         'totals': status['totals'],
                         'items': status['items']}
-        self.end['elapsed'] = time.monotonic() - started
+        # The batch's own span, not this watch's: a batch that ended
+        # before the watch began took more than the one status call.
+        self.end['elapsed'] = status['updated_at'] - status['created_at']
         return self.end
 
     def _show_progress(self, started, timeout):
@@ -121,7 +125,9 @@ class BatchWatcher:
             totals = self.end['totals']
             done = totals['done']
             failed = totals['failed'] + totals['cancelled']
-        rate = (done + failed) / max(time.monotonic() - started, 1e-6)
+        # only what finished while we watched
+        rate = (done + failed - self._base) / max(
+            time.monotonic() - started, 1e-6)
         bar.update(task, total=self.total, completed=done + failed,
                    info='done %d  failed %d  %.1f items/s'
                         % (done, failed, rate))
@@ -136,7 +142,8 @@ def print_report(end, console, show_failed=20):
         table.add_column(name, justify='right')
     table.add_column('items/s', justify='right')
     elapsed = end.get('elapsed') or 0
-    rate = '%.1f' % (totals['done'] / elapsed) if elapsed else '-'
+    finished = totals['done'] + totals['failed'] + totals['cancelled']
+    rate = '%.1f' % (finished / elapsed) if elapsed > 0 else '-'
     table.add_row(*(str(totals[n]) for n in ('total', 'done', 'failed',
                                              'cancelled')), rate)
     console.print(table)

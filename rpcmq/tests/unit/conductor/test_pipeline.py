@@ -1,6 +1,7 @@
 """Batches through the conductor and two image servers, on memory://."""
 
 import hashlib
+import io
 import logging
 import os
 import sqlite3
@@ -8,8 +9,10 @@ import threading
 import time
 
 import pytest
+from rich.console import Console
 
 from rpcmq import RPCClient, Target
+from rpcmq.cmd.progress import BatchWatcher, print_report
 from rpcmq.conductor import engine
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
 from rpcmq.conductor.service import ConductorService
@@ -561,3 +564,22 @@ def test_the_conductor_logs_each_batch_start_and_end(pipeline, caplog):
                      'cancelled' % batch_id):
         assert time.monotonic() < deadline, caplog.text
         time.sleep(0.02)
+
+
+def test_watching_a_finished_batch_reports_the_batchs_own_rate(pipeline):
+    """'batch watch' on a batch that had ended divided its items by the
+    one status call the watch took (76,265.7 items/s), and the table
+    counted done items only (0.0 items/s when all failed)."""
+    p = pipeline
+    batch_id = p.api.submit([{'url': p.images.url('/status/404')},
+                             {'url': p.images.url('/status/404?x=2')}])
+    wait_end(p, batch_id)
+    out = io.StringIO()
+    end = BatchWatcher(p.transport, p.api, batch_id,
+                       console=Console(file=out)).watch(timeout=30)
+    status = p.api.status(batch_id)
+    span = status['updated_at'] - status['created_at']
+    assert end['elapsed'] == pytest.approx(span)
+    report = Console(file=io.StringIO(), width=200)
+    print_report(end, report)
+    assert '%.1f' % (2 / span) in report.file.getvalue()
