@@ -35,7 +35,7 @@ _EXPORTS.update(dict.fromkeys((
     'UnsupportedVersion', 'InvalidArguments', 'InvalidTarget',
     'MessageTooLarge', 'MalformedMessage', 'TransportError',
     'BrokerUnreachable', 'AuthenticationError', 'BrokerRefused',
-    'CallInterrupted', 'Unauthenticated', 'ConfigError'),
+    'CallInterrupted', 'Unauthenticated', 'ConfigError', 'MethodDisabled'),
     'rpcmq.exceptions'))
 
 __all__ = sorted(_EXPORTS)

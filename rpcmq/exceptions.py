@@ -10,7 +10,7 @@ __all__ = [
     'UnsupportedVersion', 'MessageTooLarge', 'MalformedMessage',
     'CallInterrupted', 'InternalError', 'Unauthenticated', 'TransportError',
     'BrokerUnreachable', 'AuthenticationError', 'BrokerRefused',
-    'InvalidTarget', 'ConfigError', 'InvalidArguments',
+    'InvalidTarget', 'ConfigError', 'InvalidArguments', 'MethodDisabled',
 ]
 
 
@@ -125,6 +125,13 @@ class MalformedMessage(RpcmqError):
 
 class NoSuchMethod(RpcmqError, AttributeError):
     msg_fmt = 'no endpoint method %(method)r in namespace %(namespace)r'
+
+
+class MethodDisabled(RpcmqError):
+    """The endpoint has the method, but this server's configuration keeps
+    it from callers."""
+
+    msg_fmt = '%(method)s is disabled on this server; %(reason)s'
 
 
 class InvalidArguments(RpcmqError, TypeError):

@@ -183,7 +183,8 @@ def start_server(url, queue_type, topic, executor, workdir):
     with open(conf, 'w') as f:
         f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
                 'topic = %s\nhost = bench\nexecutor = %s\n'
-                'log_level = WARNING\n[rabbit]\nqueue_type = %s\n'
+                'log_level = WARNING\n[diag]\nunsafe_methods = true\n'
+                '[rabbit]\nqueue_type = %s\n'
                 % (url, topic, executor, queue_type))
     exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq-server')
     return subprocess.Popen([exe, '--config-file', conf])

@@ -45,6 +45,7 @@ def start_server(url, executor, topic, workdir, signed=False,
                 'log_level = WARNING\n' % (url, topic, executor))
         if oslo:
             f.write('oslo_compat = true\ncontrol_exchange = openstack\n')
+        f.write('[diag]\nunsafe_methods = true\n')
         f.write('[rabbit]\nqueue_type = %s\n' % queue_type)
         if signed:
             f.write('[security]\nsigning_keys = %s\nrequire_signed = '

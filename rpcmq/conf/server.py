@@ -31,6 +31,14 @@ DEFAULT_OPTS = [
                help='Lowest level of log records a daemon writes.'),
 ]
 
+DIAG_OPTS = [
+    cfg.BoolOpt('unsafe_methods', default=False,
+                help='Let callers of the diag endpoint run sleep (holds a '
+                     'worker up to 300 s), fail, bump and count. Off, only '
+                     'ping and echo answer; turn it on for tests and '
+                     'benchmarks only.'),
+]
+
 
 def list_opts():
-    return [('DEFAULT', DEFAULT_OPTS)]
+    return [('DEFAULT', DEFAULT_OPTS), ('diag', DIAG_OPTS)]

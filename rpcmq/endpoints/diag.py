@@ -1,14 +1,19 @@
 """The ``diag`` endpoint: ping, echo, sleep, fail and a cast counter.
 
 For checking a deployment end to end (``rpcmq call diag ping``) and for
-benchmarks; it touches nothing outside the process.
+benchmarks; it touches nothing outside the process. ``ping`` and ``echo``
+answer anyone; ``sleep`` (which holds a worker), ``fail``, ``bump`` and
+``count`` answer only where ``[diag] unsafe_methods`` is on (or
+``DiagEndpoint(unsafe=True)`` in a program), for tests and benchmarks.
 """
 
+import functools
 import os
 import socket
 import threading
 import time
 
+from rpcmq.exceptions import MethodDisabled
 from rpcmq.target import Target
 
 __all__ = ['DiagEndpoint']
@@ -16,11 +21,28 @@ __all__ = ['DiagEndpoint']
 _MAX_SLEEP = 300.0
 
 
+def _unsafe(method):
+    """Refuse ``method`` with MethodDisabled unless unsafe methods are on."""
+    @functools.wraps(method)
+    def guarded(self, ctxt, *args, **kwargs):
+        if not self.unsafe:
+            raise MethodDisabled(
+                method='diag.%s' % method.__name__,
+                reason='only ping and echo answer unless [diag] '
+                       'unsafe_methods = true (for tests and benchmarks)')
+        return method(self, ctxt, *args, **kwargs)
+    return guarded
+
+
 class DiagEndpoint:
     target = Target(namespace=None, version='1.0')
 
-    def __init__(self, conf=None):
+    def __init__(self, conf=None, unsafe=None):
         self.host = getattr(conf, 'host', None)
+        if unsafe is None:
+            group = getattr(conf, 'diag', None)
+            unsafe = bool(group is not None and group.unsafe_methods)
+        self.unsafe = unsafe
         self._count = 0
         self._lock = threading.Lock()
 
@@ -32,16 +54,20 @@ class DiagEndpoint:
     def echo(self, ctxt, x=None):
         return x
 
+    @_unsafe
     def sleep(self, ctxt, seconds):
         time.sleep(min(float(seconds), _MAX_SLEEP))
         return self.host
 
+    @_unsafe
     def fail(self, ctxt, message='requested failure'):
         raise RuntimeError(message)
 
+    @_unsafe
     def bump(self, ctxt, n=1):
         with self._lock:
             self._count += int(n)
 
+    @_unsafe
     def count(self, ctxt):
         return self._count

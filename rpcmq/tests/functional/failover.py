@@ -81,7 +81,7 @@ class Recorder(DiagEndpoint):
     recorded (in ``casts``, in ``calls``, both ``Runs``) as it starts."""
 
     def __init__(self, casts, calls=None):
-        super().__init__()
+        super().__init__(unsafe=True)
         self._casts = casts
         self._calls = casts if calls is None else calls
 

@@ -30,7 +30,7 @@ def messages_in(queue):
 def serve_and_count(env, expected):
     """Start a server on the topic; True once it handled ``expected``
     casts."""
-    endpoint = DiagEndpoint()
+    endpoint = DiagEndpoint(unsafe=True)
     env.serve([endpoint])
     return wait_for(lambda: endpoint.count({}) >= expected, timeout=20) \
         and endpoint.count({}) == expected

@@ -74,3 +74,27 @@ def test_a_daemon_names_its_broker_as_a_user_would(rabbit_url, tmp_path,
     daemon.wait_for_log('rpcmq-server started', timeout=60)
     assert 'connected to RabbitMQ' in daemon.log()
     assert 'rpcmqamqp' not in daemon.log()
+
+
+def test_anyone_may_ping_diag_but_only_an_operator_lets_it_sleep(
+        rabbit_url, tmp_path, daemons):  # noqa: F811
+    """The diag endpoint used to let any caller hold a worker for 300 s
+    (``sleep``) or raise (``fail``); now only ``ping`` and ``echo`` answer
+    unless ``[diag] unsafe_methods`` is on."""
+    daemon = start_daemon(rabbit_url, tmp_path, 'safe-host',
+                          diag={'unsafe_methods': 'false'})
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started', timeout=60)
+    conf = tmp_path / 'cli.conf'
+    conf.write_text('[DEFAULT]\ntransport_url = %s\n' % rabbit_url)
+    base = ('--config-file', str(conf), 'call', daemon.topic)
+    assert rpcmq_cli(*base, 'ping').returncode == 0
+    assert json.loads(rpcmq_cli(*base, 'echo', 'x=7').stdout) == 7
+    for method, args in (('sleep', ['seconds=1']), ('fail', []),
+                         ('bump', []), ('count', [])):
+        proc = rpcmq_cli(*base, method, *args)
+        assert proc.returncode == 1, (method, proc.stdout)
+        assert proc.stderr == (
+            'rpcmq: error: MethodDisabled: diag.%s is disabled on this '
+            'server; only ping and echo answer unless [diag] '
+            'unsafe_methods = true (for tests and benchmarks)\n' % method)

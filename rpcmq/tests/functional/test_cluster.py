@@ -51,7 +51,7 @@ def test_the_cluster_runs_three_nodes(rabbit_cluster):
 def test_call_and_cast_through_the_cluster(rabbit_cluster):
     env = Env(rabbit_cluster.url())
     try:
-        diag = DiagEndpoint()
+        diag = DiagEndpoint(unsafe=True)
         env.serve([diag])
         client = env.client()
         assert client.call({}, 'echo', x={'via': 'cluster'}) == \

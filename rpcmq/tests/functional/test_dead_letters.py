@@ -108,7 +108,7 @@ def test_a_malformed_cast_is_parked_with_its_reason_when_so_configured(
     story = PoisonStory(rabbit_url, tmp_path)
     transport = rpcmq.get_transport(
         _conf(['rabbit.dead_letter_malformed=true']), url=rabbit_url)
-    diag = DiagEndpoint()
+    diag = DiagEndpoint(unsafe=True)
     server = rpcmq.get_rpc_server(
         transport, rpcmq.Target(topic=story.topic, server='p1'), [diag])
     try:

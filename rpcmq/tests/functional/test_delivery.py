@@ -25,9 +25,11 @@ def start_daemon(rabbit_url, tmp_path, host, topic=None, **options):
     values = {'transport_url': rabbit_url, 'endpoints': 'diag',
               'topic': topic, 'host': host, 'graceful_shutdown_timeout': 5}
     rabbit = options.pop('rabbit', {})
+    # sleep, fail, bump and count drive these tests.
+    diag = options.pop('diag', {'unsafe_methods': 'true'})
     values.update(options)
     conf = write_config(tmp_path / ('%s.conf' % host),
-                        {'DEFAULT': values, 'rabbit': rabbit})
+                        {'DEFAULT': values, 'rabbit': rabbit, 'diag': diag})
     daemon = Daemon('rpcmq-server', conf, tmp_path / ('%s.log' % host))
     daemon.topic = topic
     daemon.queues = [topic, '%s.%s' % (topic, host)]

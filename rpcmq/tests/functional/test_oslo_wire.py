@@ -242,7 +242,8 @@ class Story:
                         'executor': executor, 'oslo_compat': 'true',
                         'control_exchange': self.exchange,
                         'graceful_shutdown_timeout': 5},
-            'rabbit': {'queue_type': 'classic'}})
+            'rabbit': {'queue_type': 'classic'},
+            'diag': {'unsafe_methods': 'true'}})
         daemon = Daemon('rpcmq-server', conf,
                         self.workdir / ('%s.log' % host)).start()
         self.daemons.append(daemon)

@@ -40,7 +40,7 @@ def test_calls_and_casts_on_either_queue_type(rabbit_url, topic, queue_type,
     caplog.set_level('INFO', logger='rpcmq.transport.drivers')
     transport = rpcmq.get_transport(
         _conf(['rabbit.queue_type=%s' % queue_type]), url=rabbit_url)
-    diag = DiagEndpoint()
+    diag = DiagEndpoint(unsafe=True)
     server = rpcmq.get_rpc_server(
         transport, rpcmq.Target(topic=topic, server='s1'), [diag])
     try:
@@ -73,7 +73,8 @@ def test_a_classic_queue_left_by_an_older_release_is_named_with_the_fix(
     declare_classic(topic)
     transport = rpcmq.get_transport(_conf([]), url=rabbit_url)
     server = rpcmq.get_rpc_server(
-        transport, rpcmq.Target(topic=topic, server='s1'), [DiagEndpoint()])
+        transport, rpcmq.Target(topic=topic, server='s1'),
+        [DiagEndpoint(unsafe=True)])
     client = rpcmq.RPCClient(transport, rpcmq.Target(topic=topic), timeout=10)
     try:
         with pytest.raises(rpcmq.BrokerRefused) as refused:

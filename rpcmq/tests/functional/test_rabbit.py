@@ -25,7 +25,8 @@ def start_diag_daemon(rabbit_url, tmp_path, host, executor):
     conf = write_config(tmp_path / 'rpcmq.conf', {'DEFAULT': {
         'transport_url': rabbit_url, 'endpoints': 'diag', 'topic': topic,
         'host': host, 'executor': executor,
-        'graceful_shutdown_timeout': 10}})
+        'graceful_shutdown_timeout': 10},
+        'diag': {'unsafe_methods': 'true'}})
     daemon = Daemon('rpcmq-server', conf, tmp_path / 'server.log').start()
     daemon.topic = topic
     daemon.server_queue = '%s.%s' % (topic, host)
@@ -144,7 +145,7 @@ def test_connection_cut_mid_run_recovers(rabbit_url):
         env = Env(url)
         env.conf.set_override('rabbit_retry_interval', 0.2, group='rabbit')
         env.conf.set_override('rabbit_interval_max', 0.5, group='rabbit')
-        env.serve([DiagEndpoint()])
+        env.serve([DiagEndpoint(unsafe=True)])
         try:
             client = env.client(timeout=3)
             assert client.call({}, 'echo', x='before') == 'before'
@@ -188,7 +189,7 @@ def test_a_call_that_timed_out_is_not_run_late(rabbit_url):
         with pytest.raises(rpcmq.MessagingTimeout):
             late.call({}, 'bump')  # nobody serves the topic yet
         time.sleep(0.8)
-        ep = DiagEndpoint()
+        ep = DiagEndpoint(unsafe=True)
         env.serve([ep])
         assert env.client().call({}, 'count') == 0
     finally:
@@ -198,7 +199,7 @@ def test_a_call_that_timed_out_is_not_run_late(rabbit_url):
 def test_plain_amqp_client_calls_through_the_default_exchange(rabbit_url):
     """The RabbitMQ tutorial's RPC client: default exchange, queue name."""
     env = Env(rabbit_url)
-    env.serve([DiagEndpoint()])
+    env.serve([DiagEndpoint(unsafe=True)])
     try:
         reply = raw_call(env, {'method': 'echo', 'args': {'x': 'tutorial'}},
                          serializer='json', exchange='')
@@ -209,7 +210,7 @@ def test_plain_amqp_client_calls_through_the_default_exchange(rabbit_url):
 
 def test_pickle_is_refused(rabbit_url):
     env = Env(rabbit_url)
-    env.serve([DiagEndpoint()])
+    env.serve([DiagEndpoint(unsafe=True)])
     try:
         failure = raw_call(env, {'method': 'echo', 'args': {'x': 1}},
                            serializer='pickle')['failure']
@@ -239,7 +240,7 @@ def test_casts_survive_a_cut_connection(rabbit_url):
     """Pipelined confirms: casts the broker did not confirm before the
     connection broke are published again; none is lost."""
     server_env = Env(rabbit_url)
-    ep = DiagEndpoint()
+    ep = DiagEndpoint(unsafe=True)
     server_env.serve([ep])
     with TcpProxy('127.0.0.1', 5672) as proxy:
         env = Env('rabbit://guest:guest@127.0.0.1:%d/' % proxy.port)
@@ -263,7 +264,7 @@ def test_casts_survive_a_cut_connection(rabbit_url):
 def test_failover_to_the_next_host_in_the_url():
     env = Env('rabbit://guest:guest@127.0.0.1:1,guest:guest@127.0.0.1:5672/')
     try:
-        env.serve([DiagEndpoint()])
+        env.serve([DiagEndpoint(unsafe=True)])
         assert env.client().call({}, 'echo', x='second host') == 'second host'
     finally:
         env.close()
@@ -273,7 +274,7 @@ def test_failover_to_the_next_host_in_the_url():
 def test_replies_by_direct_reply_to_or_an_exclusive_queue(rabbit_url, direct):
     env = Env(rabbit_url)
     env.conf.set_override('direct_reply_to', direct, group='rabbit')
-    env.serve([DiagEndpoint()])
+    env.serve([DiagEndpoint(unsafe=True)])
     try:
         assert env.client().call({}, 'echo', x=direct) == direct
         name = env.transport.replies.queue_name
@@ -293,7 +294,7 @@ def test_a_call_whose_reply_connection_drops(rabbit_url, direct):
     the call fails at once, not after its timeout. An exclusive reply
     queue comes back under the same name: the call gets its reply."""
     server_env = Env(rabbit_url)
-    server_env.serve([DiagEndpoint(server_env.conf)])
+    server_env.serve([DiagEndpoint(server_env.conf, unsafe=True)])
     with TcpProxy('127.0.0.1', 5672) as proxy:
         env = Env('rabbit://guest:guest@127.0.0.1:%d/' % proxy.port)
         env.topic = server_env.topic

@@ -42,7 +42,7 @@ def tls_conf(broker, ca='ca.pem', client_cert=True, **overrides):
 
 
 def test_call_and_cast_over_tls(tls_broker):
-    diag = DiagEndpoint()
+    diag = DiagEndpoint(unsafe=True)
     with InProcessServer([diag], url=tls_broker.url(),
                          conf=tls_conf(tls_broker)) as env:
         assert env.client.call({}, 'echo', x={'over': 'tls'}) == \
@@ -58,7 +58,8 @@ def test_call_and_cast_over_tls(tls_broker):
 
 def test_amqps_urls_are_tls_without_the_ssl_option(tls_broker):
     conf = tls_conf(tls_broker, **{'rabbit.ssl': False})
-    with InProcessServer([DiagEndpoint()], url=tls_broker.url(scheme='amqps'),
+    with InProcessServer([DiagEndpoint(unsafe=True)],
+                         url=tls_broker.url(scheme='amqps'),
                          conf=conf) as env:
         assert env.client.call({}, 'echo', x='amqps') == 'amqps'
     # The same options on rabbit:// speak plain AMQP to the TLS port.
@@ -108,7 +109,8 @@ def test_the_broker_must_name_the_host_connected_to(tls_broker, caplog):
         transport.cleanup()
     # Turned off on purpose, the same broker is accepted.
     conf = tls_conf(tls_broker, **{'rabbit.ssl_verify_hostname': False})
-    with InProcessServer([DiagEndpoint()], url=url, conf=conf) as env:
+    with InProcessServer([DiagEndpoint(unsafe=True)], url=url,
+                         conf=conf) as env:
         assert env.client.call({}, 'echo', x=1) == 1
 
 
@@ -117,7 +119,7 @@ def test_failover_checks_each_host_by_its_own_name(tls_broker):
     # connection fails over to 127.0.0.1 and verifies it as such.
     url = 'rabbit://guest:guest@[::1]:%d,guest:guest@127.0.0.1:%d/' % (
         tls_broker.port, tls_broker.port)
-    with InProcessServer([DiagEndpoint()], url=url,
+    with InProcessServer([DiagEndpoint(unsafe=True)], url=url,
                          conf=tls_conf(tls_broker)) as env:
         assert env.client.call({}, 'echo', x=2) == 2
 

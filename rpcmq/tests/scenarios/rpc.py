@@ -21,7 +21,7 @@ class Named(DiagEndpoint):
     """A diag endpoint that also says which server ran it."""
 
     def __init__(self, name):
-        super().__init__()
+        super().__init__(unsafe=True)
         self.host = name
         self.seen = []
 
@@ -130,7 +130,7 @@ class Meeting(DiagEndpoint):
     """``meet`` returns only once two calls are running at the same time."""
 
     def __init__(self, name, barrier):
-        super().__init__()
+        super().__init__(unsafe=True)
         self.host = name
         self.barrier = barrier
 

@@ -17,6 +17,6 @@ def test_in_process_fixture_serves_user_endpoints():
         def double(self, ctxt, x):
             return 2 * x
 
-    with InProcessServer([Doubler(), DiagEndpoint()]) as srv:
+    with InProcessServer([Doubler(), DiagEndpoint(unsafe=True)]) as srv:
         assert srv.client.call({}, 'double', x=21) == 42
         assert srv.client.call({}, 'echo', x='hi') == 'hi'
