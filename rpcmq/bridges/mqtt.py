@@ -356,6 +356,10 @@ class MqttBridge(BridgeBase):
         if topic is None:
             return  # not a batch of this bridge
         body = dict(payload, event=event_type)
+        if body.get('state') == 'done_with_failures':
+            # The bridge's protocol predates it: 'done', with the failures
+            # in the totals, as before.
+            body['state'] = 'done'
         self.publish(self.group.progress_topic.format(topic=topic), body)
         if event_type == 'batch.end':
             LOG.info('batch %s from %s ended %s: %s', payload['batch_id'],

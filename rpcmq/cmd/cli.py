@@ -54,6 +54,8 @@ def _parser():
                        ('retry', 'run the failed items of a batch again')):
         p = bsub.add_parser(name, help=what)
         p.add_argument('batch_id')
+        if name != 'watch':
+            _json_flag(p)
         if name == 'status':
             p.add_argument('--items', action='store_true',
                            help='include per-item outcomes, a page at a '
@@ -62,6 +64,7 @@ def _parser():
     lst = bsub.add_parser('list', help='the newest batches, a page at a time')
     lst.add_argument('--state', help='only batches in this state')
     _paging(lst, 50)
+    _json_flag(lst)
 
     from rpcmq.cmd import dead
     dead.add_parser(sub)
@@ -79,6 +82,12 @@ def _parser():
     call.add_argument('--namespace')
     call.add_argument('--version')
     return ap
+
+
+def _json_flag(parser):
+    parser.add_argument('--json', action='store_true',
+                        help="print the conductor's reply as JSON (epoch "
+                             "timestamps), for scripts")
 
 
 def _paging(parser, limit):
@@ -228,8 +237,15 @@ def _batch_action(args, api, transport, console, out, items):
             return 0
         args.batch_id = batch_id
     if args.action in ('submit', 'watch'):
-        end = BatchWatcher(transport, api, args.batch_id,
-                           console=console).watch()
+        try:
+            end = BatchWatcher(transport, api, args.batch_id,
+                               console=console).watch()
+        except KeyboardInterrupt:
+            console.print('rpcmq: stopped watching; batch {0} continues on '
+                          'the conductor: rpcmq batch watch {0} to follow it, '
+                          'rpcmq batch cancel {0} to stop it'.format(
+                              args.batch_id), markup=False, highlight=False)
+            return 130
         failed = print_report(end, console)
         return 1 if failed else 0
     if args.action == 'status':
@@ -248,7 +264,12 @@ def _batch_action(args, api, transport, console, out, items):
         result = api.cancel(args.batch_id)
     else:
         result = api.retry(args.batch_id)
-    out.print_json(data=result)
+    if args.json:
+        out.print_json(data=result)
+    else:
+        from rpcmq.cmd import tables
+        tables.print_result(out, args.action, result,
+                            getattr(args, 'batch_id', None))
     return 0
 
 
@@ -345,7 +366,8 @@ def main(argv=None):
     from rpcmq.exceptions import ConfigError, RpcmqError
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
-    out = Console()
+    # Piped or captured, tables keep whole URLs on one line.
+    out = Console() if sys.stdout.isatty() else Console(width=10000)
     try:
         if args.command == 'demo':
             from rpcmq.cmd import demo

@@ -56,7 +56,16 @@ def main(args):
     # The deliberately bad items would log warnings; the report shows them.
     logging.basicConfig(level=logging.ERROR)
     console = Console(stderr=True, soft_wrap=True)
-    end, store_dir = run_demo(args.count, args.dir, console)
+    try:
+        end, store_dir = run_demo(args.count, args.dir, console)
+    except KeyboardInterrupt:
+        # run_demo's with-blocks have stopped everything and removed the
+        # temporary directory by now.
+        console.print('rpcmq demo: interrupted; the batch is stopped%s'
+                      % ('; the images stored so far are under %s' % args.dir
+                         if args.dir else ' and its temporary directory '
+                         'removed'), markup=False, highlight=False)
+        return 130
     failed = print_report(end, console)
     if store_dir:
         console.print('stored %d images under %s' % (end['totals']['done'],

@@ -31,6 +31,7 @@ from rpcmq.conductor.sql import (
     now_or,
     other_items,
     settle_batch,
+    state_filter,
     summaries,
 )
 from rpcmq.conductor.validation import (
@@ -51,7 +52,7 @@ __all__ = [
     'count',
     'error_dict', 'items', 'items_digest', 'load_items', 'make_engine',
     'metadata', 'move_item', 'now_or', 'other_items', 'settle_batch',
-    'summaries',
+    'state_filter', 'summaries',
     'validate_batch_id', 'validate_items', 'validate_options',
     'validate_state',
 ]

@@ -54,7 +54,8 @@ class BatchReads:
     def list_batches(self, limit=50, state=None, offset=0):
         """Summaries of the newest batches (skipping ``offset`` of them),
         optionally in one state."""
-        where = () if state is None else (BC.state == m.validate_state(state),)
+        where = () if state is None else m.state_filter(
+            m.validate_state(state))
         return self._batches(*where, newest=True, limit=limit,
                              offset=offset or None)
 

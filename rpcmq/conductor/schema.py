@@ -11,10 +11,9 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 __all__ = [
-    'ACTIVE', 'BATCH_STATES', 'CANCELLED', 'DONE', 'FAILED', 'OPEN',
-    'PENDING',
-    'RUNNING', 'TERMINAL', 'TOTALS', 'ItemRow', 'batches', 'conductors',
-    'items', 'metadata',
+    'ACTIVE', 'BATCH_STATES', 'CANCELLED', 'DONE', 'DONE_WITH_FAILURES',
+    'FAILED', 'OPEN', 'PENDING', 'RUNNING', 'SHOWN_STATES', 'TERMINAL',
+    'TOTALS', 'ItemRow', 'batches', 'conductors', 'items', 'metadata',
 ]
 
 PENDING, RUNNING, DONE = 'pending', 'running', 'done'
@@ -25,6 +24,11 @@ OPEN = 'open'
 ACTIVE = (PENDING, RUNNING)
 TERMINAL = (DONE, FAILED, CANCELLED)
 BATCH_STATES = (OPEN, PENDING, RUNNING, DONE, CANCELLED)
+#: What summaries, ``batch.end`` and the CLI call a ``done`` batch some of
+#: whose items failed (the row keeps ``done``: no item is left to run).
+DONE_WITH_FAILURES = 'done_with_failures'
+#: States a summary can show, and ``list_batches`` filters on.
+SHOWN_STATES = BATCH_STATES + (DONE_WITH_FAILURES,)
 #: Keys of the ``totals`` dict of a batch summary.
 TOTALS = ('total',) + ACTIVE + TERMINAL
 

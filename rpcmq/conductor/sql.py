@@ -9,6 +9,7 @@ from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
 from rpcmq.conductor.schema import (
     ACTIVE,
     DONE,
+    DONE_WITH_FAILURES,
     RUNNING,
     TOTALS,
     ItemRow,
@@ -17,8 +18,8 @@ from rpcmq.conductor.schema import (
 )
 
 __all__ = ['batch_state', 'count', 'error_dict', 'load_items', 'move_item',
-           'now_or', 'other_items',
-           'settle_batch', 'summaries']
+           'now_or', 'other_items', 'settle_batch', 'shown_state',
+           'state_filter', 'summaries']
 
 MAX_ERROR_CHARS = 2000
 
@@ -123,6 +124,22 @@ def load_items(conn, *where, limit=None, offset=None):
             for row in conn.execute(query.limit(limit).offset(offset))]
 
 
+def shown_state(state, n_failed):
+    """The state a summary shows: ``done_with_failures`` for a ``done``
+    batch with failed items."""
+    return DONE_WITH_FAILURES if state == DONE and n_failed else state
+
+
+def state_filter(state):
+    """Where-clauses for batches a summary shows in ``state`` (one of
+    ``SHOWN_STATES``, already checked)."""
+    if state == DONE_WITH_FAILURES:
+        return (batches.c.state == DONE, batches.c.n_failed > 0)
+    if state == DONE:
+        return (batches.c.state == DONE, batches.c.n_failed == 0)
+    return (batches.c.state == state,)
+
+
 def summaries(conn, *where, newest=False, limit=None, offset=None):
     """Batches matching ``where`` as summary dicts with per-state ``totals``
     (the counts kept on the batch row: no item is read).
@@ -133,7 +150,8 @@ def summaries(conn, *where, newest=False, limit=None, offset=None):
              else (batches.c.created_at, batches.c.id))
     rows = conn.execute(sa.select(batches).where(*where).order_by(*order)
                         .limit(limit).offset(offset))
-    return [{'batch_id': row.id, 'state': row.state,
+    return [{'batch_id': row.id, 'state': shown_state(row.state,
+                                                      row.n_failed),
              'created_at': row.created_at, 'updated_at': row.updated_at,
              'options': row.options or {},
              'start_notified': bool(row.start_notified),

@@ -9,7 +9,7 @@ import re
 import urllib.parse
 
 from rpcmq.conductor.errors import InvalidBatch
-from rpcmq.conductor.schema import BATCH_STATES
+from rpcmq.conductor.schema import SHOWN_STATES
 from rpcmq.storage.base import validate_key
 from rpcmq.storage.errors import InvalidKey
 
@@ -135,7 +135,7 @@ def validate_options(options):
 
 
 def validate_state(state):
-    if state not in BATCH_STATES:
+    if state not in SHOWN_STATES:
         raise _bad(f'unknown batch state {state!r}; use one of '
-                   + ', '.join(BATCH_STATES))
+                   + ', '.join(SHOWN_STATES))
     return state

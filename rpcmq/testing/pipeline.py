@@ -117,13 +117,17 @@ class Pipeline:
                                % (host, timeout))
 
     def stop(self):
-        services = list(self.servers.values())
+        # The conductor first, while the image servers still answer the
+        # calls it has in flight: stopped first, they would leave those
+        # calls waiting out their timeouts (Ctrl-C in rpcmq demo hung).
         if self.conductor is not None:
-            services.append(self.conductor)
-        for service in services:
-            service.stop()
-        for service in services:
-            service.wait(30)
+            self.conductor.stop()
+            self.conductor.wait(30)
+        servers = list(self.servers.values())
+        for server in servers:
+            server.stop()
+        for server in servers:
+            server.wait(30)
         if self.transport is not None:
             self.transport.cleanup()
         self.images.stop()

@@ -369,6 +369,8 @@ def test_mqtt_sync_message_becomes_a_batch(stack, watcher, images):
     assert kinds[0] == 'batch.start' and kinds.count('batch.item') == 3
     assert end['batch_id'].startswith('mqtt-')
     assert end['totals']['done'] == 2 and end['totals']['failed'] == 1
+    # The bridge's protocol, as before the conductor's done_with_failures.
+    assert end['state'] == 'done'
     assert all(topic == stack.topic + '/progress' for topic, _ in events)
     # Stored under the URL path, as the sync client laid files out.
     assert stack.path(work[1:] + 'a.jpg').exists()

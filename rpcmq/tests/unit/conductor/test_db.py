@@ -295,7 +295,8 @@ def test_notifications_are_recorded_exactly_once(store):
     assert store.unnotified_items(limit=10) == []
 
     [ended] = store.finished_batches_to_end()
-    assert ended['batch_id'] == batch_id and ended['state'] == 'done'
+    assert ended['batch_id'] == batch_id
+    assert ended['state'] == 'done_with_failures'
     assert ended['totals']['done'] == ended['totals']['failed'] == 1
     assert store.mark_end_notified(batch_id)
     assert not store.mark_end_notified(batch_id)
@@ -330,7 +331,7 @@ def test_retry_failed_runs_failed_items_again(store):
     for row in store.unnotified_items():
         store.mark_item_notified(row.batch_id, row.idx)
     store.mark_end_notified(batch_id)
-    assert store.status(batch_id)['state'] == 'done'
+    assert store.status(batch_id)['state'] == 'done_with_failures'
 
     assert store.retry_failed(batch_id, now=T0 + 9) == 1
     assert store.retry_failed(batch_id, now=T0 + 9) == 0
@@ -482,3 +483,22 @@ def test_reads_do_not_queue_for_the_writers_connections(store):
         for conn in held:
             conn.close()
     assert took < 5, 'the reads waited %.1fs for a connection' % took
+
+
+def test_a_batch_with_failures_is_told_apart_from_a_clean_one(store):
+    """Both used to say 'done'; readers had to look at the totals."""
+    clean, _ = store.submit(urls(1), now=T0)
+    mixed, _ = store.submit(urls(2, 'http://mixed.test/'), now=T0 + 1)
+    for row in claim(store, now=T0 + 2):
+        if row.batch_id == mixed and row.idx == 1:
+            store.fail(mixed, 1, 1, 'broken')
+        else:
+            store.complete(row.batch_id, row.idx, 1, {'key': 'k'})
+    assert store.status(clean)['state'] == 'done'
+    assert store.status(mixed)['state'] == 'done_with_failures'
+    assert [b['batch_id'] for b in store.list_batches(state='done')] == [
+        clean]
+    assert [b['batch_id'] for b in
+            store.list_batches(state='done_with_failures')] == [mixed]
+    with pytest.raises(InvalidBatch, match='done_with_failures'):
+        store.list_batches(state='finished')
