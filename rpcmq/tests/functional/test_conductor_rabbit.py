@@ -17,6 +17,7 @@ import collections
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -439,3 +440,35 @@ def test_cli_against_the_daemons(pipeline, images, tmp_path):
     assert 'no-such-batch' in missing.stderr
     assert 'Traceback' not in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_while_watching_leaves_the_batch_running(pipeline, images,
+                                                        tmp_path):
+    """Ctrl-C during ``batch submit --watch`` exited 130 without a word,
+    while the batch ran on."""
+    conf = str(pipeline.workdir / 'conductor.conf')
+    urls = tmp_path / 'slow.txt'
+    urls.write_text(''.join(images.url('/slow/ctrl-c-%d.jpg?delay=0.5&'
+                                       'chunks=20' % i) + '\n'
+                            for i in range(3)))
+    exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq')
+    proc = subprocess.Popen([exe, '--config-file', conf, 'batch', 'submit',
+                             str(urls), '--watch'], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        batch_id = proc.stdout.readline().strip()  # printed, then watched
+        deadline = time.monotonic() + 60
+        while pipeline.api.status(batch_id)['totals']['running'] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert ('batch {0} continues on the conductor: rpcmq batch watch {0} '
+            'to follow it, rpcmq batch cancel {0} to stop it'.format(
+                batch_id)) in err, err
+    assert 'Traceback' not in err
+    assert pipeline.api.status(batch_id)['state'] in ('pending', 'running')
+    pipeline.api.cancel(batch_id)
