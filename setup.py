@@ -29,6 +29,7 @@ setup(
         'redis>=5.0',
         'paho-mqtt>=2.0',
         'rich>=13.0',
+        'prometheus_client>=0.17',
     ],
     extras_require={
         'postgres': ['psycopg2-binary>=2.9'],

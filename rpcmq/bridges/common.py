@@ -187,6 +187,18 @@ class BridgeBase:
         self.listener.wait(timeout)
         return self._thread is None or not self._thread.is_alive()
 
+    def health(self):
+        """None while events are consumed, the worker runs and the
+        source answers; else why not (``/healthz``)."""
+        if self._thread is not None and not self._thread.is_alive() and \
+                not self.stopping:
+            return '%s: worker thread stopped' % self.name
+        return self.listener.problem() or self.source_problem()
+
+    def source_problem(self):
+        """None if the Redis or MQTT side answers; else why not."""
+        return None
+
     def _run(self):
         raise NotImplementedError
 

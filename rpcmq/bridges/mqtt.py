@@ -223,6 +223,12 @@ class MqttBridge(BridgeBase):
         self.client.connect_async(group.host, group.port, group.keepalive)
         self.client.loop_start()
 
+    def source_problem(self):
+        if not self.client.is_connected():
+            return 'MQTT broker %s:%s not connected' % (self.group.host,
+                                                        self.group.port)
+        return None
+
     def wait(self, timeout=None):
         done = super().wait(timeout)
         self.client.disconnect()

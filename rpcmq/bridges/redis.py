@@ -195,6 +195,13 @@ class RedisBridge(BridgeBase):
 
     # -- tasks --------------------------------------------------------------
 
+    def source_problem(self):
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            return 'redis unreachable: %s' % exc
+        return None
+
     def _run(self):
         backoff = self.backoff()
         recovered = False

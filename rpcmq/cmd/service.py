@@ -10,7 +10,10 @@ from oslo_config import cfg
 import rpcmq
 from rpcmq import conf as rpcmq_conf
 from rpcmq.cmd import patching
+from rpcmq.conf import status as status_opts
 from rpcmq.exceptions import RpcmqError
+from rpcmq.observe import logs
+from rpcmq.observe.http import start_status_server
 
 __all__ = ['prepare', 'prepare_daemon', 'run_until_signalled', 'fatal']
 
@@ -40,6 +43,8 @@ def prepare(argv, prog, cli_opts=()):
     """Parse ``--config-file``s (and ``cli_opts``) and set up logging;
     return the ConfigOpts."""
     conf = cfg.ConfigOpts()
+    # --status-port: daemons sharing one config file need a port each.
+    conf.register_cli_opts(status_opts.STATUS_OPTS[:1], group='status')
     rpcmq_conf.register_opts(conf)
     conf.register_cli_opts(cli_opts)
     try:
@@ -49,7 +54,8 @@ def prepare(argv, prog, cli_opts=()):
         fatal(exc, code=2)
     handler = (logging.FileHandler(conf.log_file) if conf.log_file
                else logging.StreamHandler(sys.stderr))
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(logs.JsonFormatter() if conf.log_format == 'json'
+                         else logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(conf.log_level)
@@ -90,7 +96,9 @@ def reload_log_level(conf, name):
 def run_until_signalled(service, conf, name):
     """Start ``service``, run until SIGTERM/SIGINT, stop it gracefully.
 
-    ``service`` has start(), stop() and wait(timeout). Exits 0 when it
+    ``service`` has start(), stop(), wait(timeout) and health() (None
+    when healthy, else why: served on ``[status] port``, with metrics,
+    while the daemon runs). Exits 0 when it
     stopped within ``graceful_shutdown_timeout`` (plus a little for
     closing connections), 1 otherwise. SIGHUP reads the config files
     again and applies ``log_level``; other options need a restart.
@@ -108,6 +116,7 @@ def run_until_signalled(service, conf, name):
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
     try:
+        status = start_status_server(conf, service.health, name)
         connected = service.start()
     except RpcmqError as exc:
         fatal(exc)
@@ -116,11 +125,17 @@ def run_until_signalled(service, conf, name):
                     'and serves once connected', name)
     else:
         LOG.info('%s started', name)
+    if status is not None:
+        status.ready = True
     while not stop.wait(1.0):
         if hangup.is_set():
             hangup.clear()
             reload_log_level(conf, name)
+    if status is not None:
+        status.stopping = True
     service.stop()
     clean = service.wait(conf.graceful_shutdown_timeout + 5)
     LOG.info('%s stopped%s', name, '' if clean else ' (work abandoned)')
+    if status is not None:
+        status.stop()
     return 0 if clean else 1

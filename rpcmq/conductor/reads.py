@@ -86,3 +86,30 @@ class BatchReads:
             raise BatchNotFound(f'batch {batch_id!r} has no item {idx!r}',
                                 batch_id=batch_id, idx=idx)
         return rows[0]
+
+    def metrics_snapshot(self):
+        """``{items: {state: n}, batches: {state: n}, events_unsent: n}``
+        for the metrics: the counts kept on the batch rows, and unsent
+        batch.item events through their index."""
+        counts = [sa.func.coalesce(sa.func.sum(getattr(BC, 'n_' + state)),
+                                   0) for state in m.TOTALS[1:]]
+        with self._read() as conn:
+            row = conn.execute(sa.select(*counts)).one()
+            batches = dict(conn.execute(sa.select(
+                BC.state, sa.func.count()).group_by(BC.state)).all())
+            unsent = conn.execute(sa.select(sa.func.count()).where(
+                IC.notified == sa.false(), IC.state.in_(m.TERMINAL))
+            ).scalar()
+        return {'items': dict(zip(m.TOTALS[1:], (int(n) for n in row),
+                                  strict=True)),
+                'batches': batches, 'events_unsent': unsent}
+
+    def ping(self):
+        """None if the database answers; else why not (``/healthz``)."""
+        try:
+            with self._read() as conn:
+                conn.execute(sa.text('SELECT 1'))
+        except Exception as exc:
+            return 'database unreachable: %s: %s' % (
+                type(exc).__name__, str(exc).splitlines()[0][:300])
+        return None

@@ -97,6 +97,13 @@ class Scheduler:
         self._wake.set()
         self._events_due.set()
 
+    def problem(self):
+        """None while the loop runs (or was asked to stop); else why."""
+        if self._thread is not None and not self._thread.is_alive() and \
+                not self._stop.is_set():
+            return 'conductor scheduler loop stopped'
+        return None
+
     def wait(self, timeout=None):
         """Wait for the loop and the items in flight; True if all ended.
         Then leave the conductors table (items still running, if any, are

@@ -11,6 +11,7 @@ import time
 from rpcmq.conductor.db import BatchStore
 from rpcmq.conductor.manager import BatchEndpoint
 from rpcmq.conductor.scheduler import Scheduler
+from rpcmq.observe import metrics
 from rpcmq.rpc.server import get_rpc_server
 from rpcmq.target import Target
 
@@ -29,6 +30,7 @@ class ConductorService:
         self.scheduler = Scheduler(conf, transport, self.store,
                                    executor=executor)
         self.endpoint = BatchEndpoint(self.store, self.scheduler)
+        metrics.watch_conductor(self.store)
         self.server = get_rpc_server(
             transport, Target(topic=conf.conductor.topic, server=conf.host),
             [self.endpoint], executor=executor, executor_size=16)
@@ -41,6 +43,11 @@ class ConductorService:
     def stop(self):
         self.server.stop()
         self.scheduler.stop()
+
+    def health(self):
+        """None while it serves and runs batches; else why not."""
+        return self.server.health() or self.scheduler.problem() or \
+            self.store.ping()
 
     def wait(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout

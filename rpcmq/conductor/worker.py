@@ -19,6 +19,8 @@ import time
 
 from rpcmq import exceptions as rpc_exc
 from rpcmq.fetch import errors as fetch_exc
+from rpcmq.observe import metrics
+from rpcmq.observe.logs import log_context
 from rpcmq.rpc.client import RPCClient
 from rpcmq.storage import errors as store_exc
 from rpcmq.target import Target
@@ -67,11 +69,17 @@ class ItemWorker:
         a failure, record it in the store and return None."""
         ctxt = {'batch_id': item.batch_id, 'idx': item.idx,
                 'attempt': item.attempts}
-        try:
-            return self._transfer(ctxt, item)
-        except Exception as exc:
-            self._failed(item, exc)
-            return None
+        with log_context(batch_id=item.batch_id, item=item.idx), \
+                metrics.Timer() as took:
+            try:
+                result = self._transfer(ctxt, item)
+            except Exception as exc:
+                result = None
+                self._failed(item, exc)
+        metrics.ITEM_SECONDS.observe(took.seconds)
+        if result is not None:
+            metrics.ITEMS_FINISHED.labels('done').inc()
+        return result
 
     def _transfer(self, ctxt, item):
         last_error = (item.error or {}).get('type')
@@ -139,3 +147,7 @@ class ItemWorker:
                  '' if retry_at is None else ' (will retry)')
         self.store.fail(item.batch_id, item.idx, item.attempts, exc,
                         retry_at=retry_at)
+        if retry_at is None:
+            metrics.ITEMS_FINISHED.labels('failed').inc()
+        else:
+            metrics.ITEM_RETRIES.inc()

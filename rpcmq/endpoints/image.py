@@ -10,6 +10,7 @@ are the typed errors of :mod:`rpcmq.fetch.errors` (download) and
 :mod:`rpcmq.storage.errors` (upload), rebuilt as such on the caller.
 """
 
+import contextlib
 import os
 import re
 import threading
@@ -19,6 +20,7 @@ from rpcmq.exceptions import ConfigError, RpcmqError
 from rpcmq.fetch import image
 from rpcmq.fetch.download import Fetcher
 from rpcmq.fetch.spool import Spool
+from rpcmq.observe import metrics
 from rpcmq.target import Target
 
 __all__ = ['ImageEndpoint']
@@ -160,8 +162,10 @@ class ImageEndpoint:
 
     def _fetch(self, url):
         spool_id = self.spool.new_id()
-        result = self.fetcher.download(url, self.spool.directory,
-                                       name=self.spool.data_name(spool_id))
+        with _counted_failures():
+            result = self.fetcher.download(
+                url, self.spool.directory, name=self.spool.data_name(spool_id))
+        metrics.IMAGE_BYTES.labels('downloaded').inc(result.size or 0)
         handle = dict(server=self.conf.host, spool_id=spool_id)
         handle.update((f, getattr(result, f)) for f in _HANDLE_FIELDS[2:])
         try:
@@ -173,8 +177,20 @@ class ImageEndpoint:
 
     def _put(self, path, meta, key):
         key = key if key is not None else self.default_key(meta)
-        result = self.store_driver.put_file(key, path)
+        with _counted_failures():
+            result = self.store_driver.put_file(key, path)
+        metrics.IMAGE_BYTES.labels('stored').inc(result.get('size') or 0)
         return {f: result.get(f) for f in ('key', 'size', 'etag', 'url')}
+
+
+@contextlib.contextmanager
+def _counted_failures():
+    """Count what a download or an upload raises, by its type."""
+    try:
+        yield
+    except Exception as exc:
+        metrics.IMAGE_FAILURES.labels(type(exc).__name__).inc()
+        raise
 
 
 def name_key(name, fmt):

@@ -30,3 +30,7 @@ class Executor:
     def shutdown(self, timeout=None):
         """Wait up to ``timeout`` seconds for submitted work; True if done."""
         raise NotImplementedError
+
+    def unfinished(self):
+        """Jobs submitted and not yet returned (running or waiting)."""
+        raise NotImplementedError

@@ -50,6 +50,9 @@ class EventletExecutor(Executor):
         if spawn:
             eventlet.spawn_n(self._work)
 
+    def unfinished(self):
+        return self._unfinished
+
     def _work(self):
         try:
             while True:

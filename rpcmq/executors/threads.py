@@ -23,6 +23,9 @@ class ThreadingExecutor(Executor):
             self._running.add(future)
         future.add_done_callback(self._done)
 
+    def unfinished(self):
+        return len(self._running)
+
     def _done(self, future):
         with self._lock:
             self._running.discard(future)

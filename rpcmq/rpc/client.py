@@ -8,9 +8,11 @@ the ``topic_fanout`` exchange. See docs/wire-format.md. With
 servers and rpcmq's both take (``oslowire``).
 """
 
+import time
 import uuid
 
-from rpcmq.exceptions import InvalidTarget, MessageTooLarge
+from rpcmq.exceptions import InvalidTarget, MessageTooLarge, MessagingTimeout
+from rpcmq.observe import metrics
 from rpcmq.rpc import oslowire, wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target
@@ -136,16 +138,31 @@ class RPCClient:
         timeout = self._timeout()
         msg_id = uuid.uuid4().hex if self.conf.oslo_compat else None
         body = self._message(ctxt, method, kwargs, call=msg_id)
-        # The server drops a call whose deadline passed before it could
-        # start it (docs/wire-format.md); the broker drops it on expiration.
-        reply = self.transport.send(
-            self.target, body, timeout, wait_for_reply=True,
-            headers=call_deadline.headers_for(timeout), method=method,
-            correlation_id=msg_id)
-        if msg_id is not None:
-            return oslowire.decode_reply(reply,
-                                         self.conf.allowed_remote_exmods)
-        return wire.decode_reply(reply, self.conf.allowed_remote_exmods)
+        started, outcome = time.monotonic(), 'transport_error'
+        try:
+            # The server drops a call whose deadline passed before it
+            # could start it (docs/wire-format.md); the broker drops it on
+            # expiration.
+            reply = self.transport.send(
+                self.target, body, timeout, wait_for_reply=True,
+                headers=call_deadline.headers_for(timeout), method=method,
+                correlation_id=msg_id)
+            outcome = 'remote_error'
+            if msg_id is not None:
+                result = oslowire.decode_reply(
+                    reply, self.conf.allowed_remote_exmods)
+            else:
+                result = wire.decode_reply(reply,
+                                           self.conf.allowed_remote_exmods)
+            outcome = 'ok'
+            return result
+        except MessagingTimeout:
+            outcome = 'timeout'
+            raise
+        finally:
+            metrics.CALL_SECONDS.labels(
+                self.target.topic or '', method, outcome).observe(
+                    time.monotonic() - started)
 
 
 def get_rpc_client(transport, target, **kwargs):

@@ -32,17 +32,24 @@ Ordering and invariants:
 """
 
 import logging
+import time
 
 from rpcmq.exceptions import (
     CallInterrupted,
     InternalError,
+    InvalidArguments,
     MalformedMessage,
     MessageTooLarge,
+    MethodDisabled,
+    NoSuchMethod,
     RpcmqError,
     TransportError,
     Unauthenticated,
+    UnsupportedVersion,
 )
 from rpcmq.executors import get_executor
+from rpcmq.observe import metrics
+from rpcmq.observe.logs import log_context
 from rpcmq.rpc import oslowire, wire
 from rpcmq.rpc.dispatcher import ExpectedException, RPCDispatcher
 from rpcmq.transport import deadline
@@ -52,6 +59,11 @@ __all__ = ['RPCServer', 'get_rpc_server']
 LOG = logging.getLogger(__name__)
 
 ACCEPTED_CONTENT_TYPES = (None, '', 'application/json', 'text/plain')
+#: Errors that mean the request was not one the server could run.
+_REJECTED = (NoSuchMethod, UnsupportedVersion, InvalidArguments,
+             MethodDisabled)
+#: The method label of requests that name no method of this server.
+UNKNOWN = '<unknown>'
 
 
 class RPCServer:
@@ -71,6 +83,7 @@ class RPCServer:
             target.topic, self.conf.max_message_size) \
             if self.conf.oslo_compat else None
         self._listener = None
+        metrics.watch_executor(self.executor, target.topic)
 
     def start(self, ready_timeout=10.0):
         """Start consuming; wait up to ``ready_timeout`` for the queues.
@@ -102,6 +115,12 @@ class RPCServer:
         if self._listener is not None:
             self._listener.stop()
 
+    def health(self):
+        """None while consuming; else what is wrong, in words."""
+        if self._listener is None:
+            return 'server %s not started' % self.target.topic
+        return self._listener.problem()
+
     def wait(self, timeout=None):
         """Block until the server has stopped and in-flight work is done."""
         if self._listener is None:
@@ -123,6 +142,11 @@ class RPCServer:
 
     def _process(self, incoming):
         """On a worker: handle one message; whatever happens, settle it."""
+        with log_context(topic=self.target.topic,
+                         correlation_id=incoming.correlation_id):
+            self._settle(incoming)
+
+    def _settle(self, incoming):
         message, is_call = incoming, False
         try:
             if self._oslo is not None:  # oslo.messaging's requests too
@@ -131,7 +155,10 @@ class RPCServer:
                     return  # a duplicate, or refused: logged
             is_call = bool(incoming.reply_to)
             if not is_call and not incoming.admit():
-                return  # delivered too often: parked (see deliveries)
+                # delivered too often: parked (see deliveries)
+                metrics.DROPPED.labels(self.target.topic,
+                                       'dead_lettered').inc()
+                return
             self._handle(incoming, is_call)
         except Exception as exc:
             LOG.exception('server %s: unexpected error on a %s (correlation '
@@ -160,18 +187,22 @@ class RPCServer:
             LOG.warning('rejected %s (correlation id %s) from queue of %s: '
                         '%s', 'call' if is_call else 'cast',
                         incoming.correlation_id, self.target.topic, exc)
+            metrics.REQUESTS.labels(self.target.topic, UNKNOWN,
+                                    _kind(is_call), 'rejected').inc()
             if is_call:
                 self._reply(incoming, '?', wire.failure_reply(exc, tb=''),
                             key)
             else:
                 incoming.refuse('%s: %s' % (type(exc).__name__, exc))
+                metrics.DROPPED.labels(self.target.topic, 'refused').inc()
             return
         method = msg['method']
-        if is_call and self._not_to_run(incoming, method, key):
-            return
-        reply = self._dispatch(msg, method, is_call)
-        if is_call:
-            self._reply(incoming, method, reply, key)
+        with log_context(method=method):
+            if is_call and self._not_to_run(incoming, method, key):
+                return
+            reply = self._dispatch(msg, method, is_call)
+            if is_call:
+                self._reply(incoming, method, reply, key)
 
     def _authenticate(self, incoming):
         """The Key that signed this request (None: unsigned and allowed);
@@ -206,6 +237,7 @@ class RPCServer:
             LOG.info('dropped call %s (correlation id %s) on %s: its '
                      'deadline passed %.1fs ago, its caller has given up',
                      method, incoming.correlation_id, self.target.topic, late)
+            metrics.DROPPED.labels(self.target.topic, 'expired').inc()
             return True
         if incoming.redelivered:
             LOG.warning('call %s (correlation id %s) was delivered again '
@@ -214,27 +246,42 @@ class RPCServer:
                         method, incoming.correlation_id)
             self._reply(incoming, method, wire.failure_reply(
                 CallInterrupted(method=method), tb=''), key)
+            metrics.DROPPED.labels(self.target.topic, 'interrupted').inc()
             return True
         return False
 
     def _dispatch(self, msg, method, is_call):
         """Run the endpoint; the encoded reply (None for a cast)."""
+        started, label, outcome = time.monotonic(), method, 'error'
         try:
             result = self.dispatcher.dispatch(
                 msg['context'], method, msg['args'], msg.get('namespace'),
                 msg.get('version'))
+            outcome = 'ok'
         except ExpectedException as wrapped:
             LOG.debug('%s raised expected %r', method, wrapped.exc)
+            outcome = 'expected'
             return self._failure(wrapped.exc)
         except RpcmqError as exc:
             # Typed errors are part of the contract: one line, no traceback.
             LOG.warning('%s: %s', method, exc)
+            if isinstance(exc, _REJECTED):
+                outcome = 'rejected'
+                if isinstance(exc, NoSuchMethod):
+                    label = UNKNOWN  # whatever a caller sent: unbounded
             return self._failure(exc)
         except Exception as exc:
             # Including a TypeError from inside the method: the arguments
             # were bound already (InvalidArguments), so it is a bug there.
             LOG.exception('%s failed', method)
             return self._failure(exc)
+        finally:
+            topic = self.target.topic
+            metrics.REQUESTS.labels(topic, label, _kind(is_call),
+                                    outcome).inc()
+            if outcome != 'rejected':
+                metrics.REQUEST_SECONDS.labels(topic, label).observe(
+                    time.monotonic() - started)
         if not is_call:
             return None
         try:
@@ -264,6 +311,10 @@ class RPCServer:
             LOG.error('could not send the reply to %s (correlation id %s) '
                       'to %s: %s', method, incoming.correlation_id,
                       incoming.reply_to, exc)
+
+
+def _kind(is_call):
+    return 'call' if is_call else 'cast'
 
 
 def get_rpc_server(transport, target, endpoints, executor='threading',

@@ -53,6 +53,7 @@ from rpcmq.exceptions import (
     BrokerUnreachable,
     TransportError,
 )
+from rpcmq.observe import metrics
 from rpcmq.transport import raw
 from rpcmq.transport.confirmreader import (
     CLOSED,
@@ -107,6 +108,7 @@ class ConfirmingPublisher(ConfirmReader):
         self._returned = set()  # message ids of basic.return
         self._next_tag = 1
         self._ids = itertools.count(1)
+        metrics.watch_confirmer(self)
 
     def _wait(self, timeout):
         self._waiting += 1
@@ -126,6 +128,10 @@ class ConfirmingPublisher(ConfirmReader):
     def _tracked(self):
         return len(self._pending) + len(self._unconfirmed) + \
             len(self._redeclare) + len(self._nacked)
+
+    def pending(self):
+        """Casts published and not confirmed yet (a metric: no lock)."""
+        return self._tracked()
 
     # -- publishing --------------------------------------------------------
 

@@ -21,7 +21,12 @@ import time
 
 from kombu.mixins import ConsumerMixin
 
-from rpcmq.exceptions import BrokerUnreachable
+from rpcmq.exceptions import (
+    AuthenticationError,
+    BrokerRefused,
+    BrokerUnreachable,
+)
+from rpcmq.observe import metrics
 from rpcmq.transport import errors
 
 __all__ = ['Consumer', 'Stopped']
@@ -66,6 +71,7 @@ class Consumer(ConsumerMixin):
             self.ready.clear()
             # What the driver declared may be gone with it.
             self.driver.forget_declarations()
+            metrics.RECONNECTS.labels(self.name).inc()
             self.on_connection_lost()
         with self.create_connection() as conn:
             self.driver.ensure_connection(conn, self.on_connection_error)
@@ -119,6 +125,24 @@ class Consumer(ConsumerMixin):
             if errors.is_permanent(self.last_error):
                 raise self.last_error
             return False
+
+    def problem(self):
+        """None while consuming; else why not, in words (``/healthz``)."""
+        if self._thread is not None and not self._thread.is_alive() and \
+                not self.should_stop:
+            return '%s: consumer stopped' % self.name
+        if self.should_stop:
+            return '%s: stopped' % self.name
+        if self.ready.is_set():
+            return None
+        last = self.last_error
+        if isinstance(last, AuthenticationError):
+            return '%s: authentication refused: %s' % (self.name, last)
+        if isinstance(last, BrokerRefused):
+            return '%s: broker refused: %s' % (self.name, last)
+        if last is not None:
+            return '%s: broker unreachable: %s' % (self.name, last)
+        return '%s: not consuming yet' % self.name
 
     def unreachable(self, within):
         """The error to raise when no connection came ``within`` (text:

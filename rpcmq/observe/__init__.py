@@ -1,0 +1,1 @@
+"""Seeing a running rpcmq: Prometheus metrics, the status port, logs."""

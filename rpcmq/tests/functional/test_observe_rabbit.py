@@ -1,0 +1,169 @@
+"""An operator watches running daemons through ``[status] port``: the
+metrics move during a real batch, ``/healthz`` says when the broker is
+gone and when it is back, and JSON logs name the work they are about."""
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rpcmq.testing.imageserver import ImageServer
+from rpcmq.testing.proxy import TcpProxy
+from rpcmq.tests.functional.conftest import RABBIT_URL, require
+from rpcmq.tests.functional.daemons import Daemon, write_config
+from rpcmq.tests.functional.fixtures import Cluster, pipeline_oss
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def get(port, path):
+    """(HTTP status, body text) of GET ``path`` on the status port."""
+    url = 'http://127.0.0.1:%d%s' % (port, path)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(port):
+    """{(name, frozenset(labels)): value} of every sample on /metrics,
+    read with prometheus_client's own parser."""
+    status, text = get(port, '/metrics')
+    assert status == 200
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples}
+
+
+def value(found, name, **labels):
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def wait_until(check, timeout=30, what='condition'):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, 'timed out waiting for ' + what
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    require('rabbit')
+    ports = {'server': free_port(), 'conductor': free_port()}
+    with pipeline_oss() as oss, ImageServer() as images:
+        cluster = Cluster(
+            tmp_path, RABBIT_URL, oss.endpoint, hosts=('img-watched',),
+            server_opts={'status': {'port': ports['server']}},
+            conductor_opts={'status': {'port': ports['conductor']},
+                            'DEFAULT': {'log_format': 'json'}})
+        cluster.ports, cluster.images = ports, images
+        try:
+            cluster.start_servers()
+            cluster.listen()
+            cluster.start_conductor('sqlite:///%s' % (tmp_path / 'c.sqlite'))
+            yield cluster
+        finally:
+            codes = cluster.close()
+    assert set(codes.values()) <= {0, None}, (codes, cluster.logs())
+
+
+def test_the_metrics_move_while_a_batch_runs(cluster):
+    server, conductor = cluster.ports['server'], cluster.ports['conductor']
+    for port in (server, conductor):
+        assert get(port, '/healthz') == (200, 'ok\n')
+        assert get(port, '/readyz') == (200, 'ok\n')
+    images = cluster.images
+    urls = [images.url('/img/watched-%d.png?kb=8' % i) for i in range(12)]
+    urls.append(images.url('/status/404'))
+    batch_id = cluster.submit([{'url': u} for u in urls])
+    end = cluster.wait_end(batch_id)
+    assert end['totals']['done'] == 12 and end['totals']['failed'] == 1
+
+    found = samples(server)
+    topic = cluster.image_topic
+    assert value(found, 'rpcmq_requests_total', topic=topic,
+                 method='transfer', kind='call', outcome='ok') == 12
+    assert value(found, 'rpcmq_requests_total', topic=topic,
+                 method='transfer', kind='call', outcome='error') == 1
+    assert value(found, 'rpcmq_request_seconds_count', topic=topic,
+                 method='transfer') == 13
+    assert value(found, 'rpcmq_image_bytes_total',
+                 direction='downloaded') > 12 * 1024
+    assert value(found, 'rpcmq_image_bytes_total', direction='stored') == \
+        value(found, 'rpcmq_image_bytes_total', direction='downloaded')
+    assert value(found, 'rpcmq_image_failures_total',
+                 type='DownloadFailed') == 1
+    assert value(found, 'rpcmq_executor_size', topic=topic) == 64
+    assert value(found, 'rpcmq_executor_busy', topic=topic) == 0
+    assert value(found, 'process_resident_memory_bytes') > 0
+
+    found = samples(conductor)
+    assert value(found, 'rpcmq_conductor_items_finished_total',
+                 state='done') == 12
+    assert value(found, 'rpcmq_conductor_items_finished_total',
+                 state='failed') == 1
+    assert value(found, 'rpcmq_conductor_item_seconds_count') == 13
+    assert value(found, 'rpcmq_conductor_items', state='done') == 12
+    assert value(found, 'rpcmq_conductor_items', state='pending') == 0
+    assert value(found, 'rpcmq_conductor_batches', state='done') == 1
+    assert value(found, 'rpcmq_conductor_events_unsent') == 0
+    assert value(found, 'rpcmq_client_call_seconds_count',
+                 topic=topic, method='transfer', outcome='ok') == 12
+
+    # Its JSON log lines parse one by one and name the batch and item.
+    log = next(cluster.workdir.glob('conductor-*.log')).read_text()
+    entries = [json.loads(line) for line in log.splitlines() if line]
+    failed = [e for e in entries if 'attempt 1 failed' in e['message']]
+    assert failed and failed[0]['batch_id'] == batch_id
+    assert failed[0]['item'] == 12 and failed[0]['level'] == 'INFO'
+    assert {'timestamp', 'logger', 'pid'} <= set(failed[0])
+
+
+def test_healthz_says_when_the_broker_is_gone_and_when_it_is_back(tmp_path):
+    require('rabbit')
+    port = free_port()
+    with TcpProxy('127.0.0.1', 5672) as proxy:
+        topic = 'watched_%s' % uuid.uuid4().hex[:8]
+        conf = write_config(tmp_path / 'server.conf', {
+            'DEFAULT': {'transport_url': 'rabbit://guest:guest@127.0.0.1:'
+                                         '%d/' % proxy.port,
+                        'endpoints': 'diag', 'topic': topic,
+                        'host': 'watched-1', 'graceful_shutdown_timeout': 5},
+            'rabbit': {'rabbit_retry_interval': 0.2,
+                       'rabbit_retry_backoff': 0.2},
+            'status': {'port': port}})
+        daemon = Daemon('rpcmq-server', conf, tmp_path / 'server.log')
+        daemon.start()
+        try:
+            daemon.wait_for_log('rpcmq-server started', timeout=60)
+            assert get(port, '/healthz') == (200, 'ok\n')
+            proxy.cut()
+            status, why = wait_until(
+                lambda: (lambda r: r if r[0] == 503 else None)(
+                    get(port, '/healthz')), what='503 after the cut')
+            assert 'broker unreachable' in why or 'not consuming' in why, why
+            assert get(port, '/readyz')[0] == 503
+            before = samples(port)
+            proxy.restore()
+            wait_until(lambda: get(port, '/healthz') == (200, 'ok\n'),
+                       timeout=60, what='200 after the restore')
+            after = samples(port)
+            name = 'listener %s' % topic
+            assert value(after, 'rpcmq_reconnects_total', consumer=name) > \
+                value(before, 'rpcmq_reconnects_total', consumer=name)
+            assert daemon.terminate() == 0
+        finally:
+            daemon.stop()
