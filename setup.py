@@ -33,8 +33,10 @@ setup(
     ],
     extras_require={
         'postgres': ['psycopg2-binary>=2.9'],
+        'otel': ['opentelemetry-api>=1.20'],
         'test': ['pytest>=8', 'pytest-timeout>=2.3', 'psycopg2-binary>=2.9',
                  'pika>=1.3', 'oslo.messaging>=14',
+                 'opentelemetry-api>=1.20', 'opentelemetry-sdk>=1.20',
                  'ruff>=0.5'],
     },
     entry_points={

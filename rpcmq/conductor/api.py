@@ -3,6 +3,7 @@
 import uuid
 
 from rpcmq.conductor.validation import items_digest, validate_items
+from rpcmq.observe import trace
 from rpcmq.rpc import wire
 from rpcmq.rpc.client import RPCClient
 from rpcmq.target import Target
@@ -37,7 +38,9 @@ class ConductorAPI:
         rows = validate_items(items)
         batch_id = batch_id or uuid.uuid4().hex
         client = self.client.prepare(version='1.1')
-        ctxt = ctxt or {}
+        ctxt = dict(ctxt or {})
+        # One trace for the whole submission, whatever its chunks.
+        ctxt.setdefault(trace.HEADER, trace.outgoing(ctxt))
         client.call(ctxt, 'create', batch_id=batch_id, total=len(rows),
                     digest=items_digest(rows))
         for offset, chunk in self._chunks(rows, chunk_items):

@@ -1,10 +1,17 @@
 """The conductor's RPC endpoint: namespace ``batch`` on topic ``conductor``."""
 
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
+from rpcmq.observe import trace
 from rpcmq.rpc.dispatcher import expected_exceptions
 from rpcmq.target import Target
 
 __all__ = ['BatchEndpoint']
+
+
+def _traced():
+    """Batch options that keep the submit's trace for its items."""
+    tp = trace.current()
+    return {} if tp is None else {trace.HEADER: tp}
 
 
 class BatchEndpoint:
@@ -22,7 +29,8 @@ class BatchEndpoint:
     def submit(self, ctxt, items, batch_id=None):
         """Record a batch of ``{"url", "key"?, "name"?}`` items; return its
         id. Submitting an existing ``batch_id`` again adds nothing."""
-        batch_id, created = self.store.submit(items, batch_id=batch_id)
+        batch_id, created = self.store.submit(items, batch_id=batch_id,
+                                              options=_traced())
         if created:
             self.scheduler.wake()
         return batch_id
@@ -30,6 +38,8 @@ class BatchEndpoint:
     @expected_exceptions(InvalidBatch)
     def create(self, ctxt, batch_id, total, digest, options=None):
         """Open a batch of ``total`` items with ``digest``; True if new."""
+        options = dict(options or {}, **_traced()) \
+            if isinstance(options, dict) or options is None else options
         return self.store.create(batch_id, int(total), digest, options)
 
     @expected_exceptions(InvalidBatch, BatchNotFound)

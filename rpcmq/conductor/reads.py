@@ -113,3 +113,10 @@ class BatchReads:
             return 'database unreachable: %s: %s' % (
                 type(exc).__name__, str(exc).splitlines()[0][:300])
         return None
+
+    def batch_options(self, batch_id):
+        """The options a batch was submitted with ({} if none)."""
+        with self._read() as conn:
+            options = conn.execute(sa.select(BC.options).where(
+                BC.id == batch_id)).scalar()
+        return options or {}

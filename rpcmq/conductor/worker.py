@@ -19,7 +19,7 @@ import time
 
 from rpcmq import exceptions as rpc_exc
 from rpcmq.fetch import errors as fetch_exc
-from rpcmq.observe import metrics
+from rpcmq.observe import metrics, trace
 from rpcmq.observe.logs import log_context
 from rpcmq.rpc.client import RPCClient
 from rpcmq.storage import errors as store_exc
@@ -62,6 +62,7 @@ class ItemWorker:
                               version='1.2'),
             timeout=self.conf.fetch_timeout + self.conf.store_timeout)
         self._one_call = True  # until a server says it has no 1.2
+        self._traces = {}  # batch id -> traceparent (or None)
 
     def run(self, item):
         """Process one claimed item. Return its result, for the caller to
@@ -70,6 +71,9 @@ class ItemWorker:
         ctxt = {'batch_id': item.batch_id, 'idx': item.idx,
                 'attempt': item.attempts}
         with log_context(batch_id=item.batch_id, item=item.idx), \
+                trace.handling(self._trace_of(item.batch_id), 'batch item',
+                               'internal', **{'rpcmq.batch_id': item.batch_id,
+                                              'rpcmq.item': item.idx}), \
                 metrics.Timer() as took:
             try:
                 result = self._transfer(ctxt, item)
@@ -80,6 +84,15 @@ class ItemWorker:
         if result is not None:
             metrics.ITEMS_FINISHED.labels('done').inc()
         return result
+
+    def _trace_of(self, batch_id):
+        """The traceparent the batch was submitted under, or None."""
+        if batch_id not in self._traces:
+            if len(self._traces) >= 1000:
+                self._traces.clear()
+            self._traces[batch_id] = self.store.batch_options(
+                batch_id).get(trace.HEADER)
+        return self._traces[batch_id]
 
     def _transfer(self, ctxt, item):
         last_error = (item.error or {}).get('type')

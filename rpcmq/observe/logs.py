@@ -19,7 +19,8 @@ import os
 __all__ = ['JsonFormatter', 'log_context', 'current_context']
 
 #: Fields a log line may carry about the work it belongs to.
-FIELDS = ('batch_id', 'item', 'method', 'correlation_id', 'topic')
+FIELDS = ('batch_id', 'item', 'method', 'correlation_id', 'topic',
+          'trace_id')
 
 _CONTEXT = contextvars.ContextVar('rpcmq_log_context', default=None)
 

@@ -12,7 +12,7 @@ import time
 import uuid
 
 from rpcmq.exceptions import InvalidTarget, MessageTooLarge, MessagingTimeout
-from rpcmq.observe import metrics
+from rpcmq.observe import metrics, trace
 from rpcmq.rpc import oslowire, wire
 from rpcmq.rpc.dispatcher import version_is_compatible
 from rpcmq.target import Target
@@ -119,7 +119,10 @@ class RPCClient:
         every confirm; ``transport.cleanup()`` does so before closing.
         """
         body = self._message(ctxt, method, kwargs)
-        self.transport.send(self.target, body, self._timeout())
+        with trace.sending(_context_dict(ctxt), self.target.topic, method,
+                           wait=False) as headers:
+            self.transport.send(self.target, body, self._timeout(),
+                                headers=headers)
 
     def call(self, ctxt, method, **kwargs):
         """Send and wait for the reply; return its result.
@@ -143,10 +146,12 @@ class RPCClient:
             # The server drops a call whose deadline passed before it
             # could start it (docs/wire-format.md); the broker drops it on
             # expiration.
-            reply = self.transport.send(
-                self.target, body, timeout, wait_for_reply=True,
-                headers=call_deadline.headers_for(timeout), method=method,
-                correlation_id=msg_id)
+            with trace.sending(_context_dict(ctxt), self.target.topic,
+                               method, wait=True) as headers:
+                headers.update(call_deadline.headers_for(timeout))
+                reply = self.transport.send(
+                    self.target, body, timeout, wait_for_reply=True,
+                    headers=headers, method=method, correlation_id=msg_id)
             outcome = 'remote_error'
             if msg_id is not None:
                 result = oslowire.decode_reply(

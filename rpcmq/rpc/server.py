@@ -48,7 +48,7 @@ from rpcmq.exceptions import (
     UnsupportedVersion,
 )
 from rpcmq.executors import get_executor
-from rpcmq.observe import metrics
+from rpcmq.observe import metrics, trace
 from rpcmq.observe.logs import log_context
 from rpcmq.rpc import oslowire, wire
 from rpcmq.rpc.dispatcher import ExpectedException, RPCDispatcher
@@ -142,8 +142,13 @@ class RPCServer:
 
     def _process(self, incoming):
         """On a worker: handle one message; whatever happens, settle it."""
-        with log_context(topic=self.target.topic,
-                         correlation_id=incoming.correlation_id):
+        topic = self.target.topic
+        parent = (incoming.headers or {}).get(trace.HEADER)
+        with log_context(topic=topic,
+                         correlation_id=incoming.correlation_id), \
+                trace.handling(parent, '%s process' % topic, **{
+                    'messaging.system': 'rabbitmq',
+                    'messaging.destination.name': topic}):
             self._settle(incoming)
 
     def _settle(self, incoming):
@@ -197,6 +202,9 @@ class RPCServer:
                 metrics.DROPPED.labels(self.target.topic, 'refused').inc()
             return
         method = msg['method']
+        tp = trace.current()
+        if tp is not None and isinstance(msg['context'], dict):
+            msg['context'].setdefault(trace.HEADER, tp)
         with log_context(method=method):
             if is_call and self._not_to_run(incoming, method, key):
                 return

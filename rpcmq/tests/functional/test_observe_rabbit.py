@@ -12,11 +12,15 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from rpcmq.observe import trace
 from rpcmq.testing.imageserver import ImageServer
 from rpcmq.testing.proxy import TcpProxy
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
 from rpcmq.tests.functional.daemons import Daemon, write_config
 from rpcmq.tests.functional.fixtures import Cluster, pipeline_oss
+from rpcmq.tests.scenarios.rpc import Env
+
+GIVEN = '00-%s-%s-01' % ('5e' * 16, '7a' * 8)
 
 
 def free_port():
@@ -66,7 +70,8 @@ def cluster(tmp_path):
     with pipeline_oss() as oss, ImageServer() as images:
         cluster = Cluster(
             tmp_path, RABBIT_URL, oss.endpoint, hosts=('img-watched',),
-            server_opts={'status': {'port': ports['server']}},
+            server_opts={'status': {'port': ports['server']},
+                         'DEFAULT': {'log_format': 'json'}},
             conductor_opts={'status': {'port': ports['conductor']},
                             'DEFAULT': {'log_format': 'json'}})
         cluster.ports, cluster.images = ports, images
@@ -88,7 +93,8 @@ def test_the_metrics_move_while_a_batch_runs(cluster):
     images = cluster.images
     urls = [images.url('/img/watched-%d.png?kb=8' % i) for i in range(12)]
     urls.append(images.url('/status/404'))
-    batch_id = cluster.submit([{'url': u} for u in urls])
+    batch_id = cluster.submit([{'url': u} for u in urls],
+                              ctxt={'traceparent': GIVEN})
     end = cluster.wait_end(batch_id)
     assert end['totals']['done'] == 12 and end['totals']['failed'] == 1
 
@@ -123,13 +129,21 @@ def test_the_metrics_move_while_a_batch_runs(cluster):
     assert value(found, 'rpcmq_client_call_seconds_count',
                  topic=topic, method='transfer', outcome='ok') == 12
 
-    # Its JSON log lines parse one by one and name the batch and item.
-    log = next(cluster.workdir.glob('conductor-*.log')).read_text()
-    entries = [json.loads(line) for line in log.splitlines() if line]
-    failed = [e for e in entries if 'attempt 1 failed' in e['message']]
+    # JSON log lines parse one by one and name the batch and item, and
+    # the submit's trace reaches the item and the image server's call.
+    def entries(name):
+        log = next(cluster.workdir.glob(name + '-*.log')).read_text()
+        return [json.loads(line) for line in log.splitlines() if line]
+    failed = [e for e in entries('conductor')
+              if 'attempt 1 failed' in e['message']]
     assert failed and failed[0]['batch_id'] == batch_id
     assert failed[0]['item'] == 12 and failed[0]['level'] == 'INFO'
     assert {'timestamp', 'logger', 'pid'} <= set(failed[0])
+    assert failed[0]['trace_id'] == '5e' * 16
+    refused = [e for e in entries('img-watched') if '404' in e['message']]
+    assert refused and refused[0]['trace_id'] == '5e' * 16
+    assert refused[0]['method'] == 'transfer'
+    assert refused[0]['topic'] == cluster.image_topic
 
 
 def test_healthz_says_when_the_broker_is_gone_and_when_it_is_back(tmp_path):
@@ -167,3 +181,73 @@ def test_healthz_says_when_the_broker_is_gone_and_when_it_is_back(tmp_path):
             assert daemon.terminate() == 0
         finally:
             daemon.stop()
+
+
+def test_a_traceparent_travels_from_the_caller_to_the_endpoint():
+    require('rabbit')
+    seen = []
+
+    class Traced:
+        def where(self, ctxt):
+            seen.append(ctxt.get('traceparent'))
+            return trace.current()
+
+    env = Env(RABBIT_URL)
+    try:
+        env.serve([Traced()])
+        client = env.client()
+        under = client.call({'traceparent': GIVEN}, 'where')
+        assert seen == [GIVEN]  # the caller's, in the endpoint's context
+        # The server works on the caller's trace, under the call's span.
+        assert trace.parse(under)[0] == '5e' * 16 and under != GIVEN
+        # Without one, each call starts a trace the endpoint sees too.
+        fresh = client.call({}, 'where')
+        assert seen[1] == fresh and trace.parse(fresh)[0] != '5e' * 16
+        client.cast({'traceparent': GIVEN}, 'where')
+        wait_until(lambda: len(seen) == 3, what='the cast')
+        assert seen[2] == GIVEN
+    finally:
+        env.close()
+
+
+def test_with_opentelemetry_every_hop_is_a_span():
+    """A program with a tracer provider sees its own span, the call under
+    it and the server's handling under the call, on one trace."""
+    require('rabbit')
+    from opentelemetry import trace as otel
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel.set_tracer_provider(provider)  # once per process
+    seen = []
+
+    class Traced:
+        def where(self, ctxt):
+            seen.append(ctxt['traceparent'])
+
+    env = Env(RABBIT_URL)
+    try:
+        env.serve([Traced()])
+        with otel.get_tracer('app').start_as_current_span('app work') as app:
+            env.client().call({}, 'where')
+        wait_until(lambda: len(exporter.get_finished_spans()) == 3,
+                   what='three spans')
+        spans = {s.name: s for s in exporter.get_finished_spans()}
+        client = spans['%s where' % env.topic]
+        server = spans['%s process' % env.topic]
+        assert client.kind == otel.SpanKind.CLIENT
+        assert server.kind == otel.SpanKind.SERVER
+        assert client.parent.span_id == app.get_span_context().span_id
+        assert server.parent.span_id == client.context.span_id
+        assert server.context.trace_id == app.get_span_context().trace_id
+        assert client.attributes['rpc.method'] == 'where'
+        # The endpoint's context names the server's span.
+        assert trace.parse(seen[0])[1] == '%016x' % server.context.span_id
+    finally:
+        env.close()
+        provider.shutdown()  # later tests record nothing

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from rpcmq.exceptions import ConfigError
-from rpcmq.observe import logs
+from rpcmq.observe import logs, trace
 from rpcmq.observe.http import StatusServer
 
 
@@ -107,3 +107,39 @@ def test_json_log_lines_keep_the_traceback():
                                    (), sys.exc_info())
     entry = json.loads(logs.JsonFormatter().format(record))
     assert 'ValueError: boom' in entry['exception']
+
+
+def test_traceparents_continue_a_trace_or_start_one():
+    given = '00-%s-%s-01' % ('ab' * 16, 'cd' * 8)
+    assert trace.parse(given) == ('ab' * 16, 'cd' * 8, '01')
+    for bad in (None, 7, '', '01-%s-%s-01' % ('ab' * 16, 'cd' * 8),
+                '00-%s-%s-01' % ('0' * 32, 'cd' * 8),
+                '00-%s-%s-01' % ('AB' * 16, 'cd' * 8), given + ' '):
+        assert trace.parse(bad) is None, bad
+    sent = trace.outgoing({'traceparent': given})
+    assert trace.parse(sent)[0] == 'ab' * 16
+    assert trace.parse(sent)[1] != 'cd' * 8     # the caller's own span
+    fresh = trace.outgoing({'traceparent': 'garbage'})
+    assert trace.parse(fresh)[0] != 'ab' * 16 and fresh.endswith('-01')
+    with trace.continued(given):
+        assert trace.current() == given
+        assert trace.parse(trace.outgoing({}))[0] == 'ab' * 16
+        line = json.loads(logs.JsonFormatter().format(logging.LogRecord(
+            'x', logging.INFO, __file__, 1, 'm', (), None)))
+        assert line['trace_id'] == 'ab' * 16
+    assert trace.current() is None
+    with trace.continued('not a traceparent'):
+        assert trace.current() is None
+
+
+def test_without_opentelemetry_only_the_ids_travel(monkeypatch):
+    monkeypatch.setattr(trace, 'otel', None)  # as when it is not installed
+    given = '00-%s-%s-01' % ('ab' * 16, 'cd' * 8)
+    with trace.sending({'traceparent': given}, 'image', 'fetch',
+                       wait=True) as headers:
+        sent = headers['traceparent']
+    assert trace.parse(sent)[0] == 'ab' * 16 and sent != given
+    with trace.handling(sent, 'image process') as own:
+        assert trace.current() == own and trace.parse(own)[0] == 'ab' * 16
+    with trace.handling(None, 'image process') as own:
+        assert trace.parse(own)[0] != 'ab' * 16
