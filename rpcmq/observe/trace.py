@@ -26,8 +26,8 @@ never what a server may do. Malformed values are ignored.
 
 import contextlib
 import contextvars
+import random
 import re
-import secrets
 
 from rpcmq.observe.logs import log_context
 
@@ -66,10 +66,16 @@ def child(parent=None):
     the first span of a new, sampled trace."""
     parsed = parse(parent)
     if parsed is None:
-        trace_id, flags = secrets.token_hex(16), '01'
+        trace_id, flags = _random_id(128), '01'
     else:
         trace_id, _, flags = parsed
-    return '00-%s-%s-%s' % (trace_id, secrets.token_hex(8), flags)
+    return '00-%s-%s-%s' % (trace_id, _random_id(64), flags)
+
+
+def _random_id(bits):
+    """Random, non-zero lowercase hex of ``bits`` (ids, not secrets: as
+    OpenTelemetry's SDK makes them)."""
+    return '%0*x' % (bits // 4, random.getrandbits(bits) or 1)
 
 
 def current():
@@ -110,7 +116,10 @@ def span(name, kind, parent=None, **attributes):
     where it is installed and configured; otherwise only its ids."""
     assert kind in _KINDS, kind
     parent = parent if parse(parent) else current()
-    if otel is None:
+    if otel is None or isinstance(otel.get_tracer_provider(),
+                                  otel.ProxyTracerProvider):
+        # Not installed, or no tracer provider set: spans would record
+        # nothing; the ids alone cost far less.
         yield child(parent)
         return
     propagator = TraceContextTextMapPropagator()
