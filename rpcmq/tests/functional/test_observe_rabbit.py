@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rpcmq.observe import trace
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.imageserver import ImageServer
 from rpcmq.testing.proxy import TcpProxy
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
@@ -91,10 +92,20 @@ def test_the_metrics_move_while_a_batch_runs(cluster):
         assert get(port, '/healthz') == (200, 'ok\n')
         assert get(port, '/readyz') == (200, 'ok\n')
     images = cluster.images
-    urls = [images.url('/img/watched-%d.png?kb=8' % i) for i in range(12)]
+    urls = [images.url('/img/watched-%d.png?kb=8' % i) for i in range(10)]
+    # Two that take a while, so a scrape sees the batch running.
+    urls += [images.url('/slow/watched-slow-%d.jpg?delay=0.1&chunks=30' % i)
+             for i in range(2)]
     urls.append(images.url('/status/404'))
     batch_id = cluster.submit([{'url': u} for u in urls],
                               ctxt={'traceparent': GIVEN})
+    during = wait_until(lambda: (lambda f: f if value(
+        f, 'rpcmq_conductor_items', state='running') > 0 else None)(
+        samples(conductor)), what='a scrape with items running')
+    assert value(during, 'rpcmq_conductor_batches', state='running') == 1
+    assert wait_until(lambda: value(samples(server), 'rpcmq_executor_busy',
+                                    topic=cluster.image_topic) > 0,
+                      what='a busy image server')
     end = cluster.wait_end(batch_id)
     assert end['totals']['done'] == 12 and end['totals']['failed'] == 1
 
@@ -251,3 +262,47 @@ def test_with_opentelemetry_every_hop_is_a_span():
     finally:
         env.close()
         provider.shutdown()  # later tests record nothing
+
+
+@pytest.mark.parametrize('program, section, reachable, unreachable, why', [
+    ('rpcmq-bridge-redis', 'redis_bridge', {'url': 'redis://127.0.0.1:6379/0'},
+     {'url': 'redis://127.0.0.1:%d/0'}, 'redis unreachable'),
+    ('rpcmq-bridge-mqtt', 'mqtt_bridge', {'port': 1883}, {'port': '%d'},
+     'MQTT broker 127.0.0.1:%d not connected'),
+])
+def test_a_bridge_says_when_its_producers_side_is_gone(
+        tmp_path, program, section, reachable, unreachable, why):
+    require('rabbit')
+    closed = free_port()  # nothing listens there
+    ns = 'obs%s' % uuid.uuid4().hex[:8]
+    daemons = []
+    try:
+        for name, values in (('up', reachable), ('down', {
+                k: v % closed if '%' in str(v) else v
+                for k, v in unreachable.items()})):
+            port = free_port()
+            conf = write_config(tmp_path / ('%s.conf' % name), {
+                'DEFAULT': {'transport_url': RABBIT_URL,
+                            'graceful_shutdown_timeout': 3},
+                section: dict(values, pool='%s-%s' % (ns, name),
+                              tasks_list='%s:%s' % (ns, name),
+                              topics='%s/%s' % (ns, name),
+                              client_id='%s-%s' % (ns, name)),
+                'status': {'port': port}})
+            daemon = Daemon(program, conf, tmp_path / ('%s.log' % name))
+            daemon.port = port
+            daemons.append(daemon.start())
+        up, down = daemons
+        for daemon in daemons:
+            daemon.wait_for_log('%s started' % program, timeout=60)
+        assert wait_until(lambda: get(up.port, '/healthz') == (200, 'ok\n'),
+                          what='the bridge with its producers up')
+        status, text = get(down.port, '/healthz')
+        assert status == 503 and (why % closed if '%' in why else why) in \
+            text, text
+        for daemon in daemons:
+            assert daemon.terminate() == 0
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        delete_entities(RABBIT_URL, ['%s-up' % ns, '%s-down' % ns])
