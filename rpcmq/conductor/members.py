@@ -36,6 +36,9 @@ LOG = logging.getLogger(__name__)
 CC = m.conductors.c
 #: pg_advisory_lock key held by the conductor that sends batch events.
 EVENTS_LOCK_KEY = 0x72706D76
+#: Seconds a conductor that is not the events sender waits before it asks
+#: for the lock again (it used to ask on every scheduler step).
+EVENTS_LOCK_RETRY = 1.0
 
 
 class Membership:
@@ -54,6 +57,7 @@ class Membership:
         self._stop = threading.Event()
         self._thread = None
         self._events_conn = None
+        self._events_retry_at = 0.0
 
     def _insert(self, conn, now):
         conn.execute(sa.insert(m.conductors).values(
@@ -133,6 +137,8 @@ class Membership:
         if not self.store.is_postgres:
             return True
         conn = self._events_conn
+        if conn is None and time.monotonic() < self._events_retry_at:
+            return False  # a peer had it a moment ago
         try:
             if conn is not None:
                 conn.exec_driver_sql('SELECT 1')  # still our session?
@@ -148,6 +154,7 @@ class Membership:
             return False
         if not got:
             conn.close()
+            self._events_retry_at = time.monotonic() + EVENTS_LOCK_RETRY
             return False
         self._events_conn = conn
         LOG.info('conductor %s sends the batch events', self.id)

@@ -5,6 +5,8 @@ heartbeat timeout, and its late replies no longer count.
 Run on SQLite here and on PostgreSQL by
 ``functional/test_conductor_members_postgres.py``."""
 
+import time
+
 import pytest
 
 from rpcmq.conductor.db import BatchStore
@@ -130,3 +132,24 @@ def test_leaving_removes_the_row(store):
     b = conductor(store, 'b')
     b.join(T0)
     assert b.take_over(T0 + 100) == []
+
+
+def test_one_conductor_sends_the_events_and_a_peer_takes_over(store):
+    """Only the holder of the events lock sends (SQLite: the one
+    conductor). A peer asks for the lock at most once a second, not on
+    every scheduler step, and takes over once the holder has left."""
+    a, b = conductor(store, 'a'), conductor(store, 'b')
+    a.join(T0)
+    b.join(T0)
+    assert a.sends_events()
+    if not store.is_postgres:
+        assert b.sends_events()  # SQLite: one conductor, which sends
+        return
+    assert not b.sends_events()
+    a.leave()
+    # The lock is free now; b asks again within EVENTS_LOCK_RETRY.
+    deadline = time.monotonic() + 5
+    while not b.sends_events():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    b.leave()
