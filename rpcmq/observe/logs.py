@@ -9,7 +9,6 @@ there is one. Log messages never hold secrets (URLs are logged without
 their password, keys by their id): that holds in both formats.
 """
 
-import contextlib
 import contextvars
 import datetime
 import json
@@ -25,17 +24,26 @@ FIELDS = ('batch_id', 'item', 'method', 'correlation_id', 'topic',
 _CONTEXT = contextvars.ContextVar('rpcmq_log_context', default=None)
 
 
-@contextlib.contextmanager
-def log_context(**fields):
-    """Records logged inside carry ``fields`` (None values are left out)
-    on top of the enclosing context's."""
-    merged = dict(_CONTEXT.get() or {})
-    merged.update((k, v) for k, v in fields.items() if v is not None)
-    token = _CONTEXT.set(merged)
-    try:
-        yield
-    finally:
-        _CONTEXT.reset(token)
+class log_context:
+    """``with log_context(**fields):`` records logged inside carry
+    ``fields`` (None values are left out) on top of the enclosing
+    context's. A class, not a generator: servers enter one per message."""
+
+    __slots__ = ('_fields', '_token')
+
+    def __init__(self, **fields):
+        self._fields = fields
+
+    def __enter__(self):
+        merged = _CONTEXT.get()
+        merged = dict(merged) if merged else {}
+        for key, value in self._fields.items():
+            if value is not None:
+                merged[key] = value
+        self._token = _CONTEXT.set(merged)
+
+    def __exit__(self, *exc_info):
+        _CONTEXT.reset(self._token)
 
 
 def current_context():

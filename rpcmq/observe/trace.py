@@ -24,12 +24,11 @@ The header is not signed: it tells tracing systems how requests relate,
 never what a server may do. Malformed values are ignored.
 """
 
-import contextlib
 import contextvars
 import random
 import re
 
-from rpcmq.observe.logs import log_context
+from rpcmq.observe import logs
 
 try:
     from opentelemetry import trace as otel
@@ -83,20 +82,32 @@ def current():
     return _CURRENT.get()
 
 
-@contextlib.contextmanager
-def continued(traceparent):
-    """Work on ``traceparent``'s trace inside (nothing if it is invalid):
-    ``current()`` returns it and log lines carry its ``trace_id``."""
-    parsed = parse(traceparent)
-    if parsed is None:
-        yield None
-        return
-    token = _CURRENT.set(traceparent)
-    try:
-        with log_context(trace_id=parsed[0]):
-            yield traceparent
-    finally:
-        _CURRENT.reset(token)
+class continued:
+    """``with continued(traceparent):`` work on that trace inside (nothing
+    if it is invalid): ``current()`` returns it and log lines carry its
+    ``trace_id``. Yields the traceparent (None if invalid)."""
+
+    __slots__ = ('_traceparent', '_tokens')
+
+    def __init__(self, traceparent):
+        self._traceparent = traceparent
+        self._tokens = None
+
+    def __enter__(self):
+        parsed = parse(self._traceparent)
+        if parsed is None:
+            return None
+        fields = logs._CONTEXT.get()
+        fields = dict(fields, trace_id=parsed[0]) if fields else {
+            'trace_id': parsed[0]}
+        self._tokens = (_CURRENT.set(self._traceparent),
+                        logs._CONTEXT.set(fields))
+        return self._traceparent
+
+    def __exit__(self, *exc_info):
+        if self._tokens is not None:
+            _CURRENT.reset(self._tokens[0])
+            logs._CONTEXT.reset(self._tokens[1])
 
 
 def outgoing(ctxt):
@@ -108,53 +119,93 @@ def outgoing(ctxt):
 _KINDS = ('client', 'producer', 'server', 'consumer', 'internal')
 
 
-@contextlib.contextmanager
-def span(name, kind, parent=None, **attributes):
-    """A span of work under ``parent`` (a traceparent; None: the current
-    trace, else the program's active OpenTelemetry span, else a new
-    trace); yields the span's own traceparent. A real OpenTelemetry span
-    where it is installed and configured; otherwise only its ids."""
-    assert kind in _KINDS, kind
-    parent = parent if parse(parent) else current()
-    if otel is None or isinstance(otel.get_tracer_provider(),
-                                  otel.ProxyTracerProvider):
-        # Not installed, or no tracer provider set: spans would record
-        # nothing; the ids alone cost far less.
-        yield child(parent)
-        return
-    propagator = TraceContextTextMapPropagator()
-    context = propagator.extract({HEADER: parent}) if parent else None
-    tracer = otel.get_tracer('rpcmq')
-    with tracer.start_as_current_span(
+def _recording():
+    """True where OpenTelemetry is installed and the program set a tracer
+    provider: otherwise spans would record nothing, and the ids alone
+    cost far less."""
+    return otel is not None and not isinstance(otel.get_tracer_provider(),
+                                               otel.ProxyTracerProvider)
+
+
+class span:
+    """``with span(name, kind, parent, **attributes) as own:`` a span of
+    work under ``parent`` (a traceparent; None: the current trace, else
+    the program's active OpenTelemetry span, else a new trace); ``own`` is
+    the span's traceparent. A real OpenTelemetry span where it records;
+    otherwise only its ids."""
+
+    __slots__ = ('_args', '_otel')
+
+    def __init__(self, name, kind, parent=None, **attributes):
+        assert kind in _KINDS, kind
+        self._args = (name, kind, parent, attributes)
+        self._otel = None
+
+    def __enter__(self):
+        name, kind, parent, attributes = self._args
+        parent = parent if parse(parent) else current()
+        if not _recording():
+            return child(parent)
+        propagator = TraceContextTextMapPropagator()
+        context = propagator.extract({HEADER: parent}) if parent else None
+        self._otel = otel.get_tracer('rpcmq').start_as_current_span(
             name, context=context, kind=getattr(otel.SpanKind, kind.upper()),
             attributes={k: v for k, v in attributes.items()
-                        if v is not None}) as active:
+                        if v is not None})
+        active = self._otel.__enter__()
         carrier = {}
         if active.get_span_context().is_valid:
             propagator.inject(carrier, context=otel.set_span_in_context(
                 active))
-        # A tracer that records nothing (no provider configured) gives no
-        # ids of its own: continue with ours.
         own = carrier.get(HEADER)
-        yield own if parse(own) and own != parent else child(parent)
+        return own if parse(own) and own != parent else child(parent)
+
+    def __exit__(self, *exc_info):
+        if self._otel is not None:
+            return self._otel.__exit__(*exc_info)
+        return None
 
 
-@contextlib.contextmanager
-def sending(ctxt, topic, method, wait):
-    """Around sending a request with context ``ctxt``: yields the headers
-    that carry its trace (a call's or cast's span)."""
-    given = ctxt.get(HEADER) if isinstance(ctxt, dict) else None
-    with span('%s %s' % (topic, method), 'client' if wait else 'producer',
-              given, **{'messaging.system': 'rabbitmq',
-                        'messaging.destination.name': topic,
-                        'rpc.method': method}) as own:
-        yield {HEADER: own}
+class sending:
+    """``with sending(ctxt, topic, method, wait) as headers:`` around
+    sending a request with context ``ctxt``; ``headers`` carry its trace
+    (the call's or the cast's span)."""
+
+    __slots__ = ('_span',)
+
+    def __init__(self, ctxt, topic, method, wait):
+        given = ctxt.get(HEADER) if isinstance(ctxt, dict) else None
+        self._span = span('%s %s' % (topic, method),
+                          'client' if wait else 'producer', given, **{
+                              'messaging.system': 'rabbitmq',
+                              'messaging.destination.name': topic,
+                              'rpc.method': method})
+
+    def __enter__(self):
+        return {HEADER: self._span.__enter__()}
+
+    def __exit__(self, *exc_info):
+        return self._span.__exit__(*exc_info)
 
 
-@contextlib.contextmanager
-def handling(traceparent, name, kind='server', **attributes):
-    """Work on a request (or an item) that came with ``traceparent``: a
-    span under it, made the current trace (``continued``)."""
-    with span(name, kind, traceparent if parse(traceparent) else None,
-              **attributes) as own, continued(own):
-        yield own
+class handling:
+    """``with handling(traceparent, name, kind, **attributes) as own:``
+    work on a request (or an item) that came with ``traceparent``: a span
+    under it, made the current trace (``continued``)."""
+
+    __slots__ = ('_span', '_continued')
+
+    def __init__(self, traceparent, name, kind='server', **attributes):
+        self._span = span(name, kind, traceparent if parse(traceparent)
+                          else None, **attributes)
+        self._continued = None
+
+    def __enter__(self):
+        own = self._span.__enter__()
+        self._continued = continued(own)
+        self._continued.__enter__()
+        return own
+
+    def __exit__(self, *exc_info):
+        self._continued.__exit__(*exc_info)
+        return self._span.__exit__(*exc_info)

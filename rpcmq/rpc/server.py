@@ -83,6 +83,7 @@ class RPCServer:
             target.topic, self.conf.max_message_size) \
             if self.conf.oslo_compat else None
         self._listener = None
+        self._series = {}  # (method, kind, outcome) -> metric series
         metrics.watch_executor(self.executor, target.topic)
 
     def start(self, ready_timeout=10.0):
@@ -192,8 +193,7 @@ class RPCServer:
             LOG.warning('rejected %s (correlation id %s) from queue of %s: '
                         '%s', 'call' if is_call else 'cast',
                         incoming.correlation_id, self.target.topic, exc)
-            metrics.REQUESTS.labels(self.target.topic, UNKNOWN,
-                                    _kind(is_call), 'rejected').inc()
+            self._count(UNKNOWN, _kind(is_call), 'rejected', 0.0)
             if is_call:
                 self._reply(incoming, '?', wire.failure_reply(exc, tb=''),
                             key)
@@ -284,12 +284,8 @@ class RPCServer:
             LOG.exception('%s failed', method)
             return self._failure(exc)
         finally:
-            topic = self.target.topic
-            metrics.REQUESTS.labels(topic, label, _kind(is_call),
-                                    outcome).inc()
-            if outcome != 'rejected':
-                metrics.REQUEST_SECONDS.labels(topic, label).observe(
-                    time.monotonic() - started)
+            self._count(label, _kind(is_call), outcome,
+                        time.monotonic() - started)
         if not is_call:
             return None
         try:
@@ -297,6 +293,22 @@ class RPCServer:
         except (TypeError, ValueError) as exc:
             return self._failure(TypeError(
                 '%s returned a value that is not JSON: %s' % (method, exc)))
+
+    def _count(self, method, kind, outcome, seconds):
+        """Record one request in the metrics (the labelled series are
+        looked up once per method and outcome: a request costs an
+        increment and an observation)."""
+        key = (method, kind, outcome)
+        series = self._series.get(key)
+        if series is None:
+            topic = self.target.topic
+            series = self._series[key] = (
+                metrics.REQUESTS.labels(topic, method, kind, outcome),
+                None if outcome == 'rejected' else
+                metrics.REQUEST_SECONDS.labels(topic, method))
+        series[0].inc()
+        if series[1] is not None:
+            series[1].observe(seconds)
 
     def _failure(self, exc):
         """The failure reply; the traceback text only with
