@@ -25,6 +25,7 @@ never what a server may do. Malformed values are ignored.
 """
 
 import contextvars
+import os
 import random
 import re
 
@@ -119,12 +120,23 @@ def outgoing(ctxt):
 _KINDS = ('client', 'producer', 'server', 'consumer', 'internal')
 
 
+#: A provider named in the environment is loaded by the first lookup.
+_PROVIDER_FROM_ENV = 'OTEL_PYTHON_TRACER_PROVIDER' in os.environ
+
+
 def _recording():
     """True where OpenTelemetry is installed and the program set a tracer
     provider: otherwise spans would record nothing, and the ids alone
-    cost far less."""
-    return otel is not None and not isinstance(otel.get_tracer_provider(),
-                                               otel.ProxyTracerProvider)
+    cost far less. ``get_tracer_provider()`` reads the environment on
+    every call until a provider is set, so its global is looked at first.
+    """
+    if otel is None:
+        return False
+    if getattr(otel, '_TRACER_PROVIDER', None) is None and \
+            not _PROVIDER_FROM_ENV:
+        return False
+    return not isinstance(otel.get_tracer_provider(),
+                          otel.ProxyTracerProvider)
 
 
 class span:
@@ -171,21 +183,28 @@ class sending:
     sending a request with context ``ctxt``; ``headers`` carry its trace
     (the call's or the cast's span)."""
 
-    __slots__ = ('_span',)
+    __slots__ = ('_args', '_span')
 
     def __init__(self, ctxt, topic, method, wait):
         given = ctxt.get(HEADER) if isinstance(ctxt, dict) else None
+        self._args = (given, topic, method, wait)
+        self._span = None
+
+    def __enter__(self):
+        given, topic, method, wait = self._args
+        if not _recording():  # the ids only: no span to build
+            return {HEADER: child(given if parse(given) else current())}
         self._span = span('%s %s' % (topic, method),
                           'client' if wait else 'producer', given, **{
                               'messaging.system': 'rabbitmq',
                               'messaging.destination.name': topic,
                               'rpc.method': method})
-
-    def __enter__(self):
         return {HEADER: self._span.__enter__()}
 
     def __exit__(self, *exc_info):
-        return self._span.__exit__(*exc_info)
+        if self._span is not None:
+            return self._span.__exit__(*exc_info)
+        return None
 
 
 class handling:
@@ -193,19 +212,30 @@ class handling:
     work on a request (or an item) that came with ``traceparent``: a span
     under it, made the current trace (``continued``)."""
 
-    __slots__ = ('_span', '_continued')
+    __slots__ = ('_args', '_span', '_tokens')
 
     def __init__(self, traceparent, name, kind='server', **attributes):
-        self._span = span(name, kind, traceparent if parse(traceparent)
-                          else None, **attributes)
-        self._continued = None
+        self._args = (traceparent, name, kind, attributes)
+        self._span = None
 
     def __enter__(self):
-        own = self._span.__enter__()
-        self._continued = continued(own)
-        self._continued.__enter__()
+        traceparent, name, kind, attributes = self._args
+        parent = traceparent if parse(traceparent) else None
+        if _recording():
+            self._span = span(name, kind, parent, **attributes)
+            own = self._span.__enter__()
+        else:  # the ids only: no span to build
+            own = child(parent or current())
+        # continued(own), without parsing what child() just made
+        fields = logs._CONTEXT.get()
+        fields = dict(fields, trace_id=own[3:35]) if fields else {
+            'trace_id': own[3:35]}
+        self._tokens = (_CURRENT.set(own), logs._CONTEXT.set(fields))
         return own
 
     def __exit__(self, *exc_info):
-        self._continued.__exit__(*exc_info)
-        return self._span.__exit__(*exc_info)
+        _CURRENT.reset(self._tokens[0])
+        logs._CONTEXT.reset(self._tokens[1])
+        if self._span is not None:
+            return self._span.__exit__(*exc_info)
+        return None
