@@ -19,7 +19,7 @@ disable_created_metrics()  # *_created series: noise for every counter
 __all__ = [
     'REQUESTS', 'REQUEST_SECONDS', 'CALL_SECONDS', 'DROPPED', 'RECONNECTS',
     'ITEMS_FINISHED', 'ITEM_SECONDS', 'ITEM_RETRIES', 'IMAGE_BYTES',
-    'IMAGE_FAILURES', 'watch_executor',
+    'IMAGE_FAILURES', 'observe_call', 'watch_executor',
     'watch_confirmer', 'watch_conductor', 'Timer',
 ]
 
@@ -63,6 +63,20 @@ IMAGE_BYTES = Counter(
 IMAGE_FAILURES = Counter(
     'rpcmq_image_failures', 'Image endpoint failures by error type '
     '(BadURL, DownloadFailed, TooLarge, StorageUnavailable...).', ['type'])
+
+
+_CALL_SERIES = {}
+
+
+def observe_call(topic, method, outcome, seconds):
+    """Record one client call (its series looked up once per topic,
+    method and outcome)."""
+    key = (topic, method, outcome)
+    series = _CALL_SERIES.get(key)
+    if series is None:
+        series = _CALL_SERIES[key] = CALL_SECONDS.labels(topic, method,
+                                                         outcome)
+    series.observe(seconds)
 
 
 class Timer:

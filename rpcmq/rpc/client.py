@@ -165,9 +165,8 @@ class RPCClient:
             outcome = 'timeout'
             raise
         finally:
-            metrics.CALL_SECONDS.labels(
-                self.target.topic or '', method, outcome).observe(
-                    time.monotonic() - started)
+            metrics.observe_call(self.target.topic or '', method, outcome,
+                                 time.monotonic() - started)
 
 
 def get_rpc_client(transport, target, **kwargs):

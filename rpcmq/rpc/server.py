@@ -84,6 +84,9 @@ class RPCServer:
             if self.conf.oslo_compat else None
         self._listener = None
         self._series = {}  # (method, kind, outcome) -> metric series
+        self._span = ('%s process' % target.topic, 'server')  # a trace's
+        self._span_attributes = {'messaging.system': 'rabbitmq',
+                                 'messaging.destination.name': target.topic}
         metrics.watch_executor(self.executor, target.topic)
 
     def start(self, ready_timeout=10.0):
@@ -143,13 +146,10 @@ class RPCServer:
 
     def _process(self, incoming):
         """On a worker: handle one message; whatever happens, settle it."""
-        topic = self.target.topic
         parent = (incoming.headers or {}).get(trace.HEADER)
-        with log_context(topic=topic,
+        with log_context(topic=self.target.topic,
                          correlation_id=incoming.correlation_id), \
-                trace.handling(parent, '%s process' % topic, **{
-                    'messaging.system': 'rabbitmq',
-                    'messaging.destination.name': topic}):
+                trace.handling(parent, *self._span, **self._span_attributes):
             self._settle(incoming)
 
     def _settle(self, incoming):
