@@ -210,12 +210,16 @@ class sending:
 class handling:
     """``with handling(traceparent, name, kind, **attributes) as own:``
     work on a request (or an item) that came with ``traceparent``: a span
-    under it, made the current trace (``continued``)."""
+    under it, made the current trace (``continued``); log lines inside
+    also carry ``log_fields`` (one context for both: a server enters one
+    per message)."""
 
-    __slots__ = ('_args', '_span', '_tokens')
+    __slots__ = ('_args', '_span', '_tokens', '_log_fields')
 
-    def __init__(self, traceparent, name, kind='server', **attributes):
+    def __init__(self, traceparent, name, kind='server', log_fields=None,
+                 **attributes):
         self._args = (traceparent, name, kind, attributes)
+        self._log_fields = log_fields
         self._span = None
 
     def __enter__(self):
@@ -228,8 +232,12 @@ class handling:
             own = child(parent or current())
         # continued(own), without parsing what child() just made
         fields = logs._CONTEXT.get()
-        fields = dict(fields, trace_id=own[3:35]) if fields else {
-            'trace_id': own[3:35]}
+        fields = dict(fields) if fields else {}
+        if self._log_fields:
+            for key, value in self._log_fields.items():
+                if value is not None:
+                    fields[key] = value
+        fields['trace_id'] = own[3:35]
         self._tokens = (_CURRENT.set(own), logs._CONTEXT.set(fields))
         return own
 

@@ -147,9 +147,10 @@ class RPCServer:
     def _process(self, incoming):
         """On a worker: handle one message; whatever happens, settle it."""
         parent = (incoming.headers or {}).get(trace.HEADER)
-        with log_context(topic=self.target.topic,
-                         correlation_id=incoming.correlation_id), \
-                trace.handling(parent, *self._span, **self._span_attributes):
+        with trace.handling(parent, *self._span, log_fields={
+                'topic': self.target.topic,
+                'correlation_id': incoming.correlation_id},
+                **self._span_attributes):
             self._settle(incoming)
 
     def _settle(self, incoming):
