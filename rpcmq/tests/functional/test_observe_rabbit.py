@@ -151,7 +151,8 @@ def test_the_metrics_move_while_a_batch_runs(cluster):
     assert failed[0]['item'] == 12 and failed[0]['level'] == 'INFO'
     assert {'timestamp', 'logger', 'pid'} <= set(failed[0])
     assert failed[0]['trace_id'] == '5e' * 16
-    refused = [e for e in entries('img-watched') if '404' in e['message']]
+    refused = [e for e in entries('img-watched')
+               if '/status/404' in e['message']]
     assert refused and refused[0]['trace_id'] == '5e' * 16
     assert refused[0]['method'] == 'transfer'
     assert refused[0]['topic'] == cluster.image_topic
