@@ -19,7 +19,7 @@ disable_created_metrics()  # *_created series: noise for every counter
 __all__ = [
     'REQUESTS', 'REQUEST_SECONDS', 'CALL_SECONDS', 'DROPPED', 'RECONNECTS',
     'ITEMS_FINISHED', 'ITEM_SECONDS', 'ITEM_RETRIES', 'IMAGE_BYTES',
-    'IMAGE_FAILURES', 'observe_call', 'watch_executor',
+    'IMAGE_FAILURES', 'series', 'watch_executor',
     'watch_confirmer', 'watch_conductor', 'Timer',
 ]
 
@@ -65,18 +65,18 @@ IMAGE_FAILURES = Counter(
     '(BadURL, DownloadFailed, TooLarge, StorageUnavailable...).', ['type'])
 
 
-_CALL_SERIES = {}
+_SERIES = {}
 
 
-def observe_call(topic, method, outcome, seconds):
-    """Record one client call (its series looked up once per topic,
-    method and outcome)."""
-    key = (topic, method, outcome)
-    series = _CALL_SERIES.get(key)
-    if series is None:
-        series = _CALL_SERIES[key] = CALL_SECONDS.labels(topic, method,
-                                                         outcome)
-    series.observe(seconds)
+def series(metric, *labels):
+    """``metric.labels(*labels)``, looked up once per metric and label
+    values: ``labels()`` checks and locks on every call, too slow for a
+    message's hot path. Label values are bounded (see above)."""
+    key = (metric, labels)
+    found = _SERIES.get(key)
+    if found is None:
+        found = _SERIES[key] = metric.labels(*labels)
+    return found
 
 
 class Timer:

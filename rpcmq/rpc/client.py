@@ -165,8 +165,9 @@ class RPCClient:
             outcome = 'timeout'
             raise
         finally:
-            metrics.observe_call(self.target.topic or '', method, outcome,
-                                 time.monotonic() - started)
+            metrics.series(metrics.CALL_SECONDS, self.target.topic or '',
+                           method, outcome).observe(
+                               time.monotonic() - started)
 
 
 def get_rpc_client(transport, target, **kwargs):

@@ -83,7 +83,6 @@ class RPCServer:
             target.topic, self.conf.max_message_size) \
             if self.conf.oslo_compat else None
         self._listener = None
-        self._series = {}  # (method, kind, outcome) -> metric series
         self._span = ('%s process' % target.topic, 'server')  # a trace's
         self._span_attributes = {'messaging.system': 'rabbitmq',
                                  'messaging.destination.name': target.topic}
@@ -296,20 +295,12 @@ class RPCServer:
                 '%s returned a value that is not JSON: %s' % (method, exc)))
 
     def _count(self, method, kind, outcome, seconds):
-        """Record one request in the metrics (the labelled series are
-        looked up once per method and outcome: a request costs an
-        increment and an observation)."""
-        key = (method, kind, outcome)
-        series = self._series.get(key)
-        if series is None:
-            topic = self.target.topic
-            series = self._series[key] = (
-                metrics.REQUESTS.labels(topic, method, kind, outcome),
-                None if outcome == 'rejected' else
-                metrics.REQUEST_SECONDS.labels(topic, method))
-        series[0].inc()
-        if series[1] is not None:
-            series[1].observe(seconds)
+        """Record one request in the metrics."""
+        topic = self.target.topic
+        metrics.series(metrics.REQUESTS, topic, method, kind, outcome).inc()
+        if outcome != 'rejected':
+            metrics.series(metrics.REQUEST_SECONDS, topic, method).observe(
+                seconds)
 
     def _failure(self, exc):
         """The failure reply; the traceback text only with
