@@ -20,7 +20,6 @@ import time
 from rpcmq import exceptions as rpc_exc
 from rpcmq.fetch import errors as fetch_exc
 from rpcmq.observe import metrics, trace
-from rpcmq.observe.logs import log_context
 from rpcmq.rpc.client import RPCClient
 from rpcmq.storage import errors as store_exc
 from rpcmq.target import Target
@@ -70,17 +69,18 @@ class ItemWorker:
         a failure, record it in the store and return None."""
         ctxt = {'batch_id': item.batch_id, 'idx': item.idx,
                 'attempt': item.attempts}
-        with log_context(batch_id=item.batch_id, item=item.idx), \
-                trace.handling(self._trace_of(item.batch_id), 'batch item',
-                               'internal', **{'rpcmq.batch_id': item.batch_id,
-                                              'rpcmq.item': item.idx}), \
-                metrics.Timer() as took:
+        started = time.monotonic()
+        with trace.handling(self._trace_of(item.batch_id), 'batch item',
+                            'internal', log_fields={'batch_id': item.batch_id,
+                                                    'item': item.idx},
+                            **{'rpcmq.batch_id': item.batch_id,
+                               'rpcmq.item': item.idx}):
             try:
                 result = self._transfer(ctxt, item)
             except Exception as exc:
                 result = None
                 self._failed(item, exc)
-        metrics.ITEM_SECONDS.observe(took.seconds)
+        metrics.ITEM_SECONDS.observe(time.monotonic() - started)
         if result is not None:
             metrics.ITEMS_FINISHED.labels('done').inc()
         return result

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 
-__all__ = ['JsonFormatter', 'log_context', 'current_context']
+__all__ = ['JsonFormatter', 'log_context', 'push']
 
 #: Fields a log line may carry about the work it belongs to.
 FIELDS = ('batch_id', 'item', 'method', 'correlation_id', 'topic',
@@ -35,19 +35,23 @@ class log_context:
         self._fields = fields
 
     def __enter__(self):
-        merged = _CONTEXT.get()
-        merged = dict(merged) if merged else {}
-        for key, value in self._fields.items():
-            if value is not None:
-                merged[key] = value
-        self._token = _CONTEXT.set(merged)
+        self._token = push(self._fields)
 
     def __exit__(self, *exc_info):
         _CONTEXT.reset(self._token)
 
 
-def current_context():
-    return dict(_CONTEXT.get() or {})
+def push(*sources):
+    """Make the log context the current one plus the fields of each dict
+    in ``sources`` (None values left out); return the token that puts the
+    old one back (``_CONTEXT.reset``)."""
+    merged = _CONTEXT.get()
+    merged = dict(merged) if merged else {}
+    for fields in sources:
+        for key, value in fields.items():
+            if value is not None:
+                merged[key] = value
+    return _CONTEXT.set(merged)
 
 
 class JsonFormatter(logging.Formatter):

@@ -8,7 +8,6 @@ from message bodies (a method a caller invents is counted as
 ``<unknown>``).
 """
 
-import time
 import weakref
 
 from prometheus_client import Counter, Histogram, disable_created_metrics
@@ -20,7 +19,7 @@ __all__ = [
     'REQUESTS', 'REQUEST_SECONDS', 'CALL_SECONDS', 'DROPPED', 'RECONNECTS',
     'ITEMS_FINISHED', 'ITEM_SECONDS', 'ITEM_RETRIES', 'IMAGE_BYTES',
     'IMAGE_FAILURES', 'series', 'watch_executor',
-    'watch_confirmer', 'watch_conductor', 'Timer',
+    'watch_confirmer', 'watch_conductor',
 ]
 
 #: Latency buckets (seconds) from a local echo to a slow image transfer.
@@ -77,18 +76,6 @@ def series(metric, *labels):
     if found is None:
         found = _SERIES[key] = metric.labels(*labels)
     return found
-
-
-class Timer:
-    """``with Timer() as t: ...``; ``t.seconds`` afterwards."""
-
-    def __enter__(self):
-        self._start = time.monotonic()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc_info):
-        self.seconds = time.monotonic() - self._start
 
 
 class _Watched:

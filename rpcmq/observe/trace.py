@@ -98,11 +98,8 @@ class continued:
         parsed = parse(self._traceparent)
         if parsed is None:
             return None
-        fields = logs._CONTEXT.get()
-        fields = dict(fields, trace_id=parsed[0]) if fields else {
-            'trace_id': parsed[0]}
         self._tokens = (_CURRENT.set(self._traceparent),
-                        logs._CONTEXT.set(fields))
+                        logs.push({'trace_id': parsed[0]}))
         return self._traceparent
 
     def __exit__(self, *exc_info):
@@ -113,8 +110,13 @@ class continued:
 
 def outgoing(ctxt):
     """The traceparent header of a request sent with context ``ctxt``."""
-    given = ctxt.get(HEADER) if isinstance(ctxt, dict) else None
-    return child(given if parse(given) else current())
+    return _own(ctxt.get(HEADER) if isinstance(ctxt, dict) else None)
+
+
+def _own(parent):
+    """A new span's traceparent under ``parent`` if it is valid, else
+    under the current trace, else on a new trace: ids only."""
+    return child(parent if parse(parent) else current())
 
 
 _KINDS = ('client', 'producer', 'server', 'consumer', 'internal')
@@ -155,9 +157,9 @@ class span:
 
     def __enter__(self):
         name, kind, parent, attributes = self._args
-        parent = parent if parse(parent) else current()
         if not _recording():
-            return child(parent)
+            return _own(parent)
+        parent = parent if parse(parent) else current()
         propagator = TraceContextTextMapPropagator()
         context = propagator.extract({HEADER: parent}) if parent else None
         self._otel = otel.get_tracer('rpcmq').start_as_current_span(
@@ -193,7 +195,7 @@ class sending:
     def __enter__(self):
         given, topic, method, wait = self._args
         if not _recording():  # the ids only: no span to build
-            return {HEADER: child(given if parse(given) else current())}
+            return {HEADER: _own(given)}
         self._span = span('%s %s' % (topic, method),
                           'client' if wait else 'producer', given, **{
                               'messaging.system': 'rabbitmq',
@@ -224,21 +226,14 @@ class handling:
 
     def __enter__(self):
         traceparent, name, kind, attributes = self._args
-        parent = traceparent if parse(traceparent) else None
         if _recording():
-            self._span = span(name, kind, parent, **attributes)
+            self._span = span(name, kind, traceparent, **attributes)
             own = self._span.__enter__()
         else:  # the ids only: no span to build
-            own = child(parent or current())
+            own = _own(traceparent)
         # continued(own), without parsing what child() just made
-        fields = logs._CONTEXT.get()
-        fields = dict(fields) if fields else {}
-        if self._log_fields:
-            for key, value in self._log_fields.items():
-                if value is not None:
-                    fields[key] = value
-        fields['trace_id'] = own[3:35]
-        self._tokens = (_CURRENT.set(own), logs._CONTEXT.set(fields))
+        self._tokens = (_CURRENT.set(own), logs.push(
+            self._log_fields or {}, {'trace_id': own[3:35]}))
         return own
 
     def __exit__(self, *exc_info):
