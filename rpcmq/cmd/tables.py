@@ -11,9 +11,9 @@ import time
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ['print_result']
+from rpcmq.conductor.schema import TOTALS as COUNTS
 
-COUNTS = ('total', 'pending', 'running', 'done', 'failed', 'cancelled')
+__all__ = ['print_result']
 
 
 def when(seconds):
