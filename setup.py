@@ -12,7 +12,8 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.11',
     packages=find_packages(exclude=['rpcmq.tests', 'rpcmq.tests.*']),
-    package_data={'rpcmq.conductor.migrations': ['script.py.mako']},
+    package_data={'rpcmq.conductor.migrations': ['script.py.mako'],
+                  'rpcmq.dashboard': ['templates/*.html', 'static/*']},
     install_requires=[
         'kombu>=5.3',
         # transport/raw.py and the confirmer write frames from several
@@ -30,6 +31,11 @@ setup(
         'paho-mqtt>=2.0',
         'rich>=13.0',
         'prometheus_client>=0.17',
+        # rpcmq-dashboard and `rpcmq demo --dashboard`
+        'starlette>=0.37',
+        'uvicorn>=0.29',
+        'Jinja2>=3.1',
+        'python-multipart>=0.0.9',
     ],
     extras_require={
         'postgres': ['psycopg2-binary>=2.9'],
@@ -37,7 +43,7 @@ setup(
         'test': ['pytest>=8', 'pytest-timeout>=2.3', 'psycopg2-binary>=2.9',
                  'pika>=1.3', 'oslo.messaging>=14',
                  'opentelemetry-api>=1.20', 'opentelemetry-sdk>=1.20',
-                 'ruff>=0.5'],
+                 'ruff>=0.5', 'httpx>=0.27', 'playwright>=1.40'],
     },
     entry_points={
         'console_scripts': [
@@ -46,6 +52,7 @@ setup(
             'rpcmq-conductor = rpcmq.cmd.conductor:main',
             'rpcmq-bridge-redis = rpcmq.cmd.bridge_redis:main',
             'rpcmq-bridge-mqtt = rpcmq.cmd.bridge_mqtt:main',
+            'rpcmq-dashboard = rpcmq.cmd.dashboard:main',
         ],
         'rpcmq.drivers': [
             'rabbit = rpcmq.transport.drivers:RabbitDriver',

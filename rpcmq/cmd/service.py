@@ -29,6 +29,8 @@ DESCRIPTIONS = {
                           'report results back to Redis.',
     'rpcmq-bridge-mqtt': 'Take image sync messages from MQTT topics and '
                          'report results back over MQTT.',
+    'rpcmq-dashboard': 'Serve a web UI of the batches and the servers '
+                       '([dashboard] host and port).',
 }
 
 

@@ -68,9 +68,15 @@ class ConductorAPI:
             yield offset, chunk
 
     def status(self, batch_id, items=False, offset=0, limit=1000,
-               ctxt=None):
-        return self.client.call(ctxt or {}, 'status', batch_id=batch_id,
-                                items=items, offset=offset, limit=limit)
+               states=None, ctxt=None):
+        """Totals of a batch; with ``items``, a page of its item outcomes
+        (those in ``states`` only, when given: needs a 1.2 conductor)."""
+        if states is None:  # what older conductors understand
+            return self.client.call(ctxt or {}, 'status', batch_id=batch_id,
+                                    items=items, offset=offset, limit=limit)
+        return self.client.prepare(version='1.2').call(
+            ctxt or {}, 'status', batch_id=batch_id, items=items,
+            offset=offset, limit=limit, states=list(states))
 
     def list(self, limit=50, state=None, offset=0, ctxt=None):
         kwargs = {'offset': offset} if offset else {}  # older conductors

@@ -1,6 +1,7 @@
 """The conductor's RPC endpoint: namespace ``batch`` on topic ``conductor``."""
 
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
+from rpcmq.conductor.schema import ACTIVE, TERMINAL
 from rpcmq.observe import trace
 from rpcmq.rpc.dispatcher import expected_exceptions
 from rpcmq.target import Target
@@ -14,12 +15,25 @@ def _traced():
     return {} if tp is None else {trace.HEADER: tp}
 
 
+def _item_states(states):
+    """``states`` checked: None, or a list of item states."""
+    if states is None:
+        return None
+    known = ACTIVE + TERMINAL
+    if not isinstance(states, list) or not all(s in known for s in states):
+        raise InvalidBatch(reason='states must be a list of item states '
+                                  '(%s), not %r' % (', '.join(known),
+                                                    states))
+    return states
+
+
 class BatchEndpoint:
     """``batch.submit``, ``status``, ``list``, ``cancel`` and ``retry``;
     1.1: ``create``, ``add_items`` and ``seal`` for batches too large for
-    one message (see ``chunks``)."""
+    one message (see ``chunks``); 1.2: ``status`` pages the items in
+    chosen ``states`` only."""
 
-    target = Target(namespace='batch', version='1.1')
+    target = Target(namespace='batch', version='1.2')
 
     def __init__(self, store, scheduler):
         self.store = store
@@ -54,15 +68,20 @@ class BatchEndpoint:
         self.scheduler.wake()
         return sealed
 
-    @expected_exceptions(BatchNotFound)
-    def status(self, ctxt, batch_id, items=False, offset=0, limit=1000):
+    @expected_exceptions(BatchNotFound, InvalidBatch)
+    def status(self, ctxt, batch_id, items=False, offset=0, limit=1000,
+               states=None):
         """Totals; with ``items``, outcomes ``offset`` .. ``offset+limit``
-        (page through large batches: a reply must fit max_message_size)."""
+        (page through large batches: a reply must fit max_message_size),
+        of the items in ``states`` only when given (a list of item
+        states: ``pending``, ``running``, ``done``, ``failed``,
+        ``cancelled``)."""
         status = self.store.status(batch_id)
         if items:
             offset, limit = max(0, int(offset)), max(1, int(limit))
-            status['items'] = self.store.outcomes(batch_id, offset=offset,
-                                                  limit=limit)
+            status['items'] = self.store.outcomes(
+                batch_id, states=_item_states(states), offset=offset,
+                limit=limit)
             status['offset'] = offset
         return status
 

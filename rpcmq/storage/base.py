@@ -95,6 +95,12 @@ class Store:
     def open(self, key):
         return io.BytesIO(self.get_bytes(key))
 
+    def signed_url(self, key, expires=300):
+        """A URL a browser may GET ``key`` from for ``expires`` seconds,
+        where the store can sign one (OSS); None where it cannot (the
+        dashboard then reads the object itself)."""
+        return None
+
     def close(self):
         """Release connections; the store must not be used afterwards."""
 

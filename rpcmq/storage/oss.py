@@ -214,6 +214,12 @@ class OSSStore(base.Store):
         self.validate_key(key)
         self._call('delete', key, lambda: self.bucket.delete_object(key))
 
+    def signed_url(self, key, expires=300):
+        """A presigned GET URL of ``key`` (signed here, no request)."""
+        self.validate_key(key)
+        return self.bucket.sign_url('GET', key, int(expires),
+                                    slash_safe=True)
+
     def get_bytes(self, key):
         """The whole object in memory, its CRC64 checked."""
         self.validate_key(key)

@@ -4,6 +4,8 @@ Casts parked by ``deliveries`` wait in ``<topic>_dead`` (RabbitMQ). This
 module is what ``rpcmq dead`` and operators' scripts use:
 
 * ``count(topic)``: messages waiting (0 if the queue was never made).
+* ``waiting(topic)``: messages and consumers of the topic's own queue,
+  where its requests wait, for dashboards.
 * ``peek(topic, limit)``: the first ``limit`` dead letters, left in place
   (taken without ack on a channel of their own, which is then closed, so
   the broker puts them back in order; a quorum queue counts them again a
@@ -90,14 +92,19 @@ class DeadLetters:
     def _probe(self, name):
         """(channel, message count); channel None if ``name`` does not
         exist (a 404 closes the channel it came on)."""
+        channel, ok = self._declare_passive(name)
+        return channel, ok.message_count if ok else 0
+
+    def _declare_passive(self, name):
+        """(channel, queue_declare_ok), (None, None) if ``name`` does not
+        exist."""
         channel = self._connection().channel()
         try:
-            ok = channel.queue_declare(queue=name, passive=True)
+            return channel, channel.queue_declare(queue=name, passive=True)
         except amqp.exceptions.NotFound:
-            return None, 0
+            return None, None
         except Exception as exc:
             raise errors.classify(exc, self.driver.url) from exc
-        return channel, ok.message_count
 
     def close(self):
         if self._conn is not None:
@@ -111,6 +118,17 @@ class DeadLetters:
         self.close()
 
     # -- the verbs ---------------------------------------------------------
+
+    def waiting(self, topic):
+        """``(messages, consumers)`` of the queue the requests of
+        ``topic`` wait in (not a server's own queue); (0, 0) if it was
+        never declared. For dashboards: a passive declare, no
+        management plugin needed."""
+        channel, ok = self._declare_passive(topic)
+        if channel is None:
+            return 0, 0
+        channel.close()
+        return ok.message_count, ok.consumer_count
 
     def count(self, topic):
         channel, count = self._probe(dead_letter_queue_name(topic))
