@@ -1,6 +1,6 @@
 """``rpcmq``: submit and watch batches, call any endpoint, run the demo.
 
-    rpcmq demo [--count 300] [--dir DIR]
+    rpcmq demo [--count 300] [--dir DIR] [--dashboard]
     rpcmq [--config-file F] batch submit FILE [--batch-id ID] [--watch]
     rpcmq [--config-file F] batch status|watch|cancel|retry ID
     rpcmq [--config-file F] batch list
@@ -38,6 +38,12 @@ def _parser():
     demo.add_argument('--dir', help='keep the stored images in DIR '
                                     '(default: a temporary directory, '
                                     'removed at the end)')
+    demo.add_argument('--dashboard', action='store_true',
+                      help='serve the web dashboard of the run too, and '
+                           'keep it up after the batch until Ctrl-C')
+    demo.add_argument('--dashboard-port', type=int, default=8470,
+                      metavar='PORT', help='its port (default 8470; 0: any '
+                                           'free port)')
 
     batch = sub.add_parser('batch', help='submit and follow batches')
     bsub = batch.add_subparsers(dest='action', required=True)

@@ -173,10 +173,12 @@ def bind(host, port):
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(reason='[dashboard] cannot listen on %s:%d: %s '
-                                 '(choose another [dashboard] port, or '
-                                 '--port)' % (host, port,
-                                              exc.strerror or exc)) from None
+        raise ConfigError(reason='the dashboard cannot listen on %s:%d: %s '
+                                 '(choose another port: [dashboard] port, '
+                                 'rpcmq-dashboard --port, or rpcmq demo '
+                                 '--dashboard-port)' % (
+                                     host, port, exc.strerror or exc)) \
+            from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

@@ -191,7 +191,7 @@ def test_the_demo_leaves_only_what_it_was_asked_to_keep(tmp_path):
     env = dict(os.environ, TMPDIR=str(temp))
     proc = run('demo', '--count', '12', env=env)
     assert proc.returncode == 0, proc.stderr
-    assert 'stored 10 images in a temporary directory, removed now' in \
+    assert 'stored 10 images in a temporary directory, removed at the end' in \
         proc.stderr.replace('\n', ' ')
     store = tmp_path / 'kept'
     proc = run('demo', '--count', '12', '--dir', str(store), env=env)
