@@ -19,6 +19,9 @@ def run_logged(fn, args):
 class Executor:
     """Runs callables on up to ``size`` workers."""
 
+    #: The kind, as ``[DEFAULT] executor`` names it (its entry point).
+    name = None
+
     def __init__(self, size):
         self.size = size
 

@@ -26,6 +26,8 @@ _STOP = object()
 
 class EventletExecutor(Executor):
 
+    name = 'eventlet'
+
     def __init__(self, size):
         if not patcher.is_monkey_patched('socket') or \
                 not patcher.is_monkey_patched('thread'):

@@ -10,6 +10,8 @@ __all__ = ['ThreadingExecutor']
 
 class ThreadingExecutor(Executor):
 
+    name = 'threading'
+
     def __init__(self, size):
         super().__init__(size)
         self._pool = futures.ThreadPoolExecutor(
