@@ -53,13 +53,20 @@ def notification_exchange(conf):
 
 
 class Notifier:
-    """Sends notifications; persistent and confirmed like casts."""
+    """Sends notifications; persistent and confirmed like casts.
+
+    ``notify`` retries an unreachable broker for up to ``timeout`` seconds,
+    then raises TransportError. Events that must get through keep the
+    default; a periodic one the next supersedes (a heartbeat) gives a
+    short one, so a broker outage does not hold its thread.
+    """
 
     def __init__(self, transport, publisher_id, wire='rpcmq',
-                 topics=('notifications',)):
+                 topics=('notifications',), timeout=PUBLISH_DEADLINE):
         check_wire(wire, transport.conf)
         self.transport = transport
         self.publisher_id = publisher_id
+        self.timeout = timeout
         self.wire = wire
         self.topics = tuple(topics)
         self._exchange = notification_exchange(transport.conf) \
@@ -81,7 +88,7 @@ class Notifier:
         self.transport.driver.publish(
             body, self._exchange, event_type, declare=(self._exchange,),
             confirm=True, delivery_mode=2, headers=headers or None,
-            deadline=time.monotonic() + PUBLISH_DEADLINE)
+            deadline=time.monotonic() + self.timeout)
 
     def _notify_oslo(self, ctxt, event_type, payload, priority):
         if priority not in OSLO_PRIORITIES:
@@ -102,7 +109,7 @@ class Notifier:
                 body, self._exchange, key,
                 declare=(driver.topic_queue(self._exchange.name, key),),
                 confirm=True, delivery_mode=2, headers=headers or None,
-                deadline=time.monotonic() + PUBLISH_DEADLINE)
+                deadline=time.monotonic() + self.timeout)
 
     def info(self, ctxt, event_type, payload):
         self.notify(ctxt, event_type, payload, 'info')
