@@ -1,4 +1,5 @@
-"""Options of the daemons' status port (metrics and health) and logs."""
+"""Options of the daemons' status port (metrics and health), presence
+announcements and logs."""
 
 from oslo_config import cfg
 
@@ -13,6 +14,12 @@ STATUS_OPTS = [
                        help='Address the status port listens on. Metrics '
                             'name topics and methods: listen beyond '
                             'localhost only where scrapers need it.'),
+    cfg.FloatOpt('announce_interval', default=10.0, min=0,
+                 help='Seconds between the server.alive notifications an '
+                      'rpcmq-server publishes (topic, host, executor load, '
+                      'health), so dashboards list the live servers '
+                      'without the broker\'s management API; it sends '
+                      'server.stopped when it stops. 0 turns it off.'),
 ]
 
 LOG_OPTS = [
