@@ -37,7 +37,37 @@ def _load_failed(manager, entrypoint, exc):
                   % (entrypoint.name, exc))
 
 
+class Announced:
+    """The RPC server with its presence heartbeats, as
+    ``service.run_until_signalled`` runs it: heartbeats start once the
+    server was started, and ``server.stopped`` goes out once it takes no
+    more messages (the work it took may still be finishing)."""
+
+    def __init__(self, server, announcer):
+        self.server = server
+        self.announcer = announcer
+
+    def start(self):
+        connected = self.server.start()
+        self.announcer.start()
+        return connected
+
+    def stop(self):
+        self.server.stop()
+        if not self.announcer.stop():
+            LOG.warning('presence heartbeats of %s did not stop in time; '
+                        'server.stopped may not have been sent',
+                        self.announcer.host)
+
+    def wait(self, timeout=None):
+        return self.server.wait(timeout)
+
+    def health(self):
+        return self.server.health()
+
+
 def main(argv=None):
+    from rpcmq.observe.presence import Announcer
     from rpcmq.rpc.server import get_rpc_server
     from rpcmq.target import Target
     from rpcmq.transport import get_transport
@@ -49,11 +79,14 @@ def main(argv=None):
         target = Target(topic=conf.topic, server=conf.host)
         server = get_rpc_server(transport, target, endpoints,
                                 executor=conf.executor)
+        announcer = Announcer(transport, server, 'rpcmq-server',
+                              conf.status.announce_interval)
     except RpcmqError as exc:
         service.fatal(exc)
     LOG.info('serving %s on %s as %s with %s', ', '.join(conf.endpoints),
              conf.topic, conf.host, conf.executor)
-    code = service.run_until_signalled(server, conf, 'rpcmq-server')
+    code = service.run_until_signalled(Announced(server, announcer), conf,
+                                       'rpcmq-server')
     transport.cleanup()
     return code
 

@@ -6,6 +6,8 @@
 Used by ``rpcmq demo`` and by tests. Each image server gets its own host
 name and spool directory, as separate machines would; all share the
 transport (``memory://`` by default), the file store and the image server.
+Image servers announce themselves (``server.alive``) every ``[status]
+announce_interval`` seconds, as rpcmq-server daemons do.
 """
 
 import os
@@ -14,6 +16,7 @@ import threading
 from rpcmq.conductor.api import ConductorAPI
 from rpcmq.conductor.service import ConductorService
 from rpcmq.endpoints.image import ImageEndpoint
+from rpcmq.observe.presence import Announcer
 from rpcmq.rpc.server import RPCServer
 from rpcmq.target import Target
 from rpcmq.testing.imageserver import ImageServer
@@ -55,6 +58,7 @@ class Pipeline:
         self.transport = None
         self.conductor = None
         self.servers = {}
+        self.announcers = {}  # host -> Announcer of its image server
         self.api = None
 
     def make_conf(self, host):
@@ -94,6 +98,10 @@ class Pipeline:
             [self.make_endpoint(host)])
         server.start()
         self.servers[host] = server
+        announcer = self.announcers[host] = Announcer(
+            self.transport, server,
+            interval=self.conf.status.announce_interval)
+        announcer.start()
         return server
 
     def stop_server(self, host, when_stopped=None, timeout=30):
@@ -107,6 +115,7 @@ class Pipeline:
         """
         server = self.servers.pop(host)
         server.stop()
+        self.announcers.pop(host).stop()
         if when_stopped is not None:
             if not server.stopped_taking.wait(timeout):
                 raise RuntimeError('image server %s still takes messages '
@@ -126,6 +135,9 @@ class Pipeline:
         servers = list(self.servers.values())
         for server in servers:
             server.stop()
+        for announcer in self.announcers.values():
+            announcer.stop()  # server.stopped, while the transport is up
+        self.announcers.clear()
         for server in servers:
             server.wait(30)
         if self.transport is not None:
