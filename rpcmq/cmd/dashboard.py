@@ -1,6 +1,7 @@
 """rpcmq-dashboard: the web UI for batches and servers."""
 
 import logging
+import signal
 import sys
 
 from oslo_config import cfg
@@ -30,6 +31,13 @@ def main(argv=None):
         LOG.warning('rpcmq-dashboard: [dashboard] auth_token is not set: '
                     'pages are open to whoever reaches %s and cancel and '
                     'retry are off', dashboard.url)
+    # uvicorn stops on SIGINT / SIGTERM, then raises the signal again
+    # under the handlers it found: make that a clean exit 0, as the other
+    # daemons do. SIGHUP applies log_level from the config files again.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: None)
+    signal.signal(signal.SIGHUP, lambda signum, frame: (
+        service.reload_log_level(conf, 'rpcmq-dashboard')))
     try:
         dashboard.serve()
     except RpcmqError as exc:

@@ -74,10 +74,11 @@ class Live:
                 pass
 
     def _presence(self, event_type, payload):
-        topic, server = payload.get('topic'), payload.get('server')
+        topic = payload.get('topic')
+        server = payload.get('server') or payload.get('host')  # unnamed
         if not isinstance(topic, str) or not isinstance(server, str):
             return
-        seen = dict(payload, received_at=time.time(),
+        seen = dict(payload, server=server, received_at=time.time(),
                     stopped=event_type == 'server.stopped')
         with self._lock:
             self._servers[topic, server] = seen

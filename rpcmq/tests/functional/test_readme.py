@@ -59,13 +59,14 @@ def test_every_command_of_the_readme_is_run():
 DAEMONS = [
     'rpcmq-server --config-file etc/rpcmq/rpcmq.conf',
     'rpcmq-conductor --config-file etc/rpcmq/rpcmq.conf --status-port 9465',
+    'rpcmq-dashboard --config-file etc/rpcmq/rpcmq.conf',
 ]
 # (command, exit status, text its output must hold)
 RUN_HERE = {
     'rpcmq-conductor --config-file etc/rpcmq/rpcmq.conf --upgrade-db':
         (0, 'conductor database'),
     'rpcmq keygen ops': (0, 'ops:'),
-    DAEMONS[0]: None, DAEMONS[1]: None,
+    DAEMONS[0]: None, DAEMONS[1]: None, DAEMONS[2]: None,
     'rpcmq --config-file etc/rpcmq/rpcmq.conf batch submit urls.txt '
     '--watch': (0, 'done'),
     'rpcmq --config-file etc/rpcmq/rpcmq.conf batch status <id> --items':
@@ -78,6 +79,7 @@ RUN_HERE = {
         (0, ''),
     'rpcmq --config-file etc/rpcmq/rpcmq.conf dead purge image': (0, ''),
     'curl -s localhost:9465/healthz': (0, 'ok'),
+    'curl -s localhost:8470/healthz': (0, 'ok'),
     'curl -s localhost:9464/metrics | grep ^rpcmq_':
         (0, 'rpcmq_requests_total{kind="call",method="transfer"'),
 }
