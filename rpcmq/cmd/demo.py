@@ -24,6 +24,8 @@ __all__ = ['run_demo', 'demo_items']
 FORMATS = ('jpg', 'png', 'webp')
 #: Deliberately bad items, to show how failures are reported.
 BAD_PATHS = ('/status/404', '/html')
+#: Seconds between the demo servers' server.alive, with the dashboard.
+DEMO_ANNOUNCE_INTERVAL = 2.0
 
 
 def demo_items(images, count):
@@ -46,7 +48,12 @@ def run_demo(count=300, store_dir=None, console=None, servers=2,
     dashboard up until Ctrl-C)."""
     console = console or Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix='rpcmq-demo-') as workdir:
-        with Pipeline(workdir, servers=servers, store_dir=store_dir) as p:
+        # With the dashboard, servers announce themselves often enough to
+        # show on its servers page while the short demo batch runs.
+        overrides = {} if dashboard_port is None else {
+            'status.announce_interval': DEMO_ANNOUNCE_INTERVAL}
+        with Pipeline(workdir, servers=servers, store_dir=store_dir,
+                      **overrides) as p:
             console.print('rpcmq demo: %d images from %s through %d image '
                           'servers into %s' % (
                               count, p.images.base_url, servers,
