@@ -55,6 +55,8 @@ batches = sa.Table(
     sa.Index('ix_batches_state_created', 'state', 'created_at'),
     # unfinished_batches / finished_batches_to_end.
     sa.Index('ix_batches_end_notified', 'end_notified', 'created_at'),
+    # list_batches without a state: the newest first (migration 0007).
+    sa.Index('ix_batches_created', 'created_at', 'id'),
 )
 
 items = sa.Table(

@@ -92,10 +92,11 @@ def test_a_database_from_before_schema_versions_is_upgraded_in_place(
 
         assert store.upgrade() == (migrate.BASELINE, migrate.head())
         # Its indexes are those a new database gets.
-        found = {ix['name']: ix['column_names']
-                 for ix in sa.inspect(store.engine).get_indexes('items')}
-        assert found == {ix.name: [c.name for c in ix.columns]
-                         for ix in models.items.indexes}
+        for table in (models.items, models.batches):
+            found = {ix['name']: ix['column_names'] for ix in
+                     sa.inspect(store.engine).get_indexes(table.name)}
+            assert found == {ix.name: [c.name for c in ix.columns]
+                             for ix in table.indexes}
         # The batch's counts were made from its items.
         assert store.status('old')['totals'] == {
             'total': 1, 'pending': 0, 'running': 0, 'done': 0, 'failed': 1,
