@@ -80,6 +80,9 @@ RUN_HERE = {
     'rpcmq --config-file etc/rpcmq/rpcmq.conf dead purge image': (0, ''),
     'curl -s localhost:9465/healthz': (0, 'ok'),
     'curl -s localhost:8470/healthz': (0, 'ok'),
+    # the batch the submit above ran, listed through signed calls
+    "curl -s -H 'Authorization: Bearer example-only-replace-me-dashboard-"
+    "token' localhost:8470/": (0, 'class="state done"'),
     'curl -s localhost:9464/metrics | grep ^rpcmq_':
         (0, 'rpcmq_requests_total{kind="call",method="transfer"'),
 }
