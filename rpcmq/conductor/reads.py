@@ -45,6 +45,12 @@ class BatchReads:
         where = [IC.batch_id == batch_id]
         if states is not None:
             where.append(IC.state.in_(list(states)))
+        elif offset:
+            # Indexes run 0 .. total-1: the page starts at idx = offset,
+            # found by the primary key, where OFFSET would step over every
+            # row before it (150 ms at the end of a million items).
+            where.append(IC.idx >= offset)
+            offset = None
         with self._read() as conn:
             rows = m.load_items(conn, *where, limit=limit, offset=offset)
             if not rows:
