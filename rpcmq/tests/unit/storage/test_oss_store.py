@@ -1,10 +1,14 @@
 """The oss store against rpcmq.testing.ossserver: real HTTP, real oss2."""
 
+import base64
 import hashlib
+import hmac
 import json
 import logging
 import os
 import pickle
+import time
+import urllib.parse
 
 import pytest
 from oss2.utils import Crc64
@@ -263,6 +267,31 @@ def test_public_base_url(oss_conf, make_file):
     path, _ = make_file(10)
     assert store.put_file('a/b c.jpg', path)['url'] == \
         'https://img.example.com/a/b%20c.jpg'
+
+
+def test_signed_url_is_signed_here_with_the_secret(oss_server, oss_conf):
+    """What the dashboard sends a browser to for a thumbnail: a v1
+    presigned GET of the key, valid for ``expires`` seconds, signed
+    locally (no request) with the secret, which it never shows."""
+    store = get_store(oss_conf(auth_version='v1'))
+    before = int(time.time())
+    url = store.signed_url('cats/tom 1.jpg', 300)
+    parts = urllib.parse.urlsplit(url)
+    assert f'{parts.scheme}://{parts.netloc}' == oss_server.endpoint
+    assert parts.path == f'/{BUCKET}/cats/tom%201.jpg'
+    query = dict(urllib.parse.parse_qsl(parts.query, strict_parsing=True))
+    assert set(query) == {'OSSAccessKeyId', 'Expires', 'Signature'}
+    assert query['OSSAccessKeyId'] == KEY_ID
+    expires = int(query['Expires'])
+    assert before + 300 <= expires <= int(time.time()) + 300
+    wanted = base64.b64encode(hmac.new(
+        SECRET.encode(), f'GET\n\n\n{expires}\n/{BUCKET}/cats/tom 1.jpg'
+        .encode(), hashlib.sha1).digest()).decode()
+    assert query['Signature'] == wanted
+    assert SECRET not in url
+    assert oss_server.requests() == []
+    with pytest.raises(InvalidKey):
+        store.signed_url('/absolute', 300)
 
 
 def test_domain_endpoint_url_is_virtual_host_style(oss_conf):
