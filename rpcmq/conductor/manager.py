@@ -15,6 +15,17 @@ def _traced():
     return {} if tp is None else {trace.HEADER: tp}
 
 
+#: Past any batch, and within every database's integers.
+MAX_OFFSET = 2 ** 53
+
+
+def _page(offset, limit):
+    """``offset`` and ``limit`` as integers a query takes: an offset past
+    every row gives an empty page, not an OverflowError."""
+    return (min(MAX_OFFSET, max(0, int(offset))),
+            min(MAX_OFFSET, max(1, int(limit))))
+
+
 def _item_states(states):
     """``states`` checked: None, or a list of item states."""
     if states is None:
@@ -78,7 +89,7 @@ class BatchEndpoint:
         ``cancelled``)."""
         status = self.store.status(batch_id)
         if items:
-            offset, limit = max(0, int(offset)), max(1, int(limit))
+            offset, limit = _page(offset, limit)
             status['items'] = self.store.outcomes(
                 batch_id, states=_item_states(states), offset=offset,
                 limit=limit)
@@ -87,8 +98,9 @@ class BatchEndpoint:
 
     def list(self, ctxt, limit=50, state=None, offset=0):
         """The newest batches, ``limit`` of them from ``offset``."""
-        return self.store.list_batches(limit=max(1, int(limit)), state=state,
-                                       offset=max(0, int(offset)))
+        offset, limit = _page(offset, limit)
+        return self.store.list_batches(limit=limit, state=state,
+                                       offset=offset)
 
     @expected_exceptions(BatchNotFound)
     def cancel(self, ctxt, batch_id):

@@ -87,3 +87,17 @@ def test_states_of_an_unknown_batch_is_batch_not_found(ended):
     api, _ = ended
     with pytest.raises(BatchNotFound):
         api.status('no-such-batch', items=True, states=['failed'])
+
+
+def test_an_offset_past_every_row_is_an_empty_page(ended):
+    """An offset from a URL (the dashboard's) past 2**63 - 1 made SQLite
+    raise OverflowError in the conductor, which logged a traceback and
+    answered it as an unexpected error."""
+    api, batch_id = ended
+    huge = 10 ** 23
+    assert api.status(batch_id, items=True, offset=huge)['items'] == []
+    assert api.status(batch_id, items=True, states=['failed'],
+                      offset=huge, limit=huge)['items'] == []
+    assert api.list(offset=huge, limit=huge) == []
+    # Pages within the batch are as before.
+    assert idxs(api.status(batch_id, items=True, offset=6)) == [6, 7]
