@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from urllib.parse import urlencode
 
 import jinja2
 import uvicorn
@@ -84,7 +85,10 @@ class _Gate:
                 self.guard.signed_in(request)):
             if request.method == 'GET' and 'text/html' in \
                     request.headers.get('accept', ''):
-                response = RedirectResponse('/login?next=%s' % path, 303)
+                wanted = path + ('?' + scope['query_string'].decode(
+                    'latin-1') if scope.get('query_string') else '')
+                response = RedirectResponse(
+                    '/login?' + urlencode({'next': wanted}), 303)
             else:
                 response = PlainTextResponse(
                     'sign in: POST /login, or send the header '
@@ -150,9 +154,10 @@ def create_app(dash):
     handlers.update({MessagingTimeout: _unavailable,
                      TransportError: _unavailable, RpcmqError: _failed})
     app = Starlette(routes=routes, exception_handlers=handlers)
-    app.add_middleware(_Gate, guard=dash.guard)
     app.state.dash = dash
-    return app
+    # Outside Starlette's own error middleware: an unexpected 500 gets
+    # the security headers too.
+    return _Gate(app, dash.guard)
 
 
 def _templates():

@@ -33,20 +33,26 @@ STATUS_EVERY = 0.5
 RESYNC = 5.0
 
 
-def _int(value, default, low=0, high=None):
+#: Offsets and indexes past this are past any batch (and any database's
+#: integers): a page there is empty, a thumbnail there is not found.
+MAX_INDEX = 2 ** 53
+
+
+def _int(value, default, low=0, high=MAX_INDEX):
     try:
         number = int(value)
     except (TypeError, ValueError):
         return default
-    number = max(low, number)
-    return number if high is None else min(high, number)
+    return min(high, max(low, number))
 
 
 def progress(status):
     """What the progress bar and counters of a batch show."""
     totals = status['totals']
     finished = totals['done'] + totals['failed'] + totals['cancelled']
-    ended = status['state'] not in ('open', 'pending', 'running')
+    # A cancelled batch may still have items running: it ends with them.
+    ended = status['state'] not in ('open', 'pending', 'running') and \
+        not totals['running']
     span = max((status['updated_at'] if ended else time.time())
                - status['created_at'], 1e-6)
     return {'batch_id': status['batch_id'], 'state': status['state'],
@@ -115,6 +121,10 @@ async def batch(request):
     return _page(request, 'batch.html', **context)
 
 
+def _items(n):
+    return 'item' if n == 1 else 'items'
+
+
 def _sse(event, data):
     return 'event: %s\ndata: %s\n\n' % (event, json.dumps(data))
 
@@ -167,7 +177,8 @@ async def thumbnail(request):
     dash = request.app.state.dash
     batch_id = request.path_params['batch_id']
     idx = request.path_params['idx']
-    item = await run_in_threadpool(dash.backend.item, batch_id, idx)
+    item = None if idx > MAX_INDEX else await run_in_threadpool(
+        dash.backend.item, batch_id, idx)
     result = (item or {}).get('result') or {}
     key = result.get('key') if item and item['state'] == 'done' else None
     if not isinstance(key, str):
@@ -196,10 +207,12 @@ async def _act(request, verb):
         return error_page(request, 403, 'Not allowed', refused)
     result = await run_in_threadpool(getattr(dash.backend, verb), batch_id)
     if verb == 'retry':
-        notice = '%d failed items queued again' % result['retried']
+        notice = '%d failed %s queued again' % (
+            result['retried'], _items(result['retried']))
     else:
-        notice = 'cancelled: %d items will not run; %d running finish' % (
-            result['cancelled'], result['running'])
+        notice = 'cancelled: %d %s will not run; %d running finish' % (
+            result['cancelled'], _items(result['cancelled']),
+            result['running'])
     return RedirectResponse('%s?%s' % (
         request.url_for('batch', batch_id=batch_id).path,
         urlencode({'notice': notice})), 303)

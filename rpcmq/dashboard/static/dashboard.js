@@ -22,7 +22,7 @@ function showProgress(p) {
   var bar = document.getElementById('bar');
   bar.max = Math.max(p.totals.total, 1);
   bar.value = p.finished;
-  setText('percent', p.percent + '%');
+  setText('percent', Number(p.percent).toFixed(1) + '%');
   ['done', 'failed', 'cancelled', 'running', 'pending', 'total'].forEach(
     function (name) { setText('count-' + name, p.totals[name]); });
   setText('rate', p.rate);

@@ -83,7 +83,7 @@ def page(chromium, stack):
 def sign_in(page, stack):
     """Sign in through the form, as a person does; lands on the batches."""
     page.goto(stack.url)
-    expect(page).to_have_url(re.compile(r'/login\?next=/$'))
+    expect(page).to_have_url(re.compile(r'/login\?next=%2F$'))
     page.fill('#token', browser.TOKEN)
     page.click('#sign-in')
     expect(page).to_have_url(stack.url)
@@ -283,7 +283,7 @@ def test_a_post_without_the_csrf_field_is_refused(stack, images, page,
     sign_in(page, stack)
     page.goto(batch_url(stack, batch_id))
     page.wait_for_load_state('networkidle')
-    expect(page.locator('#retry')).to_have_text('Retry 1 failed items')
+    expect(page.locator('#retry')).to_have_text('Retry 1 failed item')
     csrf = page.locator('form[action$="/retry"] input[name="csrf"]')
     token = csrf.get_attribute('value')
     assert token
@@ -315,6 +315,6 @@ def test_a_post_without_the_csrf_field_is_refused(stack, images, page,
     # The same post with the page's own field is taken.
     answer = page.request.post(retry, form={'csrf': token}, max_redirects=0)
     assert answer.status == 303, answer.text()
-    assert 'notice=1+failed+items+queued+again' in answer.headers['location']
+    assert 'notice=1+failed+item+queued+again' in answer.headers['location']
     wait_for(lambda: len(stack.events.of('batch.end', batch_id)) == 2,
              'the batch.end after the retry')

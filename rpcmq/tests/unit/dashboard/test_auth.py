@@ -225,3 +225,14 @@ def test_sign_out_clears_the_session(signed, batches):
     assert 'max-age=0' in cookie
     assert COOKIE not in signed.cookies
     assert signed.get('/').status_code == 401
+
+
+def test_sign_in_brings_people_back_to_the_filtered_page(signed, batches):
+    """The sign-in redirect kept the path only: after signing in, a link
+    to the failed items of a batch showed all of them."""
+    wanted = '/batches/ended?state=failed&offset=3'
+    page = signed.get(wanted, headers=HTML)
+    where = urllib.parse.urlsplit(page.headers['location'])
+    assert urllib.parse.parse_qs(where.query) == {'next': [wanted]}
+    back = signed.post('/login', data={'token': TOKEN, 'next': wanted})
+    assert back.headers['location'] == wanted

@@ -216,3 +216,16 @@ def test_a_cancel_of_a_running_batch_is_offered_to_signed_in_users(
     assert 'data-ended="no"' in page.text
     assert 'action="/batches/busy/cancel"' in page.text
     assert 'action="/batches/busy/retry"' not in page.text
+
+
+def test_a_cancelled_batch_ends_when_its_running_items_do(web, conductor):
+    """A cancelled batch showed as ended (an end time, the page's script
+    told it was over) while its running items were still running."""
+    conductor.add(batch('stopping', ['done', 'running', 'cancelled'],
+                        state='cancelled', end_notified=False))
+    page = web.get('/batches/stopping')
+    assert 'data-ended="no"' in page.text
+    conductor.add(batch('stopped', ['done', 'failed', 'cancelled'],
+                        state='cancelled'))
+    page = web.get('/batches/stopped')
+    assert 'data-ended="yes"' in page.text
