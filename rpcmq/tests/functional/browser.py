@@ -96,6 +96,8 @@ class DashboardStack(Cluster):
                 # A failed download fails its call: the tests decide
                 # what runs again (the conductor's item_retries, Retry).
                 'image': {'download_retries': 0},
+                # The dashboard starts after the server: hear it soon.
+                'status': {'announce_interval': 1},
             },
             conductor_opts={'conductor': dict(conductor_opts or {})})
         self.dashboard = None

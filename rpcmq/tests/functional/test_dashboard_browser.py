@@ -318,3 +318,24 @@ def test_a_post_without_the_csrf_field_is_refused(stack, images, page,
     assert 'notice=1+failed+item+queued+again' in answer.headers['location']
     wait_for(lambda: len(stack.events.of('batch.end', batch_id)) == 2,
              'the batch.end after the retry')
+
+
+def test_the_servers_page_shows_the_live_server_and_its_queue(stack, page):
+    """The image server announces itself; its topic's queue is read by
+    passive declares on RabbitMQ (consumers, waiting, dead letters)."""
+    sign_in(page, stack)
+    page.goto(stack.url + 'servers')
+    row = page.locator('table.servers tbody tr')
+    deadline = time.monotonic() + WAIT / 1000
+    while row.count() == 0:  # heard within a second or two
+        assert time.monotonic() < deadline, page.content()
+        page.reload()
+    expect(row.locator('.state')).to_have_text('alive')
+    expect(row).to_contain_text(stack.image_topic)
+    expect(row).to_contain_text('eventlet')
+    expect(row.locator('meter')).to_have_attribute('max', '4')
+    queue = page.locator('table.queues tbody tr', has_text=stack.image_topic)
+    expect(queue).to_have_count(1)
+    consumers = int(queue.locator('td').nth(2).inner_text())
+    assert consumers >= 1
+    assert page.csp_violations == []
