@@ -1,7 +1,6 @@
 """A real rpcmq-server announces itself on RabbitMQ: ``server.alive`` with
 its load while it runs, ``server.stopped`` after SIGTERM."""
 
-import threading
 import uuid
 
 import pytest
@@ -12,36 +11,7 @@ from rpcmq.observe.presence import ALIVE, EVENTS, STOPPED
 from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.daemons import Daemon, write_config
-
-
-class Seen:
-    """Notification endpoint keeping the presence events of one host."""
-
-    def __init__(self, host):
-        self.host = host
-        self.events = []  # (event_type, payload)
-        self._changed = threading.Condition()
-
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        if payload.get('host') != self.host:
-            return
-        with self._changed:
-            self.events.append((event_type, payload))
-            self._changed.notify_all()
-
-    def wait_for(self, predicate, timeout=30, what='an event'):
-        def found():
-            return next((p for t, p in self.events if predicate(t, p)),
-                        None)
-        with self._changed:
-            payload = self._changed.wait_for(found, timeout)
-        assert payload, 'no %s within %ss: %s' % (what, timeout,
-                                                 self.events)
-        return payload
-
-    def types(self):
-        with self._changed:
-            return [t for t, _ in self.events]
+from rpcmq.tests.presence import Seen
 
 
 @pytest.fixture
@@ -85,8 +55,9 @@ def world(rabbit_url, tmp_path):
 def test_a_server_daemon_announces_itself_until_it_is_stopped(world):
     names, transport, seen, daemon = world
     daemon.start()
-    first = seen.wait_for(lambda t, p: t == ALIVE and p['health'] is None,
-                          what='a healthy server.alive')
+    _, first, _ = seen.wait_for(
+        lambda t, p, _: t == ALIVE and p['health'] is None, timeout=30,
+        what='a healthy server.alive')
     assert first['topic'] == names['topic']
     assert first['server'] == names['host']
     assert first['pid'] == daemon.proc.pid
@@ -97,14 +68,17 @@ def test_a_server_daemon_announces_itself_until_it_is_stopped(world):
     client = rpcmq.RPCClient(transport, rpcmq.Target(topic=names['topic']),
                              timeout=10)
     client.cast({}, 'sleep', seconds=1.5)
-    busy = seen.wait_for(lambda t, p: t == ALIVE and p['busy'] >= 1,
-                         what='server.alive with busy >= 1')
+    _, busy, _ = seen.wait_for(
+        lambda t, p, _: t == ALIVE and p['busy'] >= 1, timeout=30,
+        what='server.alive with busy >= 1')
     assert busy['started_at'] == first['started_at']
-    seen.wait_for(lambda t, p: t == ALIVE and p['busy'] == 0 and
-                  p['sent_at'] > busy['sent_at'], what='busy 0 again')
+    seen.wait_for(lambda t, p, _: t == ALIVE and p['busy'] == 0 and
+                  p['sent_at'] > busy['sent_at'], timeout=30,
+                  what='busy 0 again')
 
     assert daemon.terminate(timeout=30) == 0, daemon.log()
-    stopped = seen.wait_for(lambda t, p: t == STOPPED, what=STOPPED)
+    _, stopped, _ = seen.wait_for(lambda t, p, _: t == STOPPED,
+                                  timeout=30, what=STOPPED)
     assert stopped['pid'] == daemon.proc.pid
     types = seen.types()
     assert types[-1] == STOPPED and types.count(STOPPED) == 1

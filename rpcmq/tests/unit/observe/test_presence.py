@@ -16,33 +16,8 @@ from rpcmq.notify import get_notification_listener
 from rpcmq.observe import presence
 from rpcmq.observe.presence import ALIVE, EVENTS, STOPPED, Announcer
 from rpcmq.testing.server import InProcessServer, make_conf
+from rpcmq.tests.presence import Seen
 from rpcmq.tests.scenarios.rpc import wait_for
-
-
-class Seen:
-    """Notification endpoint keeping every presence event it gets."""
-
-    def __init__(self):
-        self.events = []  # (event_type, payload, publisher_id)
-        self._changed = threading.Condition()
-
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        with self._changed:
-            self.events.append((event_type, payload, publisher_id))
-            self._changed.notify_all()
-
-    def wait_for(self, predicate, timeout=10, what='an event'):
-        """The first event ``(type, payload, publisher)`` matching."""
-        def found():
-            return next((e for e in self.events if predicate(*e)), None)
-        with self._changed:
-            event = self._changed.wait_for(found, timeout)
-        assert event, 'no %s within %ss: %s' % (what, timeout, self.events)
-        return event
-
-    def types(self):
-        with self._changed:
-            return [t for t, _, _ in self.events]
 
 
 class Blocking:
