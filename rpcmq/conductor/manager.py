@@ -1,7 +1,7 @@
 """The conductor's RPC endpoint: namespace ``batch`` on topic ``conductor``."""
 
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
-from rpcmq.conductor.schema import ACTIVE, TERMINAL
+from rpcmq.conductor.schema import ITEM_STATES
 from rpcmq.observe import trace
 from rpcmq.rpc.dispatcher import expected_exceptions
 from rpcmq.target import Target
@@ -30,10 +30,10 @@ def _item_states(states):
     """``states`` checked: None, or a list of item states."""
     if states is None:
         return None
-    known = ACTIVE + TERMINAL
-    if not isinstance(states, list) or not all(s in known for s in states):
+    if not isinstance(states, list) or not all(
+            s in ITEM_STATES for s in states):
         raise InvalidBatch(reason='states must be a list of item states '
-                                  '(%s), not %r' % (', '.join(known),
+                                  '(%s), not %r' % (', '.join(ITEM_STATES),
                                                     states))
     return states
 

@@ -10,6 +10,7 @@ from rpcmq.conductor.schema import (
     CANCELLED,
     DONE,
     FAILED,
+    ITEM_STATES,
     OPEN,
     PENDING,
     RUNNING,
@@ -46,7 +47,7 @@ from rpcmq.conductor.validation import (
 
 __all__ = [
     'ACTIVE', 'BATCH_ID_RE', 'BATCH_STATES', 'BatchNotFound', 'CANCELLED',
-    'DONE', 'FAILED', 'ITEM_FIELDS', 'InvalidBatch', 'ItemRow',
+    'DONE', 'FAILED', 'ITEM_FIELDS', 'ITEM_STATES', 'InvalidBatch', 'ItemRow',
     'MAX_ERROR_CHARS', 'OPEN', 'PENDING',
     'RUNNING', 'TERMINAL', 'TOTALS', 'batch_state', 'batches', 'conductors',
     'count',

@@ -98,7 +98,7 @@ class BatchReads:
         for the metrics: the counts kept on the batch rows, and unsent
         batch.item events through their index."""
         counts = [sa.func.coalesce(sa.func.sum(getattr(BC, 'n_' + state)),
-                                   0) for state in m.TOTALS[1:]]
+                                   0) for state in m.ITEM_STATES]
         with self._read() as conn:
             row = conn.execute(sa.select(*counts)).one()
             batches = dict(conn.execute(sa.select(
@@ -106,7 +106,7 @@ class BatchReads:
             unsent = conn.execute(sa.select(sa.func.count()).where(
                 IC.notified == sa.false(), IC.state.in_(m.TERMINAL))
             ).scalar()
-        return {'items': dict(zip(m.TOTALS[1:], (int(n) for n in row),
+        return {'items': dict(zip(m.ITEM_STATES, (int(n) for n in row),
                                   strict=True)),
                 'batches': batches, 'events_unsent': unsent}
 

@@ -30,7 +30,9 @@ DONE_WITH_FAILURES = 'done_with_failures'
 #: States a summary can show, and ``list_batches`` filters on.
 SHOWN_STATES = BATCH_STATES + (DONE_WITH_FAILURES,)
 #: Keys of the ``totals`` dict of a batch summary.
-TOTALS = ('total',) + ACTIVE + TERMINAL
+#: Every state an item can be in.
+ITEM_STATES = ACTIVE + TERMINAL
+TOTALS = ('total',) + ITEM_STATES
 
 metadata = sa.MetaData()
 _json = sa.JSON(none_as_null=True)

@@ -10,8 +10,8 @@ from rpcmq.conductor.schema import (
     ACTIVE,
     DONE,
     DONE_WITH_FAILURES,
+    ITEM_STATES,
     RUNNING,
-    TOTALS,
     ItemRow,
     batches,
     items,
@@ -157,5 +157,5 @@ def summaries(conn, *where, newest=False, limit=None, offset=None):
              'start_notified': bool(row.start_notified),
              'end_notified': bool(row.end_notified),
              'totals': dict({state: row._mapping['n_' + state]
-                             for state in TOTALS[1:]}, total=row.total)}
+                             for state in ITEM_STATES}, total=row.total)}
             for row in rows]
