@@ -97,9 +97,7 @@ def main(args):
             reported.append(report(end, args.dir, console))
             console.print('the dashboard stays up until Ctrl-C',
                           markup=False, highlight=False)
-            forever = threading.Event()
-            while not forever.wait(1.0):
-                pass
+            threading.Event().wait()  # until Ctrl-C
     try:
         end, store_dir = run_demo(
             args.count, args.dir, console,

@@ -8,10 +8,9 @@ itself; the stored bytes never reach the browser as they are. Recent
 thumbnails are kept in memory, by key and etag.
 """
 
-import collections
+import functools
 import io
 import logging
-import threading
 
 from PIL import Image, UnidentifiedImageError
 
@@ -37,8 +36,8 @@ class Thumbnails:
     def __init__(self, store, size):
         self.store = store
         self.size = size
-        self._cache = collections.OrderedDict()
-        self._lock = threading.Lock()
+        # Thread-safe; a NoPreview is not kept (the object may appear).
+        self._cached = functools.lru_cache(CACHE_ENTRIES)(self._make)
 
     def signed_url(self, key):
         """Where the browser may fetch ``key`` itself, or None."""
@@ -48,22 +47,13 @@ class Thumbnails:
 
     def render(self, key, etag=None):
         """``(bytes, content type)`` of the thumbnail of ``key``; raises
-        NoPreview."""
+        NoPreview. ``etag`` tells a stored object replaced under the same
+        key from the one cached."""
         if self.store is None:
             raise NoPreview('no store is configured here ([DEFAULT] store)')
-        cache_key = (key, etag)
-        with self._lock:
-            if cache_key in self._cache:
-                self._cache.move_to_end(cache_key)
-                return self._cache[cache_key]
-        made = self._make(key)
-        with self._lock:
-            self._cache[cache_key] = made
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
-        return made
+        return self._cached(key, etag)
 
-    def _make(self, key):
+    def _make(self, key, etag):
         try:
             with self.store.open(key) as source:
                 data = source.read(MAX_SOURCE_BYTES + 1)

@@ -20,25 +20,23 @@ from starlette.responses import (
 )
 
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
-from rpcmq.conductor.schema import ACTIVE, SHOWN_STATES, TERMINAL
+from rpcmq.conductor.manager import MAX_OFFSET
+from rpcmq.conductor.schema import ACTIVE, ITEM_STATES, OPEN, SHOWN_STATES
 from rpcmq.dashboard.auth import COOKIE, safe_next
 from rpcmq.dashboard.thumbs import NoPreview
 
 __all__ = ['ERRORS', 'error_page', 'progress']
 
-ITEM_STATES = ACTIVE + TERMINAL
 #: Least time between two status calls of one live page, in seconds.
 STATUS_EVERY = 0.5
 #: A live page asks for the totals at least this often anyway.
 RESYNC = 5.0
 
 
-#: Offsets and indexes past this are past any batch (and any database's
-#: integers): a page there is empty, a thumbnail there is not found.
-MAX_INDEX = 2 ** 53
 
-
-def _int(value, default, low=0, high=MAX_INDEX):
+def _int(value, default, low=0, high=MAX_OFFSET):
+    """An integer from the URL, within ``low`` .. ``high`` (past every
+    batch: a page there is empty, as the conductor answers it)."""
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -51,7 +49,7 @@ def progress(status):
     totals = status['totals']
     finished = totals['done'] + totals['failed'] + totals['cancelled']
     # A cancelled batch may still have items running: it ends with them.
-    ended = status['state'] not in ('open', 'pending', 'running') and \
+    ended = status['state'] not in (OPEN,) + ACTIVE and \
         not totals['running']
     span = max((status['updated_at'] if ended else time.time())
                - status['created_at'], 1e-6)
@@ -66,13 +64,11 @@ def progress(status):
 
 def _page(request, template, status_code=200, **context):
     dash = request.app.state.dash
-    context.update(request=request, csrf=dash.guard.csrf_for(request),
-                   actions=dash.guard.enabled,
-                   signed_in=dash.guard.enabled and
-                   dash.guard.session_nonce(request) is not None)
-    response = dash.templates.TemplateResponse(
+    csrf = dash.guard.csrf_for(request)  # '' unless a session is signed in
+    context.update(request=request, csrf=csrf, actions=dash.guard.enabled,
+                   signed_in=bool(csrf))
+    return dash.templates.TemplateResponse(
         request, template, context, status_code=status_code)
-    return response
 
 
 def error_page(request, status_code, title, message):
@@ -177,7 +173,7 @@ async def thumbnail(request):
     dash = request.app.state.dash
     batch_id = request.path_params['batch_id']
     idx = request.path_params['idx']
-    item = None if idx > MAX_INDEX else await run_in_threadpool(
+    item = None if idx > MAX_OFFSET else await run_in_threadpool(
         dash.backend.item, batch_id, idx)
     result = (item or {}).get('result') or {}
     key = result.get('key') if item and item['state'] == 'done' else None
