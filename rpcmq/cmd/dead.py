@@ -12,6 +12,8 @@ Without topics, ``list`` looks at the topics the configuration names
 from rich.markup import escape
 from rich.table import Table
 
+from rpcmq.conf import configured_topics
+
 __all__ = ['add_parser', 'run']
 
 
@@ -37,17 +39,10 @@ def add_parser(sub):
     purge.add_argument('topic')
 
 
-def _known_topics(conf):
-    topics = [conf.topic]
-    if 'conductor' in conf:
-        topics += [conf.conductor.topic, conf.conductor.image_topic]
-    return list(dict.fromkeys(topics))
-
-
 def run(args, transport, out):
     with transport.dead_letters(timeout=args.timeout) as dead:
         if args.action == 'list':
-            topics = args.topics or _known_topics(transport.conf)
+            topics = args.topics or configured_topics(transport.conf)
             table = Table('topic', 'dead letters', 'queue')
             for topic in topics:
                 table.add_row(escape(topic), str(dead.count(topic)),

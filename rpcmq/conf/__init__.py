@@ -12,7 +12,8 @@ import re
 
 from oslo_config import cfg
 
-__all__ = ['register_opts', 'list_opts', 'load', 'CONF']
+__all__ = ['register_opts', 'list_opts', 'load', 'configured_topics',
+           'CONF']
 
 CONF = cfg.CONF
 
@@ -70,3 +71,14 @@ def load(conf, argv, **kwargs):
                     where.group(1) if where else 'the command line',
                     group, opt.name, text)) from None
     return conf
+
+
+def configured_topics(conf):
+    """The RPC topics ``conf`` names, once each: ``[DEFAULT] topic`` and,
+    where the conductor's options are registered, ``[conductor] topic``
+    and ``image_topic`` (what ``rpcmq dead list`` and the dashboard look
+    at when nobody names a topic)."""
+    topics = [conf.topic]
+    if 'conductor' in conf:
+        topics += [conf.conductor.topic, conf.conductor.image_topic]
+    return list(dict.fromkeys(topics))

@@ -10,6 +10,7 @@ them on a thread pool.
 import logging
 
 from rpcmq.conductor.api import ConductorAPI
+from rpcmq.conf import configured_topics
 from rpcmq.dashboard.live import Live
 from rpcmq.dashboard.thumbs import Thumbnails
 from rpcmq.exceptions import ConfigError, RpcmqError
@@ -67,12 +68,8 @@ class Backend:
 
     def topics(self, servers):
         """The configured topics and those servers announced."""
-        named = [self.conf.topic]
-        if 'conductor' in self.conf:
-            named += [self.conf.conductor.topic,
-                      self.conf.conductor.image_topic]
-        named += [s['topic'] for s in servers]
-        return list(dict.fromkeys(named))
+        return list(dict.fromkeys(configured_topics(self.conf) +
+                                  [s['topic'] for s in servers]))
 
     def servers(self):
         """``{servers, queues, queues_error}``: the servers heard of, and
