@@ -24,7 +24,8 @@ from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.daemons import Daemon, write_config
 
-__all__ = ['Cluster', 'Events', 'OSS', 'key_for', 'proc_memory', 'unique']
+__all__ = ['Cluster', 'Events', 'OSS', 'key_for', 'proc_memory', 'unique',
+           'wait_until']
 
 #: Credentials, bucket and region of the OSS-compatible server (V4 auth).
 OSS = {'access_key_id': 'rpcmq-pipe-key',
@@ -41,6 +42,18 @@ def pipeline_oss():
     return OSSServer(credentials={OSS['access_key_id']:
                                   OSS['access_key_secret']},
                      buckets=[OSS['bucket']], region=OSS['region'])
+
+
+def wait_until(check, timeout=30, what='condition'):
+    """The first true result of ``check()``, polled until ``timeout``
+    seconds have passed (then the test fails, naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, 'timed out waiting for ' + what
+        time.sleep(0.05)
 
 
 def unique(prefix):

@@ -15,6 +15,7 @@ import pytest
 from rpcmq.testing.imageserver import ImageServer
 from rpcmq.tests.functional.conftest import RABBIT_URL, REDIS_URL, require
 from rpcmq.tests.functional.daemons import Daemon, write_config
+from rpcmq.tests.functional.fixtures import wait_until
 
 redis = pytest.importorskip('redis')
 mqtt = pytest.importorskip('paho.mqtt.client')
@@ -251,13 +252,6 @@ def test_redis_duplicate_task_runs_and_replies_once(stack, rdb, images):
         == 0
 
 
-def wait_for(predicate, timeout=30, what='condition'):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, 'timed out waiting for ' + what
-        time.sleep(0.05)
-
-
 def test_redis_bridge_killed_after_taking_a_task(stack, rdb, images):
     stack.start('server')
     stack.start('conductor')
@@ -266,8 +260,8 @@ def test_redis_bridge_killed_after_taking_a_task(stack, rdb, images):
     tid = stack.tid('kill')
     push_task(rdb, stack, tid, [{'fn': 'k', 'url': images.url(
         '/img/%s.jpg' % tid)}])
-    wait_for(lambda: rdb.llen(stack.tasks + ':processing') == 1,
-             what='the task in processing')
+    wait_until(lambda: rdb.llen(stack.tasks + ':processing') == 1,
+               what='the task in processing')
     assert rdb.llen(stack.tasks) == 0
     stack.kill('redis')  # kill -9
     stack.start('redis')
@@ -286,10 +280,10 @@ def test_redis_events_wait_while_the_bridge_is_down(stack, rdb, images):
         '/slow/%s%d.png?delay=0.2&chunks=5' % (tid, n))} for n in range(4)]
     push_task(rdb, stack, tid, infos)
     key = '%s_%s' % (stack.resp, tid)
-    wait_for(lambda: rdb.llen(key) > 0, what='"start"')
+    wait_until(lambda: rdb.llen(key) > 0, what='"start"')
     stack.kill('redis')
-    wait_for(lambda: all(stack.path('%s/s%d.png' % (tid, n)).exists()
-                         for n in range(4)), timeout=60, what='the files')
+    wait_until(lambda: all(stack.path('%s/s%d.png' % (tid, n)).exists()
+                           for n in range(4)), timeout=60, what='the files')
     time.sleep(1)  # batch.end goes to the pool queue, nobody reads it
     got = [r.decode() for r in rdb.lrange(key, 0, -1)][::-1]
     rdb.delete(key)

@@ -18,6 +18,7 @@ import pytest
 from rpcmq.testing.imageserver import ImageServer
 from rpcmq.tests.functional import browser
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
+from rpcmq.tests.functional.fixtures import wait_until
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -96,17 +97,6 @@ def batch_url(stack, batch_id):
 
 def name():
     return uuid.uuid4().hex[:10]
-
-
-def wait_for(check, what, timeout=60):
-    """The first true result of ``check()``, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, 'timed out waiting for ' + what
-        time.sleep(0.05)
 
 
 def items_of(stack, batch_id):
@@ -227,8 +217,9 @@ def test_retry_button_runs_the_failed_items_again(stack, images, page):
     assert [(items[i]['state'], items[i]['attempts']) for i in (5, 6, 7)] \
         == [('done', 2), ('failed', 2), ('failed', 2)], items
     assert all(items[i]['attempts'] == 1 for i in range(5)), items
-    ends = wait_for(lambda: (lambda e: e if len(e) >= 2 else None)(
-        stack.events.of('batch.end', batch_id)), 'the second batch.end')
+    ends = wait_until(lambda: (lambda e: e if len(e) >= 2 else None)(
+        stack.events.of('batch.end', batch_id)), timeout=60,
+        what='the second batch.end')
     assert ends[1]['totals']['done'] == 6 and ends[1]['totals']['failed'] \
         == 2, ends
     assert images.count('/flaky/%s.jpg' % run) == 2
@@ -316,8 +307,8 @@ def test_a_post_without_the_csrf_field_is_refused(stack, images, page,
     answer = page.request.post(retry, form={'csrf': token}, max_redirects=0)
     assert answer.status == 303, answer.text()
     assert 'notice=1+failed+item+queued+again' in answer.headers['location']
-    wait_for(lambda: len(stack.events.of('batch.end', batch_id)) == 2,
-             'the batch.end after the retry')
+    wait_until(lambda: len(stack.events.of('batch.end', batch_id)) == 2,
+               timeout=60, what='the batch.end after the retry')
 
 
 def test_the_servers_page_shows_the_live_server_and_its_queue(stack, page):

@@ -4,7 +4,6 @@ gone and when it is back, and JSON logs name the work they are about."""
 
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,7 +17,11 @@ from rpcmq.testing.imageserver import ImageServer
 from rpcmq.testing.proxy import TcpProxy
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
 from rpcmq.tests.functional.daemons import Daemon, write_config
-from rpcmq.tests.functional.fixtures import Cluster, pipeline_oss
+from rpcmq.tests.functional.fixtures import (
+    Cluster,
+    pipeline_oss,
+    wait_until,
+)
 from rpcmq.tests.scenarios.rpc import Env
 
 GIVEN = '00-%s-%s-01' % ('5e' * 16, '7a' * 8)
@@ -52,16 +55,6 @@ def samples(port):
 
 def value(found, name, **labels):
     return found.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_until(check, timeout=30, what='condition'):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, 'timed out waiting for ' + what
-        time.sleep(0.1)
 
 
 @pytest.fixture
