@@ -54,8 +54,8 @@ class Guard:
         """True if the request carries ``Authorization: Bearer TOKEN``."""
         scheme, _, value = request.headers.get(
             'authorization', '').partition(' ')
-        return scheme.lower() == 'bearer' and hmac.compare_digest(
-            value.strip().encode(), self.token.encode())
+        return scheme.lower() == 'bearer' and \
+            self.token_matches(value.strip())
 
     def token_matches(self, given):
         return self.enabled and hmac.compare_digest(
