@@ -24,8 +24,6 @@ __all__ = ['run_demo', 'demo_items']
 FORMATS = ('jpg', 'png', 'webp')
 #: Deliberately bad items, to show how failures are reported.
 BAD_PATHS = ('/status/404', '/html')
-#: Seconds between the demo servers' server.alive, with the dashboard.
-DEMO_ANNOUNCE_INTERVAL = 2.0
 
 
 def demo_items(images, count):
@@ -48,12 +46,7 @@ def run_demo(count=300, store_dir=None, console=None, servers=2,
     dashboard up until Ctrl-C)."""
     console = console or Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix='rpcmq-demo-') as workdir:
-        # With the dashboard, servers announce themselves often enough to
-        # show on its servers page while the short demo batch runs.
-        overrides = {} if dashboard_port is None else {
-            'status.announce_interval': DEMO_ANNOUNCE_INTERVAL}
-        with Pipeline(workdir, servers=servers, store_dir=store_dir,
-                      **overrides) as p:
+        with Pipeline(workdir, servers=servers, store_dir=store_dir) as p:
             console.print('rpcmq demo: %d images from %s through %d image '
                           'servers into %s' % (
                               count, p.images.base_url, servers,
@@ -82,6 +75,9 @@ def _start_dashboard(pipeline, port, console):
     pipeline.conf.set_override('auth_token', token, group='dashboard')
     dashboard = Dashboard(pipeline.conf, pipeline.transport,
                           port=port).start()
+    # The servers announced themselves before the dashboard listened.
+    for announcer in pipeline.announcers.values():
+        announcer.announce_now()
     console.print('dashboard: %s (sign in with the token %s)'
                   % (dashboard.url, token), markup=False, highlight=False)
     return dashboard

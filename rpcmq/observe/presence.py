@@ -70,7 +70,8 @@ class Announcer:
                        'executor': _kind(server.executor),
                        'interval': self.interval, 'started_at': None,
                        'version': rpcmq.__version__}
-        self._stopping = threading.Event()
+        self._stopping = False
+        self._wake = threading.Event()  # stop, or announce now
         self._thread = None
         self._failing_since = None  # monotonic time of the first failure
         self._failures = 0
@@ -94,9 +95,16 @@ class Announcer:
         and the last one may each take up to ``PUBLISH_TIMEOUT``)."""
         if self._thread is None:
             return True
-        self._stopping.set()
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def announce_now(self):
+        """Send ``server.alive`` at once (then every interval again):
+        for a listener that has just started and cannot wait for the
+        next heartbeat."""
+        self._wake.set()
 
     def payload(self):
         """What ``server.alive`` says now."""
@@ -107,7 +115,11 @@ class Announcer:
 
     def _run(self):
         self._send(ALIVE)
-        while not self._stopping.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopping:
+                break
             self._send(ALIVE)
         # From this thread, so no server.alive can follow it.
         self._send(STOPPED)

@@ -107,6 +107,17 @@ def test_server_stopped_is_the_last_word(env):
     assert types[types.index(STOPPED) + 1:] == [ALIVE]
 
 
+def test_a_listener_that_just_started_can_ask_for_a_heartbeat_now(env):
+    announcer = env.announce(interval=300)  # the next one in 5 minutes
+    env.seen.wait_for(lambda t, p, _: t == ALIVE)
+    announcer.announce_now()
+    env.seen.wait_for(lambda t, p, _: env.seen.types().count(ALIVE) == 2,
+                      what='a second server.alive at once')
+    assert announcer.stop(timeout=10)
+    env.seen.wait_for(lambda t, p, _: t == STOPPED, what=STOPPED)
+    assert env.seen.types() == [ALIVE, ALIVE, STOPPED]
+
+
 def test_interval_zero_sends_nothing(env):
     quiet = env.announce(interval=0)
     assert not [t for t in threading.enumerate()
