@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from rpcmq.tests.functional.conftest import REDIS_URL, require
-from rpcmq.tests.functional.test_bridges import wait_for
+from rpcmq.tests.functional.fixtures import wait_until
 
 redis = pytest.importorskip('redis')
 
@@ -133,8 +133,8 @@ def test_redis_hostile_entry_is_set_aside(inproc, entry, task_id, reason):
     tid = inproc.ns + '-good'
     inproc.push(entry)
     inproc.push(good_entry(tid))
-    wait_for(lambda: tid in inproc.conductor.batches, timeout=30,
-             what='the entry after the hostile one')
+    wait_until(lambda: tid in inproc.conductor.batches, timeout=30,
+               what='the entry after the hostile one')
     (record,) = inproc.invalid()
     assert reason in record['reason']
     assert record.get('truncated') is (True if len(entry) > 2 ** 24
@@ -149,17 +149,17 @@ def test_redis_hostile_entry_is_set_aside(inproc, entry, task_id, reason):
 
 def test_redis_batch_the_conductor_refuses_ends_the_wait(inproc):
     inproc.push(good_entry('refused'))
-    wait_for(lambda: inproc.invalid(), what='the refused entry set aside')
+    wait_until(lambda: inproc.invalid(), what='the refused entry set aside')
     assert inproc.invalid()[0]['reason'].startswith('invalid batch')
-    wait_for(lambda: inproc.replies('refused')[-1:] == ['end'],
-             what='"end" for the refused task')
+    wait_until(lambda: inproc.replies('refused')[-1:] == ['end'],
+               what='"end" for the refused task')
     assert inproc.replies('refused') == ['start', 'end']
 
 
 def test_redis_odd_batch_events_do_not_block_the_next(inproc):
     tid = inproc.ns + '-ev'
     inproc.push(good_entry(tid, 'a'))
-    wait_for(lambda: tid in inproc.conductor.batches, what='the batch')
+    wait_until(lambda: tid in inproc.conductor.batches, what='the batch')
     # No item of the task, a name Redis cannot take: nothing to push.
     inproc.notify('batch.item', {'batch_id': tid, 'idx': 7, 'state': 'done',
                                  'name': {'not': 'a string'}})
@@ -170,8 +170,8 @@ def test_redis_odd_batch_events_do_not_block_the_next(inproc):
     inproc.notify('batch.end', {
         'batch_id': tid, 'state': 'done', 'totals': ['not', 'a', 'dict'],
         'items': [1, 'x', None, {'idx': True}, {'idx': 0, 'state': 'done'}]})
-    wait_for(lambda: inproc.replies(tid)[-1:] == ['end'], timeout=30,
-             what='"end" after the odd events')
+    wait_until(lambda: inproc.replies(tid)[-1:] == ['end'], timeout=30,
+               what='"end" after the odd events')
     assert inproc.replies(tid) == ['start', 'a', 'end']
     assert [json.loads(r)['state'] for r in
             inproc.replies(tid, '_errors')] == [None]
