@@ -284,7 +284,7 @@ def test_three_conductors_on_one_database_one_killed_mid_batch(
         wait_done(cluster, batch_id, 60)
         # Kill one that is running items right now: one whose items were
         # all done at that moment would leave nothing to take back.
-        killed = running_items_of(url, (first, second, third))
+        killed = freeze_one_running(url, (first, second, third))
         killed.kill()
         end = check_batch(cluster, oss, batch_id, urls, before, timeout=90)
         # An item ran once unless the killed conductor was running it (then
@@ -310,22 +310,26 @@ def test_three_conductors_on_one_database_one_killed_mid_batch(
     assert set(codes.values()) | {code} <= {0, None}, cluster.logs()
 
 
-def running_items_of(url, daemons, timeout=30):
-    """The first of ``daemons`` seen owning running items (the owner id
-    is ``host:pid:nonce``)."""
+def freeze_one_running(url, daemons, timeout=30):
+    """Stop (SIGSTOP) the first of ``daemons`` that owns running items and
+    return it once the database shows it still owns some while frozen: a
+    stopped process commits nothing more, so what it owns now is what a
+    kill leaves behind (the owner id is ``host:pid:nonce``)."""
     by_pid = {d.proc.pid: d for d in daemons}
     engine, _ = make_engine(url)
+    query = ("SELECT DISTINCT owner FROM items WHERE state = 'running'")
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with engine.connect() as conn:
-                owners = conn.exec_driver_sql(
-                    "SELECT DISTINCT owner FROM items WHERE state = "
-                    "'running'").scalars().all()
-            for owner in owners:
-                pid = int(owner.split(':')[1])
-                if pid in by_pid:
+                owners = conn.exec_driver_sql(query).scalars().all()
+            for pid in {int(o.split(':')[1]) for o in owners} & set(by_pid):
+                os.kill(pid, signal.SIGSTOP)
+                with engine.connect() as conn:
+                    owners = conn.exec_driver_sql(query).scalars().all()
+                if any(int(o.split(':')[1]) == pid for o in owners):
                     return by_pid[pid]
+                os.kill(pid, signal.SIGCONT)  # finished them meanwhile
             time.sleep(0.02)
     finally:
         engine.dispose()
