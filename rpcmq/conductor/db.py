@@ -15,9 +15,8 @@ attempt.
 
 Lock order: a transaction that changes items first locks their batch row,
 then the items. ``cancel`` takes the same order, so an item never goes back
-to pending in a batch that was just cancelled. Claimers are serialized (the
-write lock on SQLite, an advisory lock on PostgreSQL) so the in-flight
-windows hold even when two conductors claim at once.
+to pending in a batch that was just cancelled. Claims and completions of
+the scheduler are in ``steps``.
 
 On SQLite the file runs in WAL mode with ``synchronous=NORMAL``: a committed
 transaction survives ``kill -9`` of the process; after a power loss the last
@@ -35,13 +34,12 @@ from rpcmq.conductor.chunks import ChunkedSubmit
 from rpcmq.conductor.engine import READ, make_read_engine
 from rpcmq.conductor.events import EventMarks
 from rpcmq.conductor.reads import BatchReads
+from rpcmq.conductor.steps import Steps
 
 __all__ = ['BatchStore']
 
 #: Items inserted per statement by submit().
 INSERT_CHUNK = 1000
-#: pg_advisory_xact_lock key that serializes claimers on PostgreSQL.
-CLAIM_LOCK_KEY = 0x72706D71
 #: Errors stored on items whose attempt left no outcome.
 E_LEASE_EXPIRED = {'type': 'LeaseExpired',
                    'message': 'attempt %d reported no outcome before its '
@@ -49,46 +47,10 @@ E_LEASE_EXPIRED = {'type': 'LeaseExpired',
 
 BC, IC = m.batches.c, m.items.c  # columns
 
-# claim()'s statements, built once (SQLAlchemy builds a statement in
-# about as much time as the database takes to run these).
-_CLAIM_LOCK = sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY))
-_RUNNING = sa.select(IC.batch_id, sa.func.count()).where(
-    IC.state == m.RUNNING).group_by(IC.batch_id)
-_ACTIVE = sa.select(BC.id).where(
-    BC.state.in_(m.ACTIVE),
-    sa.exists().where(IC.batch_id == BC.id, IC.state == m.PENDING,
-                      IC.next_attempt_at <= sa.bindparam('b_now')),
-).order_by(BC.created_at, BC.id)
-_DUE = sa.select(IC.idx).where(
-    IC.batch_id == sa.bindparam('b_batch'), IC.state == m.PENDING,
-    IC.next_attempt_at <= sa.bindparam('b_now'),
-).order_by(IC.idx).limit(sa.bindparam('b_limit'))
-_MINE = (IC.batch_id == sa.bindparam('b_batch'),
-         IC.idx.in_(sa.bindparam('b_idxs', expanding=True)))
-_START = sa.update(m.items).where(*_MINE, IC.state == m.PENDING).values(
-    state=m.RUNNING, attempts=IC.attempts + 1,
-    lease_until=sa.bindparam('b_lease'), started_at=sa.bindparam('b_now'),
-    owner=sa.bindparam('b_owner'), updated_at=sa.bindparam('b_now'))
-_STARTED = sa.update(m.batches).where(BC.id == sa.bindparam('b_batch')).values(
-    state=m.RUNNING, updated_at=sa.bindparam('b_now'),
-    n_pending=BC.n_pending - sa.bindparam('b_n'),
-    n_running=BC.n_running + sa.bindparam('b_n'))
-_LOAD = sa.select(m.items).where(*_MINE, IC.state == m.RUNNING).order_by(
-    IC.idx)
-
-#: Completes the running attempt of one item; run once per batch with a
-#: parameter set per item (the statement is built once).
-_COMPLETE = sa.update(m.items).where(
-    IC.batch_id == sa.bindparam('b_batch'), IC.idx == sa.bindparam('b_idx'),
-    IC.state == m.RUNNING, IC.attempts == sa.bindparam('b_attempt'),
-).values(state=m.DONE, result=sa.bindparam('b_result'), error=None,
-         lease_until=None, updated_at=sa.bindparam('b_now'))
-
-
 _now = m.now_or
 
 
-class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
+class BatchStore(Steps, BatchReads, EventMarks, ChunkedSubmit):
     """Batches and their items, with idempotent, conditional transitions.
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/conductor.sqlite`` (the
@@ -193,48 +155,6 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
             raise m.other_items(batch_id, found.total, count)
         return True
 
-    def claim(self, limit, batch_limit=None, now=None, lease_seconds=300,
-              owner=None):
-        """Start due pending items; return them as running ``ItemRow``.
-
-        Takes items whose ``next_attempt_at <= now``, oldest batch first and
-        in index order, while fewer than ``limit`` items run in total and
-        fewer than ``batch_limit`` (None: no limit) in their batch. Each
-        claimed item gets ``attempts + 1`` and ``lease_until = now +
-        lease_seconds`` and ``owner`` (the claiming conductor's id); its
-        ``server`` and ``spool_id`` keep the values of the previous attempt
-        until ``record_fetched`` replaces them.
-        """
-        now = _now(now)
-        claimed = []
-        with self._begin() as conn:
-            if self.is_postgres:
-                conn.execute(_CLAIM_LOCK)
-            running = dict(conn.execute(_RUNNING).all())
-            room = limit - sum(running.values())
-            active = conn.execute(_ACTIVE, {'b_now': now}).scalars().all()
-            for batch_id in active:
-                if room <= 0:
-                    break
-                quota = room if batch_limit is None else min(
-                    room, batch_limit - running.get(batch_id, 0))
-                if quota <= 0:
-                    continue
-                due = conn.execute(_DUE, {'b_batch': batch_id, 'b_now': now,
-                                          'b_limit': quota}).scalars().all()
-                if not due or m.batch_state(conn, batch_id) not in m.ACTIVE:
-                    continue
-                mine = {'b_batch': batch_id, 'b_idxs': due}
-                started = conn.execute(_START, dict(
-                    mine, b_now=now, b_lease=now + lease_seconds,
-                    b_owner=owner)).rowcount
-                conn.execute(_STARTED, {'b_batch': batch_id, 'b_now': now,
-                                        'b_n': started})
-                room -= started
-                claimed += [m.ItemRow.from_row(row)
-                            for row in conn.execute(_LOAD, mine)]
-        return claimed
-
     # -- transitions of one attempt ---------------------------------------
 
     def record_fetched(self, batch_id, idx, attempt, server, spool_id,
@@ -250,48 +170,6 @@ class BatchStore(BatchReads, EventMarks, ChunkedSubmit):
         with self._begin() as conn:
             m.batch_state(conn, batch_id, lock=False)
             return m.move_item(conn, batch_id, idx, attempt, **values)
-
-    def complete(self, batch_id, idx, attempt, result, now=None):
-        """Mark the running attempt done with ``result``; True the 1st time.
-
-        Completions of a running item still count after ``cancel``.
-        """
-        now = _now(now)
-        with self._begin() as conn:
-            m.batch_state(conn, batch_id)
-            return self._complete(conn, batch_id, [(idx, attempt, result)],
-                                  now) == 1
-
-    def complete_many(self, outcomes, now=None):
-        """``complete`` for many ``(batch_id, idx, attempt, result)`` in
-        one transaction (their batches locked in id order); return how many
-        completed now. Outcomes of batches that no longer exist are
-        dropped."""
-        now = _now(now)
-        by_batch = {}
-        for batch_id, idx, attempt, result in outcomes:
-            by_batch.setdefault(batch_id, []).append((idx, attempt, result))
-        done = 0
-        with self._begin() as conn:
-            for batch_id, rows in sorted(by_batch.items()):
-                try:
-                    m.batch_state(conn, batch_id)
-                except m.BatchNotFound:
-                    continue
-                done += self._complete(conn, batch_id, rows, now)
-        return done
-
-    @staticmethod
-    def _complete(conn, batch_id, rows, now):
-        """One statement for the batch's completions (its row is locked)."""
-        moved = conn.execute(_COMPLETE, [
-            {'b_batch': batch_id, 'b_idx': idx, 'b_attempt': attempt,
-             'b_result': result, 'b_now': now}
-            for idx, attempt, result in rows]).rowcount
-        if moved:
-            m.count(conn, batch_id, m.RUNNING, m.DONE, moved)
-            m.settle_batch(conn, batch_id, now)
-        return moved
 
     def fail(self, batch_id, idx, attempt, error, retry_at=None, now=None):
         """End the running attempt with ``error``; True the first time.

@@ -33,10 +33,14 @@ __all__ = ['Scheduler']
 LOG = logging.getLogger(__name__)
 
 NOTIFY_BATCH = 500
-#: Seconds between the starts of two scheduler steps, and of two rounds of
-#: sending events, at least.
-STEP_GAP = 0.02
-EVENTS_GAP = 0.05
+#: Seconds between two scheduler steps of a conductor alone on its
+#: database, at least; with N live conductors each waits N times as long
+#: (up to MAX_STEP_GAP), so the database sees as many steps, each carrying
+#: as many items, as from one conductor.
+STEP_GAP = 0.05
+MAX_STEP_GAP = 0.2
+#: Seconds between two rounds of sending events, at least.
+EVENTS_GAP = 0.25
 #: Seconds between two passes over the running items' leases.
 LEASE_CHECK = 1.0
 #: Bytes one stored item's outcome takes in a batch.end payload, at least.
@@ -136,31 +140,37 @@ class Scheduler:
             except Exception:
                 LOG.exception('scheduler step failed; retrying')
                 self._stop.wait(1.0)
-            self._stop.wait(STEP_GAP)
+            self._stop.wait(self.step_gap())
+
+    def step_gap(self):
+        """Seconds to wait after a step (see STEP_GAP)."""
+        return min(STEP_GAP * self.membership.live, MAX_STEP_GAP)
 
     def tick(self, now=None):
-        """One step: complete what finished, expire leases, claim and start
-        items. Events go out from their own thread (``_publish_loop``): a
-        broker that cannot take them never holds up claims or lease
-        expiry."""
+        """One step: complete what finished and claim in one transaction,
+        expire leases, start the claimed items. Events go out from their
+        own thread (``_publish_loop``): a broker that cannot take them
+        never holds up claims or lease expiry."""
         now = time.time() if now is None else now
-        self.complete_finished(now)
-        if now >= self._leases_due:
-            self.store.expire_leases(now=now, max_attempts=self.max_attempts)
-            self._leases_due = now + LEASE_CHECK
         with self._lock:
             free = self.conf.max_inflight - self._inflight
         if free > 0 and not self._stop.is_set():
             # claim() counts what already runs against its limit.
-            items = self.store.claim(
-                self.conf.max_inflight,
+            items = self._finish_then(lambda finished: self.store.step(
+                finished, self.conf.max_inflight,
                 batch_limit=self.conf.max_inflight_per_batch, now=now,
                 lease_seconds=self.conf.lease_seconds,
-                owner=self.membership.id)
-            for item in items:
-                with self._lock:
-                    self._inflight += 1
-                self.executor.submit(self._run, item)
+                owner=self.membership.id)[1])
+        else:
+            items = ()
+            self.complete_finished(now)
+        if now >= self._leases_due:
+            self.store.expire_leases(now=now, max_attempts=self.max_attempts)
+            self._leases_due = now + LEASE_CHECK
+        for item in items:
+            with self._lock:
+                self._inflight += 1
+            self.executor.submit(self._run, item)
         self._events_due.set()
 
     def _run(self, item):
@@ -182,17 +192,20 @@ class Scheduler:
     def complete_finished(self, now=None):
         """Complete the items that finished, in one transaction. If that
         fails they wait for the next step (the database may be back)."""
+        self._finish_then(lambda finished: finished and
+                          self.store.complete_many(finished, now=now))
+
+    def _finish_then(self, write):
+        """``write(finished)`` with the items finished since the last step;
+        if it raises they wait for the next one."""
         with self._lock:
             finished, self._finished = self._finished, []
-        if not finished:
-            return
         try:
-            self.store.complete_many(finished, now=now)
+            return write(finished)
         except BaseException:
             with self._lock:
                 self._finished[:0] = finished
             raise
-        self._events_due.set()
 
     # -- events -------------------------------------------------------------
 

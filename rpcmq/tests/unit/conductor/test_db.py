@@ -204,6 +204,24 @@ def test_many_completions_go_in_one_transaction(store):
     assert store.complete_many([]) == 0
 
 
+def test_a_step_completes_then_claims_the_room_it_freed(store):
+    """One scheduler step is one transaction: the finished items are
+    completed (stale attempts ignored) and the window they free is claimed
+    at once."""
+    batch_id, _ = store.submit(urls(5), now=T0)
+    assert [i.idx for i in claim(store, limit=2)] == [0, 1]
+    done, claimed = store.step([(batch_id, 0, 1, {'key': 'k0'}),
+                                (batch_id, 1, 9, {'key': 'stale'})],
+                               2, now=T0 + 1, lease_seconds=LEASE)
+    assert done == 1
+    assert [(i.idx, i.attempts, i.lease_until) for i in claimed] == [
+        (2, 1, T0 + 1 + LEASE)]
+    assert totals(store, batch_id) == {'total': 5, 'pending': 2,
+                                       'running': 2, 'done': 1, 'failed': 0,
+                                       'cancelled': 0}
+    assert store.step([], 2, now=T0 + 2) == (0, [])  # the window is full
+
+
 def test_retry_waits_for_next_attempt_at(store):
     batch_id, _ = store.submit(urls(1), now=T0)
     claim(store)

@@ -14,7 +14,9 @@ from rich.console import Console
 from rpcmq import RPCClient, Target
 from rpcmq.cmd.progress import BatchWatcher, print_report
 from rpcmq.conductor import engine
+from rpcmq.conductor import scheduler as scheduler_mod
 from rpcmq.conductor.errors import BatchNotFound, InvalidBatch
+from rpcmq.conductor.members import Membership
 from rpcmq.conductor.service import ConductorService
 from rpcmq.endpoints.image import ImageEndpoint
 from rpcmq.notify import get_notification_listener
@@ -583,3 +585,20 @@ def test_watching_a_finished_batch_reports_the_batchs_own_rate(pipeline):
     report = Console(file=io.StringIO(), width=200)
     print_report(end, report)
     assert '%.1f' % (2 / span) in report.file.getvalue()
+
+
+def test_conductors_sharing_a_database_step_less_often_each(pipeline):
+    """A conductor alone steps every STEP_GAP; with a live peer each
+    waits twice as long, so the database sees the same steps per second
+    (each carrying as many items) whatever the number of conductors."""
+    scheduler = pipeline.conductor.scheduler
+    assert scheduler.step_gap() == scheduler_mod.STEP_GAP
+    peer = Membership(scheduler.store, 'peer', 1.0, 5.0)
+    peer.join()
+    try:
+        scheduler.membership.take_over()
+        assert scheduler.step_gap() == 2 * scheduler_mod.STEP_GAP
+    finally:
+        peer.leave()
+    scheduler.membership.take_over()
+    assert scheduler.step_gap() == scheduler_mod.STEP_GAP
