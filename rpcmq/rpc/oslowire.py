@@ -21,6 +21,7 @@ oslo.messaging's servers and rpcmq's both take, and read replies with
 """
 
 import collections
+import contextlib
 import json
 import logging
 import re
@@ -31,7 +32,8 @@ from rpcmq.exceptions import MalformedMessage, MessageTooLarge
 from rpcmq.rpc import wire
 
 __all__ = ['OsloRequests', 'OsloRequest', 'is_envelope', 'encode_request',
-           'decode_reply', 'encode_notification', 'split_context', 'unwrap']
+           'decode_reply', 'encode_notification', 'heartbeat', 'monitored',
+           'split_context', 'unwrap']
 
 LOG = logging.getLogger(__name__)
 
@@ -92,11 +94,14 @@ def wrap(inner):
 
 
 def decode_request(body):
-    """``(msg, msg_id, reply_q, unique_id)``: ``msg`` in rpcmq's form
-    (checked as any request is), ``msg_id`` None for a cast."""
+    """``(msg, msg_id, reply_q, unique_id, client_timeout)``: ``msg`` in
+    rpcmq's form (checked as any request is), ``msg_id`` None for a cast,
+    ``client_timeout`` the caller's call-monitor timeout (``_timeout``) or
+    None."""
     inner = unwrap(body)
     msg_id, reply_q = inner.pop('_msg_id', None), inner.pop('_reply_q', None)
     unique_id = inner.pop('_unique_id', None)
+    client_timeout = inner.pop('_timeout', None)
     for name, value in (('_msg_id', msg_id), ('_reply_q', reply_q)):
         if value is not None and not (isinstance(value, str) and value):
             raise MalformedMessage(reason='%s must be a non-empty string'
@@ -108,7 +113,8 @@ def decode_request(body):
            'namespace': inner.get('namespace'),
            'version': inner.get('version') or '1.0',
            'context': split_context(inner)}
-    return wire.check_request(msg), msg_id, reply_q, unique_id
+    return (wire.check_request(msg), msg_id, reply_q, unique_id,
+            client_timeout)
 
 
 def encode_request(msg, msg_id=None, reply_q=None):
@@ -205,15 +211,83 @@ def _oslo_failure(failure):
             'tb': tb.splitlines(True), 'args': args, 'kwargs': kwargs}
 
 
+def heartbeat(msg_id):
+    """oslo.messaging's call-monitor heartbeat for call ``msg_id``: a
+    reply without result that is not the end."""
+    return wrap({'result': None, 'failure': None, 'ending': False,
+                 '_msg_id': msg_id, '_unique_id': uuid.uuid4().hex})
+
+
+def heartbeat_interval(client_timeout):
+    """Seconds between the heartbeats of a call whose caller's
+    call-monitor timeout is ``client_timeout``: half of it, as
+    oslo.messaging's servers do (whole seconds, at least 2); None if
+    there is none or it is not one (logged)."""
+    if client_timeout is None:
+        return None
+    try:
+        interval = int(client_timeout) / 2
+    except (TypeError, ValueError, OverflowError):
+        interval = 0
+    if interval < 1:
+        LOG.warning('an oslo.messaging caller sent the call-monitor timeout '
+                    '%r; it needs whole seconds, at least 2: no heartbeats '
+                    'are sent for that call', client_timeout)
+        return None
+    return interval
+
+
+class _Heartbeats:
+    """While the call runs, tell its caller every ``interval`` seconds
+    that it still does (a thread of its own: green under eventlet)."""
+
+    def __init__(self, request, interval):
+        self.request = request
+        self.interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='rpcmq-call-monitor')
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        self._thread.join()  # the last heartbeat leaves before the result
+
+    def _run(self):
+        msg_id = self.request.correlation_id
+        while not self._done.wait(self.interval):
+            try:
+                self.request.reply(heartbeat(msg_id))
+            except Exception as exc:
+                LOG.warning('could not send a call-monitor heartbeat for '
+                            'call %s to %s: %s; the caller may give up',
+                            msg_id, self.request.reply_to, exc)
+                return
+
+
+def monitored(incoming):
+    """A context in which ``incoming`` runs: oslo.messaging's calls with a
+    call-monitor timeout get heartbeats meanwhile; anything else, none."""
+    interval = getattr(incoming, 'heartbeat_interval', None)
+    if interval is None:
+        return contextlib.nullcontext()
+    return _Heartbeats(incoming, interval)
+
+
 class OsloRequest:
     """An incoming message holding an oslo.messaging request; everything
     but where its reply goes and in which form is the message's."""
 
-    def __init__(self, incoming, msg, msg_id, reply_q):
+    def __init__(self, incoming, msg, msg_id, reply_q, client_timeout=None):
         self._incoming = incoming
         self.decoded = msg
         self.correlation_id = msg_id
         self.reply_to = reply_q
+        self.heartbeat_interval = (heartbeat_interval(client_timeout)
+                                   if msg_id is not None else None)
 
     def __getattr__(self, name):
         return getattr(self._incoming, name)
@@ -248,7 +322,8 @@ class OsloRequests:
             if len(incoming.body) > self.max_size:
                 raise MessageTooLarge(size=len(incoming.body),
                                       limit=self.max_size)
-            msg, msg_id, reply_q, unique_id = decode_request(incoming.body)
+            msg, msg_id, reply_q, unique_id, client_timeout = \
+                decode_request(incoming.body)
         except (MalformedMessage, MessageTooLarge) as exc:
             LOG.warning('rejected an oslo.messaging message from queue of '
                         '%s: %s', self.topic, exc)
@@ -259,7 +334,7 @@ class OsloRequests:
                      '(_unique_id %s)', 'call' if msg_id else 'cast',
                      msg['method'], self.topic, unique_id)
             return None
-        return OsloRequest(incoming, msg, msg_id, reply_q)
+        return OsloRequest(incoming, msg, msg_id, reply_q, client_timeout)
 
     def _first(self, unique_id):
         with self._lock:

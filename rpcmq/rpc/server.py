@@ -208,7 +208,8 @@ class RPCServer:
         with log_context(method=method):
             if is_call and self._not_to_run(incoming, method, key):
                 return
-            reply = self._dispatch(msg, method, is_call)
+            with oslowire.monitored(incoming):
+                reply = self._dispatch(msg, method, is_call)
             if is_call:
                 self._reply(incoming, method, reply, key)
 

@@ -155,8 +155,9 @@ def run_client(args, transport):
     target = oslo_messaging.Target(
         topic=args.topic, server=args.server, fanout=args.fanout,
         version=args.version, namespace=args.namespace)
-    client = oslo_messaging.get_rpc_client(transport, target,
-                                           timeout=args.timeout)
+    client = oslo_messaging.get_rpc_client(
+        transport, target, timeout=args.timeout,
+        call_monitor_timeout=args.call_monitor_timeout)
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -241,6 +242,7 @@ def parse_args(argv):
     parser.add_argument('--server')
     parser.add_argument('--fanout', action='store_true')
     parser.add_argument('--timeout', type=float, default=30)
+    parser.add_argument('--call-monitor-timeout', type=float)
     parser.add_argument('--version')
     parser.add_argument('--namespace')
     parser.add_argument('--durable', action='store_true')

@@ -512,6 +512,18 @@ def test_a_slow_oslo_method_returns_its_result_not_a_heartbeat(story):
     assert client.call({}, 'sleep', seconds=3) == 3
 
 
+def test_an_oslo_call_monitor_hears_heartbeats_from_a_slow_rpcmq_method(
+        story):
+    """An oslo.messaging caller with a call-monitor timeout (Nova's long
+    calls have one) waits as long as the server says, every half of it,
+    that the call still runs. Before, rpcmq sent no heartbeat and the
+    caller gave up after the monitor's 2 s."""
+    story.rpcmq_servers('r1')
+    monitored = story.oslo_client('--call-monitor-timeout', '2')
+    assert monitored.call('sleep', seconds=5) == {'ok': True, 'result': 5}
+    assert monitored.call('add', a=1, b=2) == {'ok': True, 'result': 3}
+
+
 # -- notifications, both ways -------------------------------------------------
 
 class Notes:
@@ -607,4 +619,6 @@ def test_an_rpcmq_server_daemon_serves_oslo_callers(story, executor):
         newer
     late = story.oslo_client('--timeout', '1').call('sleep', seconds=3)
     assert not late['ok'] and late['type'] == 'MessagingTimeout', late
+    monitored = story.oslo_client('--call-monitor-timeout', '2')
+    assert monitored.call('sleep', seconds=5) == {'ok': True, 'result': 'd1'}
     assert ok(oslo.call('echo', x='still serving')) == 'still serving'

@@ -39,7 +39,8 @@ class FakeIncoming:
 
 
 def test_an_oslo_call_reads_as_a_call_with_its_context():
-    msg, msg_id, reply_q, unique_id = oslowire.decode_request(envelope(CALL))
+    msg, msg_id, reply_q, unique_id, _ = oslowire.decode_request(
+        envelope(CALL))
     assert msg == {'method': 'add', 'args': {'a': 2, 'b': 3},
                    'namespace': None, 'version': '1.0',
                    'context': {'user': 'alice', 'project_id': 'p1'}}
@@ -49,7 +50,7 @@ def test_an_oslo_call_reads_as_a_call_with_its_context():
 def test_an_oslo_cast_has_no_reply_queue():
     cast = {'method': 'bump', 'args': {}, 'version': '1.3',
             '_unique_id': 'u2'}
-    msg, msg_id, reply_q, _ = oslowire.decode_request(envelope(cast))
+    msg, msg_id, reply_q, _, _ = oslowire.decode_request(envelope(cast))
     assert (msg['version'], msg_id, reply_q) == ('1.3', None, None)
 
 
@@ -130,7 +131,7 @@ def test_an_rpcmq_call_goes_out_as_oslo_messaging_sends_one():
                      '_context_user': 'bob', '_msg_id': 'id7',
                      '_reply_q': 'rpcmq_reply_x', '_timeout': None}
     # and an rpcmq server in oslo_compat mode reads it back
-    back, msg_id, reply_q, _ = oslowire.decode_request(
+    back, msg_id, reply_q, _, _ = oslowire.decode_request(
         oslowire.encode_request(msg, 'id7', 'rpcmq_reply_x'))
     assert back == dict(msg, namespace=None)
     assert (msg_id, reply_q) == ('id7', 'rpcmq_reply_x')
@@ -173,3 +174,27 @@ def test_oslo_messaging_replies_are_read_with_their_failures_rebuilt():
         oslowire.decode_reply(oslo_reply(failure=foreign))
     # rpcmq's own replies read as ever
     assert oslowire.decode_reply(wire.result_reply(3)) == 3
+
+
+@pytest.mark.parametrize('client_timeout, interval', [
+    (None, None), (60, 30.0), (3, 1.5), ('7', 3.5), (2.9, 1.0), (1, None),
+    (0, None), (-4, None), ('soon', None), ([1], None)])
+def test_heartbeats_come_every_half_of_the_callers_monitor_timeout(
+        client_timeout, interval):
+    """As oslo.messaging's servers: whole seconds, at least 2; anything
+    else means no heartbeats (and a warning), never a failed call."""
+    call = dict(CALL, _timeout=client_timeout)
+    request = oslowire.OsloRequests('t', 1 << 20).adapt(
+        FakeIncoming(envelope(call)))
+    assert request.heartbeat_interval == interval
+    cast = {k: v for k, v in call.items() if k not in ('_msg_id', '_reply_q')}
+    request = oslowire.OsloRequests('t', 1 << 20).adapt(
+        FakeIncoming(envelope(cast)))
+    assert request.heartbeat_interval is None  # nobody waits for a cast
+
+
+def test_a_heartbeat_is_a_reply_that_is_not_the_end():
+    inner = json.loads(json.loads(oslowire.heartbeat('ab12'))['oslo.message'])
+    assert inner['result'] is None and inner['failure'] is None
+    assert inner['ending'] is False and inner['_msg_id'] == 'ab12'
+    assert inner['_unique_id']
