@@ -250,6 +250,7 @@ class Scheduler:
                     self._send('batch.item', '%s:item:%d:%d' % (
                         item.batch_id, item.idx, item.attempts), payload)
                     sent.append((item.batch_id, item.idx))
+                    time.sleep(0)  # let requests in between (eventlet)
             finally:  # one transaction for all that went out
                 self.store.mark_items_notified(sent)
             if len(items) < NOTIFY_BATCH:
