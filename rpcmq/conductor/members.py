@@ -111,8 +111,8 @@ class Membership:
             gone = [peer for peer, beat in dead if conn.execute(
                 sa.delete(m.conductors).where(
                     CC.id == peer, CC.heartbeat_at == beat)).rowcount]
-            self.live = max(1, conn.execute(sa.select(sa.func.count()).where(
-                CC.heartbeat_at >= cutoff, CC.id != self.id)).scalar() + 1)
+            self.live = 1 + conn.execute(sa.select(sa.func.count()).where(
+                CC.heartbeat_at >= cutoff, CC.id != self.id)).scalar()
         for peer in gone:
             LOG.warning('conductor %s stopped beating over %ss ago; taking '
                         'back its running items', peer, self.timeout)

@@ -155,7 +155,7 @@ class Scheduler:
         with self._lock:
             free = self.conf.max_inflight - self._inflight
         if free > 0 and not self._stop.is_set():
-            # claim() counts what already runs against its limit.
+            # step() counts what already runs against the window.
             items = self._finish_then(lambda finished: self.store.step(
                 finished, self.conf.max_inflight,
                 batch_limit=self.conf.max_inflight_per_batch, now=now,

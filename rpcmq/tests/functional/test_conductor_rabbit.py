@@ -317,17 +317,19 @@ def freeze_one_running(url, daemons, timeout=30):
     kill leaves behind (the owner id is ``host:pid:nonce``)."""
     by_pid = {d.proc.pid: d for d in daemons}
     engine, _ = make_engine(url)
-    query = ("SELECT DISTINCT owner FROM items WHERE state = 'running'")
+
+    def owning_pids():
+        with engine.connect() as conn:
+            owners = conn.exec_driver_sql(
+                "SELECT DISTINCT owner FROM items WHERE state = "
+                "'running'").scalars().all()
+        return {int(owner.split(':')[1]) for owner in owners}
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                owners = conn.exec_driver_sql(query).scalars().all()
-            for pid in {int(o.split(':')[1]) for o in owners} & set(by_pid):
+            for pid in owning_pids() & set(by_pid):
                 os.kill(pid, signal.SIGSTOP)
-                with engine.connect() as conn:
-                    owners = conn.exec_driver_sql(query).scalars().all()
-                if any(int(o.split(':')[1]) == pid for o in owners):
+                if pid in owning_pids():
                     return by_pid[pid]
                 os.kill(pid, signal.SIGCONT)  # finished them meanwhile
             time.sleep(0.02)
