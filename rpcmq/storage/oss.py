@@ -6,7 +6,12 @@
   ones through ``oss2.resumable_upload`` (parts of ``part_size`` sent by
   ``upload_threads`` threads) whose checkpoints live in
   ``[oss] checkpoint_dir``, never in the home directory.
-* CRC64 checks stay on (``enable_crc=True``): a mismatch is retried.
+* Every upload and read is checked by CRC64: the store computes the
+  CRC64-ECMA of the file with ``fastcrc`` (a few milliseconds per 10 MiB;
+  oss2's own check, ``enable_crc``, runs crcmod over every byte sent,
+  about 25-35 ms per 10 MiB, and is off) and compares it with the
+  ``x-oss-hash-crc64ecma`` OSS answers with, for a multipart upload that
+  of the whole object. A mismatch is retried.
 * Retries: one policy, :meth:`OSSStore._call`. Connection errors,
   timeouts, CRC mismatches, HTTP 429 and 5xx are retried
   ``upload_retries`` times with exponential backoff (a retried multipart
@@ -21,6 +26,7 @@ import os
 import time
 from urllib.parse import quote, urlsplit
 
+import fastcrc
 import oss2
 from oss2 import exceptions as oss_exc
 from oss2.utils import check_crc, is_ip_or_localhost
@@ -33,6 +39,17 @@ __all__ = ['OSSStore']
 LOG = logging.getLogger(__name__)
 
 _REQUIRED = ('endpoint', 'bucket', 'access_key_id', 'access_key_secret')
+_CRC_CHUNK = 1024 * 1024
+
+
+def crc64_of_file(path):
+    """The CRC64-ECMA of the file at ``path``, as OSS computes it
+    (``x-oss-hash-crc64ecma``; CRC-64/XZ)."""
+    crc = 0
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(_CRC_CHUNK), b''):
+            crc = fastcrc.crc64.xz(chunk, crc)
+    return crc
 
 
 def _transient(err):
@@ -99,7 +116,7 @@ class OSSStore(base.Store):
         try:
             self.bucket = oss2.Bucket(
                 auth, opts.endpoint, opts.bucket, session=session,
-                connect_timeout=opts.connect_timeout, enable_crc=True,
+                connect_timeout=opts.connect_timeout, enable_crc=False,
                 region=opts.region or None, app_name='rpcmq')
         except oss_exc.ClientError as e:
             raise ConfigError(
@@ -176,15 +193,21 @@ class OSSStore(base.Store):
         if size >= self.multipart_threshold:
             checkpoints = self._checkpoints()
 
-            def upload():
+            def send():
                 return oss2.resumable_upload(
                     self.bucket, key, path, store=checkpoints,
                     multipart_threshold=self.multipart_threshold,
                     part_size=self.part_size, num_threads=self.upload_threads)
         else:
-            def upload():
+            def send():
                 return self.bucket.put_object_from_file(key, path)
+
+        def upload():
+            result = send()
+            check_crc('put object', crc, result.crc, result.request_id)
+            return result
         try:
+            crc = crc64_of_file(path)
             result = self._call('put', key, upload)
         except OSError as e:  # the local file vanished or became unreadable
             raise errors.StorageError(
@@ -227,8 +250,8 @@ class OSSStore(base.Store):
         def read():
             result = self.bucket.get_object(key)
             data = result.read()
-            check_crc('get object', result.client_crc, result.server_crc,
-                      result.request_id)
+            check_crc('get object', fastcrc.crc64.xz(data),
+                      result.server_crc, result.request_id)
             return data
         return self._call('get', key, read)
 

@@ -22,7 +22,7 @@ from rpcmq.storage.errors import (
     StorageError,
     StorageUnavailable,
 )
-from rpcmq.storage.oss import OSSStore
+from rpcmq.storage.oss import OSSStore, crc64_of_file
 from rpcmq.tests.unit.storage.conftest import BUCKET, KEY_ID, SECRET
 
 KIB = 1024
@@ -71,6 +71,39 @@ def test_crc_mismatch_is_detected_and_retried(oss_server, oss_conf,
     with pytest.raises(StorageUnavailable, match='CRC64') as info:
         get_store(oss_conf(upload_retries=1)).put_file('crc.bin', path)
     assert info.value.attempts == 2
+
+
+def test_the_store_computes_the_crc64_oss_computes(make_file):
+    # Across the 1 MiB reads of crc64_of_file, and for an empty file.
+    for size in (0, 1, 1024 * KIB - 1, 1024 * KIB, 2500 * KIB + 7):
+        path, data = make_file(size, seed=size)
+        assert crc64_of_file(path) == _crc64(data)
+
+
+def test_a_multipart_upload_is_checked_as_a_whole_object(
+        oss_server, oss_conf, make_file):
+    path, data = make_file(450 * KIB + 1)
+    oss_server.fail_next(1, op='CompleteMultipartUpload', mode='bad_crc')
+    get_store(oss_conf()).put_file('crc/multi.bin', path)
+    # the first object answered with a wrong CRC64; it was sent again
+    assert oss_server.count('CompleteMultipartUpload') == 2
+    assert oss_server.get_object(BUCKET, 'crc/multi.bin') == data
+    oss_server.fail_next(5, op='CompleteMultipartUpload', mode='bad_crc')
+    with pytest.raises(StorageUnavailable, match='CRC64'):
+        get_store(oss_conf(upload_retries=1)).put_file('crc/multi.bin', path)
+
+
+def test_a_read_with_a_wrong_crc64_is_retried(oss_server, oss_conf,
+                                              make_file):
+    store = get_store(oss_conf())
+    path, data = make_file(30 * KIB)
+    store.put_file('crc/read.bin', path)
+    oss_server.fail_next(1, op='GetObject', mode='bad_crc')
+    assert store.get_bytes('crc/read.bin') == data
+    assert oss_server.count('GetObject') == 2
+    oss_server.fail_next(5, op='GetObject', mode='bad_crc')
+    with pytest.raises(StorageUnavailable, match='CRC64'):
+        get_store(oss_conf(upload_retries=1)).get_bytes('crc/read.bin')
 
 
 @pytest.mark.parametrize('version', ['v1', 'v4'])
