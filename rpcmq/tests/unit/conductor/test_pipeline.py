@@ -1,5 +1,6 @@
 """Batches through the conductor and two image servers, on memory://."""
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -127,12 +128,20 @@ class GatedPipeline(Pipeline):
 
 @pytest.fixture
 def pipeline(tmp_path):
-    with GatedPipeline(str(tmp_path)) as p:
-        p.events = Events()
-        listener = get_notification_listener(
-            p.transport, [Target(topic='batch.*')], [p.events])
-        listener.start()
+    with GatedPipeline(str(tmp_path)) as p, listening(p):
         yield p
+
+
+@contextlib.contextmanager
+def listening(p):
+    """Record the batch events of pipeline ``p`` in ``p.events``."""
+    p.events = Events()
+    listener = get_notification_listener(
+        p.transport, [Target(topic='batch.*')], [p.events])
+    listener.start()
+    try:
+        yield p
+    finally:
         listener.stop()
         listener.wait(5)
 
@@ -602,3 +611,17 @@ def test_conductors_sharing_a_database_step_less_often_each(pipeline):
         peer.leave()
     scheduler.membership.take_over()
     assert scheduler.step_gap() == scheduler_mod.STEP_GAP
+
+
+def test_a_batch_end_goes_out_when_its_last_item_is_done(tmp_path,
+                                                        monkeypatch):
+    """Rounds of events are EVENTS_GAP apart, but the step that finishes a
+    batch's last item starts one at once: ``batch.end`` used to wait for
+    the rest of the gap (up to 250 ms, a tenth of a 30-image batch)."""
+    monkeypatch.setattr(scheduler_mod, 'EVENTS_GAP', 3600)
+    with GatedPipeline(str(tmp_path)) as p, listening(p):
+        for n in (3, 1):  # a second batch, after the first one's rounds
+            batch_id = p.api.submit([{'url': p.images.url(
+                '/img/end%d-%d.jpg' % (n, i))} for i in range(n)])
+            end = wait_end(p, batch_id, timeout=30)
+            assert end['totals']['done'] == n
