@@ -264,7 +264,7 @@ def scale(a, cluster, base, workdir):
         cluster.submitted.add(batch_id)
         submitted = time.perf_counter() - started
         sampler = StatusSampler(cluster.api, batch_id)
-        end = cluster.wait_end(batch_id, timeout=7200)
+        end = cluster.wait_end(batch_id, timeout=max(7200, n // 50))
         elapsed = time.perf_counter() - started
         status_ms = sampler.stop()
         cpu = sum(benchlib.cpu_seconds(pid) for pid in pids) - cpu0
