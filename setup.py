@@ -57,9 +57,9 @@ setup(
             'rpcmq-dashboard = rpcmq.cmd.dashboard:main',
         ],
         'rpcmq.drivers': [
-            'rabbit = rpcmq.transport.drivers:RabbitDriver',
-            'amqp = rpcmq.transport.drivers:RabbitDriver',
-            'amqps = rpcmq.transport.drivers:RabbitDriver',
+            'rabbit = rpcmq.transport.rabbit:RabbitDriver',
+            'amqp = rpcmq.transport.rabbit:RabbitDriver',
+            'amqps = rpcmq.transport.rabbit:RabbitDriver',
             'redis = rpcmq.transport.drivers:RedisDriver',
             'memory = rpcmq.transport.drivers:MemoryDriver',
         ],

@@ -6,7 +6,8 @@ test suite or benchmark run would leave them behind on the broker.
 
 import kombu
 
-from rpcmq.transport.drivers import RabbitDriver, RedisDriver
+from rpcmq.transport.drivers import RedisDriver
+from rpcmq.transport.rabbit import RabbitDriver
 from rpcmq.transport.url import parse_url
 
 __all__ = ['delete_entities']

@@ -14,7 +14,7 @@ import pytest
 
 from rpcmq.cmd.patching import ENV as OS_THREADS_ENV
 from rpcmq.testing.cleanup import delete_entities
-from rpcmq.transport.drivers import RabbitDriver
+from rpcmq.transport.rabbit import RabbitDriver
 from rpcmq.transport.url import parse_url
 
 # The caller runs in its own interpreter, so that "was it monkey-patched?"

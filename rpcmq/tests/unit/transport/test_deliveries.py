@@ -8,7 +8,7 @@ import pytest
 from rpcmq.exceptions import BrokerRefused
 from rpcmq.transport import errors
 from rpcmq.transport.deliveries import earlier_deliveries
-from rpcmq.transport.drivers import _version
+from rpcmq.transport.rabbit import _version
 from rpcmq.transport.url import parse_url
 
 
