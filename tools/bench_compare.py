@@ -6,7 +6,10 @@ ratios (these machines are noisy: only same-run ratios mean anything).
 
 Runs, alternating per round: rpcmq (eventlet and threading servers; its
 request queues quorum and classic, ``--queue-types``),
-oslo.messaging (same executors) and the raw-kombu floor. Prints every JSON
+oslo.messaging (same executors) and the raw-kombu floor; with
+``--oslo-compat`` also oslo.messaging's client against rpcmq's server
+(``bench_rpc.py --oslo-client``) and a backlog of its casts run by either
+server (``bench_backlog.py``). Prints every JSON
 line as it comes, then one JSON line per scenario with the best of the
 rounds for each system and rpcmq's ratio to oslo.messaging.
 """
@@ -19,7 +22,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC = {'call_seq': 'calls_per_s', 'call_conc': 'calls_per_s',
-          'cast': 'casts_per_s', 'call_window': 'calls_per_s'}
+          'cast': 'casts_per_s', 'call_window': 'calls_per_s',
+          'cast_backlog': 'casts_per_s'}
 
 
 def run(cmd, cwd=None):
@@ -71,6 +75,10 @@ def main():
                                 os.path.join(HERE, 'bench_rpc.py'), '--n', n,
                                 '--executor', executor, '--oslo-client',
                                 a.oslo_python])
+                results += run([sys.executable,
+                                os.path.join(HERE, 'bench_backlog.py'),
+                                '--executor', executor, '--oslo-python',
+                                a.oslo_python])
         results += run([a.oslo_python, 'kombu_limit_bench.py', '--n', n,
                         '--window', '16'], cwd=a.anchors)
     best = {}
@@ -81,7 +89,7 @@ def main():
         key = (r['scenario'], system, r.get('executor'))
         value = r[METRIC[r['scenario']]]
         best[key] = max(best.get(key, 0), value)
-    for scenario in ('call_seq', 'call_conc', 'cast'):
+    for scenario in ('call_seq', 'call_conc', 'cast', 'cast_backlog'):
         for executor in ('eventlet', 'threading'):
             oslo = best.get((scenario, 'oslo.messaging', executor))
             raw = best.get((scenario, 'kombu-raw', None)) or best.get(
@@ -89,6 +97,8 @@ def main():
                 if scenario == 'call_conc' else (None,))
             for queue_type in queue_types:
                 ours = best.get((scenario, 'rpcmq:' + queue_type, executor))
+                if scenario == 'cast_backlog':
+                    break  # oslo.messaging's casts only
                 print(json.dumps({
                     'summary': scenario, 'executor': executor,
                     'queue_type': queue_type, 'rpcmq': ours,

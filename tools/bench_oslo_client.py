@@ -6,8 +6,12 @@ runs this against it, so rpcmq serving oslo.messaging callers is measured
 with the very client of ``../shared/bench/oslo_rpc_bench.py``. One JSON
 line per scenario (call_seq, call_conc, cast), as that anchor prints.
 
+``--casts-only N`` publishes N ``bump`` casts and exits, without waiting
+for a server: the backlog of ``bench_backlog.py``.
+
 Usage: python bench_oslo_client.py --topic T [--exchange openstack]
        [--url ...] [--n 2000] [--conc 16] [--label rpcmq-oslo-compat]
+       [--casts-only N]
 """
 
 import argparse
@@ -26,6 +30,8 @@ def main():
     ap.add_argument('--label', default='rpcmq-oslo-compat')
     ap.add_argument('--executor', default='',
                     help='the server\'s executor, only echoed in the output')
+    ap.add_argument('--casts-only', type=int, metavar='N',
+                    help='publish N bump casts and exit')
     a = ap.parse_args()
     import oslo_messaging as om
     from oslo_config import cfg
@@ -35,6 +41,12 @@ def main():
     transport = om.get_rpc_transport(conf, url=a.url)
     client = om.get_rpc_client(transport, om.Target(topic=a.topic),
                                timeout=30)
+
+    if a.casts_only:
+        for _ in range(a.casts_only):
+            client.cast({}, 'bump')
+        transport.cleanup()
+        return
 
     def emit(**fields):
         print(json.dumps(dict({'sys': a.label, 'executor': a.executor},

@@ -2,8 +2,8 @@
 
 For checking a deployment end to end (``rpcmq call diag ping``) and for
 benchmarks; it touches nothing outside the process. ``ping`` and ``echo``
-answer anyone; ``sleep`` (which holds a worker), ``fail``, ``bump`` and
-``count`` answer only where ``[diag] unsafe_methods`` is on (or
+answer anyone; ``sleep`` (which holds a worker), ``fail``, ``bump``,
+``count`` and ``bumps`` answer only where ``[diag] unsafe_methods`` is on (or
 ``DiagEndpoint(unsafe=True)`` in a program), for tests and benchmarks.
 """
 
@@ -44,6 +44,7 @@ class DiagEndpoint:
             unsafe = bool(group is not None and group.unsafe_methods)
         self.unsafe = unsafe
         self._count = 0
+        self._first = self._last = None  # time.time() of the bumps
         self._lock = threading.Lock()
 
     def ping(self, ctxt):
@@ -65,9 +66,21 @@ class DiagEndpoint:
 
     @_unsafe
     def bump(self, ctxt, n=1):
+        now = time.time()
         with self._lock:
             self._count += int(n)
+            if self._first is None:
+                self._first = now
+            self._last = now
 
     @_unsafe
     def count(self, ctxt):
         return self._count
+
+    @_unsafe
+    def bumps(self, ctxt):
+        """The count and when the first and the latest bump ran (Unix
+        time): how fast this server ran a backlog of casts."""
+        with self._lock:
+            return {'count': self._count, 'first': self._first,
+                    'last': self._last}

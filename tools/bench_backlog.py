@@ -1,0 +1,135 @@
+"""How fast a server runs a backlog of oslo.messaging casts: rpcmq's server
+in ``oslo_compat`` beside oslo.messaging's own, one JSON line each.
+
+The cast scenario of ``bench_rpc.py --oslo-client`` times casts until the
+server has run them all, which oslo.messaging's client bounds (both
+servers keep up with what it publishes). Here the server is out of the
+way while oslo.messaging's client publishes ``--n`` casts to its queue;
+then it starts and runs them, and its endpoint's ``bumps`` (read on the
+server's own queue, which the backlog does not hold up) tells when the
+first and the last ran: casts/s = (n - 1) / (last - first), start-up
+excluded.
+
+  rpcmq-oslo-compat  ``rpcmq-server`` (``diag`` endpoint, ``oslo_compat``)
+  oslo.messaging     ``bench_oslo_server.py`` run by ``--oslo-python``
+
+Usage: python tools/bench_backlog.py --oslo-python PYTHON
+       [--executor eventlet|threading] [--n 20000] [--url rabbit://...]
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import kombu
+
+import rpcmq
+from rpcmq.testing.cleanup import delete_entities
+from rpcmq.testing.server import make_conf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_rpc  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER = 'bench'  # the server name both kinds serve under
+
+
+def start(kind, a, topic, workdir):
+    if kind == 'rpcmq':
+        return bench_rpc.start_server(a.url, a.executor, topic, workdir,
+                                      queue_type='classic', oslo=True)
+    return subprocess.Popen([a.oslo_python, os.path.join(
+        HERE, 'bench_oslo_server.py'), '--url', a.url, '--topic', topic,
+        '--server', SERVER, '--executor', a.executor])
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+
+
+def wait_up(client, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.prepare(timeout=1).call({}, 'ping')
+        except rpcmq.MessagingTimeout:
+            if time.monotonic() > deadline:
+                raise
+
+
+def ready_messages(url, queue):
+    with kombu.Connection(url.replace('rabbit://', 'amqp://', 1)) as conn:
+        return conn.default_channel.queue_declare(queue, passive=True)[1]
+
+
+def run(kind, a, transport):
+    topic = 'backlog_%s' % uuid.uuid4().hex[:8]
+    pinned = rpcmq.RPCClient(transport, rpcmq.Target(topic=topic,
+                                                     server=SERVER),
+                             timeout=30)
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            proc = start(kind, a, topic, workdir)  # declares the queues
+            try:
+                wait_up(pinned)
+            finally:
+                stop(proc)
+            subprocess.run([a.oslo_python, os.path.join(
+                HERE, 'bench_oslo_client.py'), '--url', a.url, '--topic',
+                topic, '--casts-only', str(a.n)], check=True, timeout=900)
+            queued = ready_messages(a.url, topic)
+            if queued < a.n:
+                raise SystemExit('%s: only %d of %d casts queued'
+                                 % (kind, queued, a.n))
+            proc = start(kind, a, topic, workdir)
+            try:
+                wait_up(pinned)
+                deadline = time.monotonic() + 600
+                while True:
+                    seen = pinned.call({}, 'bumps')
+                    if seen['count'] >= a.n:
+                        break
+                    if time.monotonic() > deadline:
+                        raise SystemExit('%s ran %d of %d casts in 600 s'
+                                         % (kind, seen['count'], a.n))
+                    time.sleep(0.1)
+            finally:
+                stop(proc)
+        finally:
+            delete_entities(a.url, [topic, '%s.%s' % (topic, SERVER)])
+    span = seen['last'] - seen['first']
+    print(json.dumps({
+        'sys': 'rpcmq-oslo-compat' if kind == 'rpcmq' else 'oslo.messaging',
+        'executor': a.executor, 'scenario': 'cast_backlog', 'n': a.n,
+        'casts_per_s': round((a.n - 1) / span, 1)}), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--url', default='rabbit://guest:guest@127.0.0.1:5672/')
+    ap.add_argument('--oslo-python', required=True)
+    ap.add_argument('--executor', default='eventlet',
+                    choices=['eventlet', 'threading'])
+    ap.add_argument('--n', type=int, default=20000)
+    ap.add_argument('--servers', default='rpcmq,oslo',
+                    help='which servers to run, in this order')
+    a = ap.parse_args()
+    transport = rpcmq.get_transport(make_conf(
+        oslo_compat=True, control_exchange='openstack',
+        **{'rabbit.queue_type': 'classic'}), url=a.url)
+    try:
+        for kind in a.servers.split(','):
+            run(kind, a, transport)
+    finally:
+        transport.cleanup()
+
+
+if __name__ == '__main__':
+    main()
