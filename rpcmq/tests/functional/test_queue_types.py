@@ -37,7 +37,7 @@ def topic(rabbit_url):
 @pytest.mark.parametrize('queue_type', ['quorum', 'classic'])
 def test_calls_and_casts_on_either_queue_type(rabbit_url, topic, queue_type,
                                               caplog):
-    caplog.set_level('INFO', logger='rpcmq.transport.drivers')
+    caplog.set_level('INFO', logger='rpcmq.transport.rabbit')
     transport = rpcmq.get_transport(
         _conf(['rabbit.queue_type=%s' % queue_type]), url=rabbit_url)
     diag = DiagEndpoint(unsafe=True)
