@@ -62,7 +62,6 @@ class RabbitDriver(KombuDriver):
             kwargs['ssl'] = self._ssl_options(rabbit)  # port 5671 if unset
         return kwargs
 
-
     @staticmethod
     def _ssl_options(rabbit):
         import ssl
