@@ -5,7 +5,8 @@ A listener consumes three queues for a Target: the topic's shared queue
 exclusive queue bound to the ``topic_fanout`` exchange. It runs kombu's
 ``ConsumerMixin`` loop in a thread (a green thread under eventlet), so
 connection loss, reconnect with backoff and re-declaring the queues are
-kombu's. Messages are acked by whoever finishes them, from any thread.
+kombu's. Messages are acked by whoever finishes them, from any thread;
+acks that come together are written together (``acks``).
 
 Each queue's consumer has its own prefetch, equal to the server's number
 of workers: the broker hands it at most that many unacked messages from
@@ -25,6 +26,7 @@ import uuid
 import kombu
 
 from rpcmq.transport import deliveries
+from rpcmq.transport.acks import Acks
 from rpcmq.transport.consuming import Consumer
 
 __all__ = ['IncomingMessage', 'TopicListener']
@@ -38,13 +40,16 @@ class IncomingMessage:
     """A request as it came off the broker, with ways to settle it."""
 
     __slots__ = ('body', 'properties', '_message', '_driver', '_source',
-                 '_settled')
+                 '_settled', '_acks')
 
-    def __init__(self, message, driver, source=None):
+    def __init__(self, message, driver, source=None, acks=None):
         self._message = message
         self._driver = driver
         self._source = source  # a deliveries.Source: a durable queue
         self._settled = False
+        self._acks = acks  # the listener's Acks, which knows this delivery
+        if acks is not None:
+            acks.delivered(message.channel, message.delivery_tag)
         self.body = message.body
         self.properties = message.properties
 
@@ -98,7 +103,7 @@ class IncomingMessage:
         if deliveries.admit(self._driver, self._message, self._source,
                             self._driver.conf.rabbit.max_deliveries):
             return True
-        self._settled = True
+        self._settled_otherwise()
         return False
 
     def refuse(self, reason):
@@ -109,14 +114,18 @@ class IncomingMessage:
                 self._driver.conf.rabbit.dead_letter_malformed:
             deliveries.park(self._driver, self._message, self._source,
                             'malformed', reason)
-            self._settled = True
+            self._settled_otherwise()
 
     def ack(self):
         if self._settled:
             return
         self._settled = True
         try:
-            self._message.ack()
+            if self._acks is None:
+                self._message.ack()
+            else:
+                self._acks.ack(self._message.channel,
+                               self._message.delivery_tag)
         except Exception as exc:  # connection gone: the broker redelivers
             LOG.warning('could not ack message %s: %s', self.correlation_id,
                         exc)
@@ -124,11 +133,28 @@ class IncomingMessage:
     def requeue(self):
         if self._settled:
             return
-        self._settled = True
         try:
             self._message.requeue()
         except Exception as exc:
             LOG.warning('could not requeue message: %s', exc)
+        self._settled_otherwise()
+
+    def reject(self):
+        """Drop it (the broker discards a rejected message)."""
+        if self._settled:
+            return
+        try:
+            self._message.reject()
+        except Exception as exc:
+            LOG.warning('could not reject a message: %s', exc)
+        self._settled_otherwise()
+
+    def _settled_otherwise(self):
+        """Settled by a frame other than an ack, already written."""
+        self._settled = True
+        if self._acks is not None:
+            self._acks.settled(self._message.channel,
+                               self._message.delivery_tag)
 
 
 class TopicListener(Consumer):
@@ -147,6 +173,7 @@ class TopicListener(Consumer):
         self._prefetch = prefetch
         self._on_drain = on_drain
         self._fanout_name = '%s_fanout_%s' % (target.topic, uuid.uuid4().hex)
+        self._acks = Acks()
 
     def queues(self):
         exchange = self.target.exchange or self.driver.conf.control_exchange
@@ -181,17 +208,15 @@ class TopicListener(Consumer):
             self._on_drain()
 
     def _on_message(self, message, source=None):
+        incoming = IncomingMessage(message, self.driver, source, self._acks)
         try:
-            self._handler(IncomingMessage(message, self.driver, source))
+            self._handler(incoming)
         except Exception:
             # The handler only hands the message on; if even that fails,
             # this message is dropped, not the listener.
             LOG.exception('%s: could not take message %s; rejecting it',
                           self.name, message.properties.get('correlation_id'))
-            try:
-                message.reject()
-            except Exception as exc:
-                LOG.warning('could not reject a message: %s', exc)
+            incoming.reject()
 
     def start(self):
         self.start_thread()

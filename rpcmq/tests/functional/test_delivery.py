@@ -218,3 +218,41 @@ def _unacked(queue):
         if name == queue:
             return int(count)
     return 0
+
+
+def test_acks_written_together_never_cover_a_call_still_running(
+        rabbit_url, tmp_path, daemons):
+    # A server writes the acks of casts that finish together as one
+    # frame (transport/acks.py). A call taken before them and still
+    # running must stay unacked: killed now, the broker must hand it out
+    # again, and nothing else.
+    daemon = start_daemon(rabbit_url, tmp_path, 'acks-1')
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started')
+    env = Env(rabbit_url)
+    env.topic = daemon.topic
+    caller = threading.Thread(target=lambda: _ignore_errors(
+        env.client(timeout=60).call, {}, 'sleep', seconds=30), daemon=True)
+    try:
+        caller.start()
+        assert wait_for(lambda: _unacked(daemon.topic) == 1, 20)
+        client = env.client(timeout=20)
+        for _ in range(300):
+            client.cast({}, 'bump')
+        assert wait_for(lambda: client.call({}, 'count') >= 300, 30)
+        assert wait_for(lambda: _unacked(daemon.topic) == 1, 20)
+        daemon.kill()
+        with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
+                                                  1)) as conn:
+            ready = kombu.Queue(daemon.topic)(conn.default_channel).\
+                queue_declare(passive=True).message_count
+        assert ready == 1  # the call; every cast was acked
+    finally:
+        env.close()
+
+
+def _ignore_errors(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except rpcmq.RpcmqError:  # the server is killed under this call
+        pass
