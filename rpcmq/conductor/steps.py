@@ -9,6 +9,7 @@ while it still runs, so a late or repeated reply never counts twice.
 """
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from rpcmq.conductor import models as m
 
@@ -54,24 +55,33 @@ _COMPLETE = sa.update(m.items).where(
     IC.state == m.RUNNING, IC.attempts == sa.bindparam('b_attempt'),
 ).values(state=m.DONE, result=sa.bindparam('b_result'), error=None,
          lease_until=None, updated_at=sa.bindparam('b_now'))
-#: The outcomes ``_complete`` applies on PostgreSQL: a row per item.
-_OUTCOME_COLUMNS = (sa.column('idx', sa.Integer),
-                    sa.column('attempt', sa.Integer),
-                    sa.column('result', m.items.c.result.type))
+#: The outcomes ``_complete`` applies on PostgreSQL, a row per item from
+#: three arrays: one round trip whatever their number (psycopg2 runs an
+#: executemany as one statement per row), and one statement SQLAlchemy
+#: compiles once (a VALUES list built per step had no cache key: it was
+#: compiled again every step).
+_OUTCOMES = sa.func.unnest(
+    sa.bindparam('b_idxs', type_=pg.ARRAY(sa.Integer)),
+    sa.bindparam('b_attempts', type_=pg.ARRAY(sa.Integer)),
+    sa.bindparam('b_results', type_=pg.ARRAY(sa.Text)),
+).table_valued('idx', 'attempt', 'result', name='outcome').render_derived()
+_COMPLETE_PG = sa.update(m.items).where(
+    IC.batch_id == sa.bindparam('b_batch'), IC.idx == _OUTCOMES.c.idx,
+    IC.state == m.RUNNING, IC.attempts == _OUTCOMES.c.attempt,
+).values(state=m.DONE,
+         result=sa.cast(_OUTCOMES.c.result, m.items.c.result.type),
+         error=None, lease_until=None, updated_at=sa.bindparam('b_now'))
 
 
-def _complete_values(batch_id, rows, now):
-    """One UPDATE ... FROM (VALUES ...) completing the running attempts
-    of ``rows`` (``(idx, attempt, result)``) in one batch, for PostgreSQL:
-    one round trip whatever their number, where psycopg2 runs an
-    executemany as one statement per row."""
-    done = sa.values(*_OUTCOME_COLUMNS, name='outcome').data(rows)
-    return sa.update(m.items).where(
-        IC.batch_id == batch_id, IC.idx == done.c.idx,
-        IC.state == m.RUNNING, IC.attempts == done.c.attempt,
-    ).values(state=m.DONE, result=sa.cast(done.c.result,
-                                          m.items.c.result.type),
-             error=None, lease_until=None, updated_at=now)
+def _complete_params(dialect, batch_id, rows, now):
+    """``_COMPLETE_PG``'s parameters for ``rows`` (``(idx, attempt,
+    result)``); results as the JSON text the column's type would bind."""
+    to_json = m.items.c.result.type.bind_processor(dialect)
+    return {'b_batch': batch_id, 'b_now': now,
+            'b_idxs': [idx for idx, _, _ in rows],
+            'b_attempts': [attempt for _, attempt, _ in rows],
+            'b_results': [to_json(result) if to_json else result
+                          for _, _, result in rows]}
 
 
 class Steps:
@@ -168,7 +178,8 @@ class Steps:
     def _complete(conn, batch_id, rows, now):
         """One statement for the batch's completions (its row is locked)."""
         if conn.dialect.name == 'postgresql':
-            moved = conn.execute(_complete_values(batch_id, rows, now))
+            moved = conn.execute(_COMPLETE_PG, _complete_params(
+                conn.dialect, batch_id, rows, now))
         else:
             moved = conn.execute(_COMPLETE, [
                 {'b_batch': batch_id, 'b_idx': idx, 'b_attempt': attempt,

@@ -9,6 +9,8 @@ import threading
 import time
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine.default import CacheStats
 
 from rpcmq.conductor import models
 from rpcmq.conductor.db import BatchStore
@@ -220,6 +222,32 @@ def test_a_step_completes_then_claims_the_room_it_freed(store):
                                        'running': 2, 'done': 1, 'failed': 0,
                                        'cancelled': 0}
     assert store.step([], 2, now=T0 + 2) == (0, [])  # the window is full
+
+
+def test_steps_run_statements_sqlalchemy_compiled_before(store):
+    """Compiling a statement costs a conductor about as much as the
+    database takes to run it: after the first step of each kind, a step
+    only runs statements from SQLAlchemy's cache."""
+    batch_id, _ = store.submit(urls(40), now=T0)
+    compiled = []
+
+    @sa.event.listens_for(store.engine, 'after_cursor_execute')
+    def record(conn, cursor, statement, params, context, executemany):
+        if context.compiled is not None and \
+                context.cache_hit is not CacheStats.CACHE_HIT:
+            compiled.append(statement.split('\n')[0])
+
+    running = list(store.step([], 4, now=T0 + 1, lease_seconds=LEASE)[1])
+    for step in range(6):
+        if step == 2:
+            compiled.clear()  # each statement has run once by now
+        finished, running = running[:2], running[2:]
+        running += store.step(
+            [(i.batch_id, i.idx, i.attempts, {'key': 'k%d' % i.idx})
+             for i in finished], 4, now=T0 + 2 + step,
+            lease_seconds=LEASE)[1]
+    assert compiled == []
+    assert totals(store, batch_id)['done'] == 12
 
 
 def test_retry_waits_for_next_attempt_at(store):
