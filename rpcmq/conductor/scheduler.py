@@ -34,12 +34,12 @@ __all__ = ['Scheduler']
 LOG = logging.getLogger(__name__)
 
 NOTIFY_BATCH = 500
-#: Seconds between two scheduler steps of a conductor alone on its
-#: database, at least; with N live conductors each waits N times as long
-#: (up to MAX_STEP_GAP), so the database sees as many steps, each carrying
-#: as many items, as from one conductor.
+#: Seconds between two scheduler steps of a conductor, at least, however
+#: many share its database. (Each of N conductors used to wait N times as
+#: long. But the conductor whose items finish claims the room they free in
+#: the same step, so a batch's items stay with the conductors that run
+#: them, and the longer gap only slowed their refill: docs/benchmarks.md.)
 STEP_GAP = 0.05
-MAX_STEP_GAP = 0.2
 #: Seconds between two rounds of sending events, at least; a step that
 #: finishes a batch's last item on this conductor starts one at once, so
 #: ``batch.end`` is not held back by it.
@@ -151,7 +151,7 @@ class Scheduler:
 
     def step_gap(self):
         """Seconds to wait after a step (see STEP_GAP)."""
-        return min(STEP_GAP * self.membership.live, MAX_STEP_GAP)
+        return STEP_GAP
 
     def tick(self, now=None):
         """One step: complete what finished and claim in one transaction,
