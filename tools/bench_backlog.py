@@ -57,16 +57,6 @@ def stop(proc):
     proc.wait(60)
 
 
-def wait_up(client, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return client.prepare(timeout=1).call({}, 'ping')
-        except rpcmq.MessagingTimeout:
-            if time.monotonic() > deadline:
-                raise
-
-
 def ready_messages(channel, queue):
     return channel.queue_declare(queue, passive=True)[1]
 
@@ -94,7 +84,7 @@ def run(kind, a, transport):
         try:
             proc = start(kind, a, topic, workdir)  # declares the queues
             try:
-                wait_up(pinned)
+                bench_rpc.wait_up(pinned, 60)
             finally:
                 stop(proc)
             subprocess.run([a.oslo_python, os.path.join(
@@ -107,7 +97,7 @@ def run(kind, a, transport):
             proc = start(kind, a, topic, workdir)
             try:
                 began = delivery_began(channel, topic, a.n)
-                wait_up(pinned)
+                bench_rpc.wait_up(pinned, 60)
                 deadline = time.monotonic() + 600
                 while True:
                     seen = pinned.call({}, 'bumps')

@@ -54,7 +54,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -81,6 +80,9 @@ from rpcmq.tests.functional.failover import (
 )
 from rpcmq.tests.scenarios.rpc import Env, wait_for
 from rpcmq.transport.url import parse_url
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_rpc  # noqa: E402
 
 CAST_TIMEOUT = 10
 CALL_TIMEOUT = 5
@@ -178,34 +180,16 @@ def fault_calls(cluster, a):
 
 # -- throughput ---------------------------------------------------------------
 
-def start_server(url, queue_type, topic, executor, workdir):
-    conf = os.path.join(workdir, '%s.conf' % topic)
-    with open(conf, 'w') as f:
-        f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
-                'topic = %s\nhost = bench\nexecutor = %s\n'
-                'log_level = WARNING\n[diag]\nunsafe_methods = true\n'
-                '[rabbit]\nqueue_type = %s\n'
-                % (url, topic, executor, queue_type))
-    exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq-server')
-    return subprocess.Popen([exe, '--config-file', conf])
-
-
 def throughput(url, broker, queue_type, a, workdir):
     topic = 'benchfo_%s' % uuid.uuid4().hex[:8]
-    server = start_server(url, queue_type, topic, a.executor, workdir)
+    server = bench_rpc.start_server(url, a.executor, topic, workdir,
+                                    queue_type=queue_type)
     transport = rpcmq.get_transport(make_conf(**{
         'rabbit.queue_type': queue_type}), url=url)
     try:
         client = rpcmq.RPCClient(transport, rpcmq.Target(topic=topic),
                                  timeout=30)
-        deadline = time.monotonic() + 60
-        while True:  # the server is up once it answers
-            try:
-                client.prepare(timeout=2).call({}, 'ping')
-                break
-            except rpcmq.MessagingTimeout:
-                if time.monotonic() > deadline:
-                    raise
+        bench_rpc.wait_up(client, 60)
         for _ in range(50):
             client.call({}, 'echo', x=1)
 

@@ -28,7 +28,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +37,9 @@ import uuid
 import rpcmq
 from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_rpc  # noqa: E402
 
 SCENARIOS = (('seq', 500), ('conc', 1600), ('cast', 2000))
 CALLERS = 16
@@ -56,25 +58,10 @@ def cpu_us(pid):
 
 
 def start(url, tree, executor, topic, workdir):
-    conf = os.path.join(workdir, '%s.conf' % topic)
-    with open(conf, 'w') as f:
-        f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
-                'topic = %s\nhost = pair\nexecutor = %s\n'
-                'log_level = WARNING\n[diag]\nunsafe_methods = true\n'
-                '[rabbit]\nqueue_type = classic\n' % (url, topic, executor))
-    exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq-server')
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    return subprocess.Popen([exe, '--config-file', conf], env=env)
-
-
-def wait_up(client):
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return client.prepare(timeout=1).call({}, 'ping')
-        except rpcmq.MessagingTimeout:
-            if time.monotonic() > deadline:
-                raise
+    """``bench_rpc``'s server (classic queues), run from ``tree``."""
+    return bench_rpc.start_server(
+        url, executor, topic, workdir, queue_type='classic',
+        env=dict(os.environ, PYTHONPATH=os.path.abspath(tree)))
 
 
 def seq(client, n):
@@ -131,7 +118,7 @@ def main():
                                          timeout=30)
                 sides.append((spec, server, client))
             for _, _, client in sides:
-                wait_up(client)
+                bench_rpc.wait_up(client)
                 seq(client, 100)  # warm up
             run(args, sides)
         finally:
@@ -139,8 +126,9 @@ def main():
                 server.send_signal(signal.SIGTERM)
             for _, server, _ in sides:
                 server.wait(60)
-            delete_entities(args.url, topics + [
-                t + '.pair' for t in topics])
+            # The topics' durable queues would outlive the run.
+            delete_entities(args.url, [q for t in topics for q in (
+                t, t + '.bench', t + '_dead')])
             transport.cleanup()
 
 

@@ -37,8 +37,10 @@ BENCH_KEY = 'bench:bench-signing-secret-0123456789'
 
 
 def start_server(url, executor, topic, workdir, signed=False,
-                 queue_type='quorum', oslo=False):
-    conf = os.path.join(workdir, 'bench.conf')
+                 queue_type='quorum', oslo=False, env=None):
+    """An ``rpcmq-server`` serving ``diag`` (unsafe methods on) on
+    ``topic``; ``env``: its environment (default: this process's)."""
+    conf = os.path.join(workdir, '%s.conf' % topic)
     with open(conf, 'w') as f:
         f.write('[DEFAULT]\ntransport_url = %s\nendpoints = diag\n'
                 'topic = %s\nhost = bench\nexecutor = %s\n'
@@ -51,7 +53,18 @@ def start_server(url, executor, topic, workdir, signed=False,
             f.write('[security]\nsigning_keys = %s\nrequire_signed = '
                     'true\n' % BENCH_KEY)
     exe = os.path.join(os.path.dirname(sys.executable), 'rpcmq-server')
-    return subprocess.Popen([exe, '--config-file', conf])
+    return subprocess.Popen([exe, '--config-file', conf], env=env)
+
+
+def wait_up(client, timeout=30):
+    """Call ``ping`` until the server answers; its answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.prepare(timeout=1).call({}, 'ping')
+        except rpcmq.MessagingTimeout:
+            if time.monotonic() > deadline:
+                raise
 
 
 def main():
@@ -106,14 +119,7 @@ def run(a, topic):
     transport = rpcmq.get_transport(make_conf(**keys), url=a.url)
     client = rpcmq.RPCClient(transport, rpcmq.Target(topic=topic),
                              timeout=30)
-    deadline = time.monotonic() + 30
-    while True:  # the server is up once it answers
-        try:
-            client.prepare(timeout=1).call({}, 'ping')
-            break
-        except rpcmq.MessagingTimeout:
-            if time.monotonic() > deadline:
-                raise
+    wait_up(client)
     for _ in range(50):
         client.call({}, 'echo', x=1)
 
