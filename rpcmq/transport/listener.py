@@ -131,22 +131,23 @@ class IncomingMessage:
                         exc)
 
     def requeue(self):
-        if self._settled:
-            return
-        try:
-            self._message.requeue()
-        except Exception as exc:
-            LOG.warning('could not requeue message: %s', exc)
-        self._settled_otherwise()
+        self._settle_by(self._message.requeue, 'requeue')
 
     def reject(self):
         """Drop it (the broker discards a rejected message)."""
+        self._settle_by(self._message.reject, 'reject')
+
+    def _settle_by(self, frame, verb):
+        """Settle with ``frame`` (requeue, reject) unless settled already;
+        a connection that is gone only costs a warning (the broker
+        redelivers what was not settled)."""
         if self._settled:
             return
         try:
-            self._message.reject()
+            frame()
         except Exception as exc:
-            LOG.warning('could not reject a message: %s', exc)
+            LOG.warning('could not %s message %s: %s', verb,
+                        self.correlation_id, exc)
         self._settled_otherwise()
 
     def _settled_otherwise(self):
