@@ -9,8 +9,24 @@ out) are dropped. Safe from any number of threads and green threads.
 On RabbitMQ the consumer uses direct reply-to (``amq.rabbitmq.reply-to``):
 no reply queue exists at all, and the broker requires requests to be
 published on the consuming channel, so ``publish`` writes them there (frame
-writes are locked by py-amqp; only the consumer thread reads). Elsewhere it
-consumes an exclusive queue and requests go through the producer pool.
+writes are locked by py-amqp; one thread at a time reads, see below).
+Elsewhere it consumes an exclusive queue and requests go through the
+producer pool.
+
+Who reads the consumer's connection: a caller waiting for its reply
+reads it itself when nobody else does (one thread wake-up per call
+instead of two: the consumer thread's, then the caller's), handing on the
+replies of other calls it meets. The consumer thread, which owns the
+connection (it connects, consumes, reconnects and checks heartbeats),
+reads while calls wait and no caller reads, and otherwise looks at the
+connection once a second (heartbeats, the broker closing it). One reader
+at a time: the turn passes under ``_turn``, a caller reads for at most
+``DRAIN_INTERVAL`` before looking whether the owner needs the connection,
+and the owner closes a connection only once no caller reads it. Whatever
+a caller's read raises (a lost connection, the broker closing the
+channel) is raised again in the owner's loop, which handles it as if it
+had read it itself: the consumer never goes deaf because a caller met
+the error.
 
 A direct reply-to reply can only reach the channel its request was
 published on: when that channel's connection is lost, the calls published
@@ -22,6 +38,7 @@ waiting on it keep waiting: their replies may still come.)
 import itertools
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -29,7 +46,11 @@ import uuid
 import kombu
 
 from rpcmq.transport import raw
-from rpcmq.transport.consuming import Consumer
+from rpcmq.transport.consuming import (
+    DRAIN_INTERVAL,
+    HEARTBEAT_CHECK_INTERVAL,
+    Consumer,
+)
 
 __all__ = ['ReplyWaiter']
 
@@ -41,6 +62,7 @@ LOST = object()  # wait_reply's answer when the reply can no longer come
 
 
 _HEARTBEAT = object()
+IDLE_READ = 0.01  # seconds the owner reads when no call waits
 
 
 def _envelope_msg_id(body):
@@ -101,8 +123,97 @@ class ReplyWaiter(Consumer):
                         itertools.count(1))
         self._start_lock = threading.Lock()
         self._channel = None
+        # Who reads the connection (see the module's docstring).
+        self._turn = threading.Condition()
+        self._reader = None      # the thread reading it now, or None
+        self._readable = None    # the consuming connection, or None
+        self._owner_waits = False  # the owner needs it back: callers leave
+        self._failure = None     # what a caller's read raised, for the owner
 
     # -- ConsumerMixin hooks ----------------------------------------------
+
+    def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):
+        """kombu's consume loop, reading only in the owner's turns."""
+        with self.consumer_context(**kwargs) as (conn, _, _):
+            with self._turn:
+                self._readable = conn
+            try:
+                while not self.should_stop:
+                    self.on_iteration()  # heartbeats, also while callers read
+                    read_for = self._owner_turn()
+                    if read_for is None:
+                        continue
+                    if isinstance(read_for, BaseException):
+                        raise read_for  # the owner's turn, kept till closed
+                    try:
+                        conn.drain_events(timeout=read_for)
+                    except socket.timeout:
+                        conn.heartbeat_check()
+                    except OSError:
+                        if not self.should_stop:
+                            raise
+                    finally:
+                        self._end_turn()
+                    yield
+            finally:
+                with self._turn:  # closed once no caller reads it
+                    self._readable, self._owner_waits = None, True
+                    if self._reader is threading.current_thread():
+                        self._reader = None
+                    self._turn.wait_for(lambda: self._reader is None)
+                    # What callers met on this connection is handled now.
+                    self._owner_waits, self._failure = False, None
+
+    def _owner_turn(self):
+        """Wait for the owner's turn to read: while calls wait and no
+        caller reads, or once a second. How long to read for, what a
+        caller's read raised (to raise, keeping the turn), or None if it
+        is not the owner's turn."""
+        with self._turn:
+            if self._reader is not None or \
+                    not (self._slots or self._failure):
+                self._turn.wait(HEARTBEAT_CHECK_INTERVAL)
+            if self._reader is not None or self.should_stop:
+                return None
+            self._reader = threading.current_thread()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                return failure
+            return DRAIN_INTERVAL if self._slots else IDLE_READ
+
+    def _end_turn(self):
+        with self._turn:
+            self._reader = None
+            if self._slots or self._owner_waits or self._failure:
+                self._turn.notify_all()
+
+    def _read_for(self, slot, deadline):
+        """Read the connection in the caller's thread until ``slot`` has
+        its reply, if nobody else reads it; True once it has. False if
+        someone else reads, the connection fails (its owner finds out and
+        reconnects), the owner needs it, or ``deadline`` passes."""
+        with self._turn:
+            conn = self._readable
+            if conn is None or self._reader is not None or \
+                    self._owner_waits:
+                return False
+            self._reader = threading.current_thread()
+        try:
+            while not slot.lock.acquire(False):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._owner_waits:
+                    return False
+                try:
+                    conn.drain_events(timeout=min(left, DRAIN_INTERVAL))
+                except socket.timeout:
+                    pass
+                except Exception as exc:  # for the owner to handle
+                    with self._turn:
+                        self._failure = self._failure or exc
+                    return False
+            return True
+        finally:
+            self._end_turn()
 
     def get_consumers(self, Consumer, channel):
         self._channel = channel
@@ -153,7 +264,11 @@ class ReplyWaiter(Consumer):
     def wait_reply(self, correlation_id, slot, timeout):
         """The reply body (bytes), ``LOST`` if the connection that would
         have carried it was lost, or None if none came within timeout."""
-        if slot.lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX)):
+        deadline = time.monotonic() + timeout
+        if self._read_for(slot, deadline):
+            return slot.body
+        left = max(0.0, deadline - time.monotonic())
+        if slot.lock.acquire(timeout=min(left, threading.TIMEOUT_MAX)):
             return slot.body
         if self._slots.pop(correlation_id, None) is None and \
                 slot.lock.acquire(timeout=1.0):
@@ -205,6 +320,11 @@ class ReplyWaiter(Consumer):
 
     def forget(self, correlation_id):
         self._slots.pop(correlation_id, None)
+
+    def stop(self):
+        super().stop()
+        with self._turn:
+            self._turn.notify_all()
 
     def close(self):
         self.stop()

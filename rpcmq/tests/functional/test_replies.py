@@ -1,0 +1,143 @@
+"""Who reads a client's replies, on the real RabbitMQ.
+
+A caller waiting for its reply reads the reply connection itself when
+nobody else does: one thread wake-up per call instead of two (the reply
+consumer's, then the caller's). Replies of other calls it meets are
+handed to their callers; the consumer thread, which owns the connection,
+reads while calls wait and no caller reads, and keeps its heartbeats.
+"""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+import rpcmq
+from rpcmq.endpoints.diag import DiagEndpoint
+from rpcmq.observe import metrics
+from rpcmq.testing.cleanup import delete_entities
+from rpcmq.tests.scenarios.rpc import Env, wait_for
+from rpcmq.transport import reply
+
+
+@pytest.fixture
+def readers(monkeypatch):
+    """The name of the thread that read each reply, in order."""
+    names = []
+    on_reply = reply.ReplyWaiter._on_reply
+
+    def recording(self, message):
+        names.append(threading.current_thread().name)
+        return on_reply(self, message)
+    monkeypatch.setattr(reply.ReplyWaiter, '_on_reply', recording)
+    return names
+
+
+@pytest.fixture
+def served(rabbit_url):
+    """An Env whose topic a server answers (``diag``, unsafe methods)."""
+    env = Env(rabbit_url)
+    env.serve([DiagEndpoint(unsafe=True)])
+    yield env
+    env.close()
+
+
+def test_a_lone_call_is_read_by_its_caller(served, readers):
+    client = served.client(timeout=10)
+    client.call({}, 'echo', x=0)  # the reply consumer is up
+    del readers[:]
+    for i in range(20):
+        assert client.call({}, 'echo', x=i) == i
+    assert readers == [threading.current_thread().name] * 20
+
+
+def test_calls_behind_a_reading_caller_get_their_replies(served, readers):
+    client = served.client(timeout=20)
+    client.call({}, 'echo', x=0)
+    del readers[:]
+    slow_done, fast_done, errors = [], [], []
+
+    def slow():
+        slow_done.append((client.call({}, 'sleep', seconds=3),
+                          time.monotonic()))
+
+    def fast(k):
+        try:
+            for i in range(20):
+                assert client.call({}, 'echo', x=[k, i]) == [k, i]
+            fast_done.append(time.monotonic())
+        except Exception as exc:  # shown by the assertion below
+            errors.append(exc)
+    leader = threading.Thread(target=slow, name='slow caller')
+    leader.start()
+    # The slow call reads for itself once its request is out.
+    deadline = time.monotonic() + 10
+    while served.transport.replies._reader is not leader:
+        assert time.monotonic() < deadline, 'the slow caller never read'
+        threading.Event().wait(0.005)
+    callers = [threading.Thread(target=fast, args=(k,)) for k in range(8)]
+    [t.start() for t in callers]
+    [t.join(30) for t in callers]
+    leader.join(30)
+    assert errors == [] and len(fast_done) == 8
+    [(result, slow_end)] = slow_done
+    # 160 replies handed on while the slow call still waited for its own.
+    assert max(fast_done) < slow_end
+    assert readers.count('slow caller') > 1
+
+
+def test_a_short_heartbeat_client_keeps_its_connection_idle_and_busy(
+        rabbit_url, served):
+    env = Env(rabbit_url)
+    env.conf.set_override('heartbeat_timeout_threshold', 2, group='rabbit')
+    env.topic = served.topic
+    lost = metrics.RECONNECTS.labels('reply consumer')
+    try:
+        client = env.client(timeout=10)
+        assert client.call({}, 'echo', x='first') == 'first'
+        connection = env.transport.replies._active
+        before = lost._value.get()
+        # Idle for three heartbeat periods: only the owner reads now.
+        threading.Event().wait(6)
+        assert client.call({}, 'echo', x='after idle') == 'after idle'
+        # Then busy for as long: the callers read, the owner checks.
+        until = time.monotonic() + 6
+        while time.monotonic() < until:
+            assert client.call({}, 'echo', x=1) == 1
+        assert env.transport.replies._active is connection
+        assert lost._value.get() == before
+    finally:
+        env.transport.cleanup()
+
+
+def test_a_channel_closed_under_a_reading_caller_is_opened_again(
+        rabbit_url, readers):
+    """The broker closes the reply channel (a request went to an exchange
+    deleted behind the client's back) while the caller reads it: the
+    error reaches the consumer thread, which consumes again, and calls
+    work again; the consumer is never left deaf."""
+    env = Env(rabbit_url)
+    env.conf.set_override('control_exchange',
+                          'rpcmq-replies-%s' % uuid.uuid4().hex[:8])
+    env.conf.set_override('rabbit_retry_interval', 0.2, group='rabbit')
+    env.serve([DiagEndpoint(unsafe=True)])
+    try:
+        client = env.client(timeout=5)
+        assert client.call({}, 'echo', x='before') == 'before'
+        assert readers[-1] == threading.current_thread().name
+        delete_entities(rabbit_url, [], [env.conf.control_exchange],
+                        strict=True)
+        with pytest.raises(rpcmq.MessagingTimeout):
+            client.call({}, 'echo', x='lost')
+        assert wait_for(lambda: _calls_work(client), timeout=20)
+    finally:
+        env.close()
+        delete_entities(rabbit_url, [], [env.conf.control_exchange])
+
+
+def _calls_work(client):
+    try:
+        return client.call({}, 'echo', x=1) == 1
+    except (rpcmq.MessagingTimeout, rpcmq.TransportError):
+        return False
