@@ -16,6 +16,13 @@ A frame already whole in the read buffer is also returned without setting
 the socket's timeout for it: py-amqp sets and resets the timeout around
 every frame it reads, two system calls (each releasing the GIL) that
 matter when a burst of replies meets many caller threads.
+
+A frame is taken off the read buffer only once it is whole there. py-amqp
+takes the header off first and puts it back on a socket timeout or error
+only: anything else that interrupts a reader in the middle of a frame
+(``eventlet.Timeout``, a greenlet killed, ``KeyboardInterrupt``; callers
+read the reply connection themselves, see ``reply``) would lose the
+header and leave the connection reading garbage.
 """
 
 import contextlib
@@ -48,6 +55,17 @@ class _ReadAhead:
         if timeout is not None and self._frame_buffered():
             return contextlib.nullcontext(self.sock)
         return super().having_timeout(timeout)
+
+    def read_frame(self, unpack=struct.unpack):
+        self._fill(7, True)
+        self._fill(_HEADER.unpack_from(self._read_buffer)[2] + 8)
+        return super().read_frame(unpack)  # all of it from the buffer
+
+    def _fill(self, n, initial=False):
+        """Make the read buffer hold ``n`` bytes, taking none off it
+        (py-amqp's ``_read`` keeps what it got whatever interrupts it)."""
+        if len(self._read_buffer) < n:
+            self._read_buffer = self._read(n, initial) + self._read_buffer
 
     def _frame_buffered(self):
         """True if the read buffer holds a whole frame (no recv needed)."""

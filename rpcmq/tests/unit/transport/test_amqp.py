@@ -1,6 +1,7 @@
 """The read-ahead py-amqp transport reads frames exactly as py-amqp does:
 several frames in one segment, a frame split across segments with a read
-timeout in between, and frames larger than the read-ahead size."""
+timeout in between, and frames larger than the read-ahead size; and a
+frame survives whatever interrupts its reader in the middle of it."""
 
 import socket
 import struct
@@ -88,3 +89,31 @@ def test_a_buffered_frame_leaves_the_socket_timeout_alone(peer):
         assert sock.gettimeout() is None
         assert bytes(transport.read_frame()[2]) == b'b'
     assert not transport._frame_buffered()
+
+
+class Interrupted(BaseException):
+    """What may be thrown into a reader anywhere: ``eventlet.Timeout``, a
+    greenlet killed, ``KeyboardInterrupt``."""
+
+
+def test_a_frame_survives_a_reader_interrupted_in_its_middle(peer):
+    transport, server = peer
+    whole = frame(3, b'x' * 1000)
+    server.sendall(whole[:500])  # the header and half the payload
+    recv, calls = transport._quick_recv, []
+
+    def interrupted_on_the_second_recv(n):
+        calls.append(n)
+        if len(calls) > 1:
+            raise Interrupted()
+        return recv(n)
+    transport._quick_recv = interrupted_on_the_second_recv
+    with pytest.raises(Interrupted):
+        with transport.having_timeout(2):
+            transport.read_frame()
+    transport._quick_recv = recv
+    server.sendall(whole[500:] + frame(4, b'next'))
+    with transport.having_timeout(2):
+        assert bytes(transport.read_frame()[2]) == b'x' * 1000
+    with transport.having_timeout(2):
+        assert bytes(transport.read_frame()[2]) == b'next'
