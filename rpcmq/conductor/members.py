@@ -58,9 +58,6 @@ class Membership:
         self._thread = None
         self._events_conn = None
         self._events_retry_at = 0.0
-        #: Live conductors on the database, this one included (as of the
-        #: last look for dead peers).
-        self.live = 1
 
     def _insert(self, conn, now):
         conn.execute(sa.insert(m.conductors).values(
@@ -111,8 +108,6 @@ class Membership:
             gone = [peer for peer, beat in dead if conn.execute(
                 sa.delete(m.conductors).where(
                     CC.id == peer, CC.heartbeat_at == beat)).rowcount]
-            self.live = 1 + conn.execute(sa.select(sa.func.count()).where(
-                CC.heartbeat_at >= cutoff, CC.id != self.id)).scalar()
         for peer in gone:
             LOG.warning('conductor %s stopped beating over %ss ago; taking '
                         'back its running items', peer, self.timeout)

@@ -153,20 +153,3 @@ def test_one_conductor_sends_the_events_and_a_peer_takes_over(store):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     b.leave()
-
-
-def test_each_conductor_knows_how_many_are_alive(store):
-    """``live`` (this one included) sets how far apart each conductor's
-    scheduler steps are: two conductors step half as often each."""
-    a, b = conductor(store, 'a'), conductor(store, 'b')
-    a.join(T0)
-    assert a.live == 1
-    b.join(T0 + 1)
-    assert b.live == 2
-    a.take_over(T0 + 2)
-    assert a.live == 2
-    b.beat(T0 + 2 + TIMEOUT)
-    a.take_over(T0 + 2 + TIMEOUT)  # a stopped beating long ago...
-    assert a.live == 2  # ...but does not count itself out
-    b.take_over(T0 + 3 + TIMEOUT)
-    assert b.live == 1
