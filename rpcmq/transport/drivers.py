@@ -80,6 +80,10 @@ class KombuDriver:
     supports_confirms = False
     direct_reply_to = False
     raw_channels = False
+    # A caller waiting for its reply may read the reply connection itself
+    # (a socket it can block on: one thread wake-up per call instead of
+    # two; see reply.py). Polling transports poll either way.
+    callers_read = False
     transport_options = {}
 
     def __init__(self, conf, url):

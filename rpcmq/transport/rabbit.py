@@ -23,6 +23,7 @@ class RabbitDriver(KombuDriver):
     default_vhost = '/'
     supports_confirms = True
     raw_channels = True
+    callers_read = True
     delivery_limits = True
 
     def __init__(self, conf, url):

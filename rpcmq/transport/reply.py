@@ -13,8 +13,9 @@ writes are locked by py-amqp; one thread at a time reads, see below).
 Elsewhere it consumes an exclusive queue and requests go through the
 producer pool.
 
-Who reads the consumer's connection: a caller waiting for its reply
-reads it itself when nobody else does (one thread wake-up per call
+Who reads the consumer's connection (RabbitMQ; on polling transports,
+memory and Redis, the consumer thread alone): a caller waiting for its
+reply reads it itself when nobody else does (one thread wake-up per call
 instead of two: the consumer thread's, then the caller's), handing on the
 replies of other calls it meets. The consumer thread, which owns the
 connection (it connects, consumes, reconnects and checks heartbeats),
@@ -133,7 +134,14 @@ class ReplyWaiter(Consumer):
     # -- ConsumerMixin hooks ----------------------------------------------
 
     def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):
-        """kombu's consume loop, reading only in the owner's turns."""
+        """kombu's consume loop; where callers read (``callers_read``:
+        RabbitMQ), reading only in the owner's turns."""
+        if not self.driver.callers_read:  # _readable stays None
+            return super().consume(limit, timeout, safety_interval,
+                                   **kwargs)
+        return self._consume_in_turns(**kwargs)
+
+    def _consume_in_turns(self, **kwargs):
         with self.consumer_context(**kwargs) as (conn, _, _):
             with self._turn:
                 self._readable = conn
