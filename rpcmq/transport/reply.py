@@ -1,9 +1,10 @@
 """One reply consumer per transport, handing replies to callers.
 
 Every ``call`` registers its ``correlation_id`` here, publishes its request
-with ``reply_to`` = this consumer's queue, and waits on its slot. The
-consumer thread (a green thread under eventlet) puts each reply in the slot
-of its ``correlation_id``; replies nobody waits for any more (the call timed
+with ``reply_to`` = this consumer's queue, and waits on its slot. Whoever
+reads the connection (the consumer thread, a green thread under eventlet,
+or a caller reading for itself, see below) puts each reply in the slot of
+its ``correlation_id``; replies nobody waits for any more (the call timed
 out) are dropped. Safe from any number of threads and green threads.
 
 On RabbitMQ the consumer uses direct reply-to (``amq.rabbitmq.reply-to``):
