@@ -242,6 +242,9 @@ def test_acks_written_together_never_cover_a_call_still_running(
         assert wait_for(lambda: client.call({}, 'count') >= 300, 30)
         assert wait_for(lambda: _unacked(daemon.topic) == 1, 20)
         daemon.kill()
+        # The broker hands the call back once it has seen the connection
+        # go, a moment after the process is gone.
+        assert wait_for(lambda: _unacked(daemon.topic) == 0, 20)
         with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
                                                   1)) as conn:
             ready = kombu.Queue(daemon.topic)(conn.default_channel).\
