@@ -17,21 +17,14 @@ import rpcmq
 from rpcmq.endpoints.diag import DiagEndpoint
 from rpcmq.observe import metrics
 from rpcmq.testing.cleanup import delete_entities
-from rpcmq.tests.scenarios.rpc import Env, wait_for
-from rpcmq.transport import reply
+from rpcmq.tests.functional.test_rabbit import _calls_work
+from rpcmq.tests.scenarios.rpc import Env, reply_readers, wait_for
 
 
 @pytest.fixture
 def readers(monkeypatch):
     """The name of the thread that read each reply, in order."""
-    names = []
-    on_reply = reply.ReplyWaiter._on_reply
-
-    def recording(self, message):
-        names.append(threading.current_thread().name)
-        return on_reply(self, message)
-    monkeypatch.setattr(reply.ReplyWaiter, '_on_reply', recording)
-    return names
+    return reply_readers(monkeypatch)
 
 
 @pytest.fixture
@@ -134,10 +127,3 @@ def test_a_channel_closed_under_a_reading_caller_is_opened_again(
     finally:
         env.close()
         delete_entities(rabbit_url, [], [env.conf.control_exchange])
-
-
-def _calls_work(client):
-    try:
-        return client.call({}, 'echo', x=1) == 1
-    except (rpcmq.MessagingTimeout, rpcmq.TransportError):
-        return False

@@ -17,6 +17,20 @@ from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 
 
+def reply_readers(monkeypatch):
+    """The name of the thread that read each reply from now on, in order
+    (the reply consumer's, or a caller reading its own)."""
+    from rpcmq.transport import reply
+    names = []
+    on_reply = reply.ReplyWaiter._on_reply
+
+    def recording(self, message):
+        names.append(threading.current_thread().name)
+        return on_reply(self, message)
+    monkeypatch.setattr(reply.ReplyWaiter, '_on_reply', recording)
+    return names
+
+
 class Named(DiagEndpoint):
     """A diag endpoint that also says which server ran it."""
 

@@ -6,22 +6,14 @@ test_replies.py); a polling transport's drain polls in steps of its
 cycle per call: the consumer thread reads every reply, as it always did.
 """
 
-import threading
-
 from rpcmq.endpoints.diag import DiagEndpoint
 from rpcmq.testing.server import InProcessServer
-from rpcmq.transport import reply
+from rpcmq.tests.scenarios.rpc import reply_readers
 
 
 def test_on_the_memory_transport_the_consumer_thread_reads_replies(
         monkeypatch):
-    names = []
-    on_reply = reply.ReplyWaiter._on_reply
-
-    def recording(self, message):
-        names.append(threading.current_thread().name)
-        return on_reply(self, message)
-    monkeypatch.setattr(reply.ReplyWaiter, '_on_reply', recording)
+    names = reply_readers(monkeypatch)
     server = InProcessServer([DiagEndpoint(unsafe=True)])
     server.start()
     try:
