@@ -21,8 +21,6 @@ A and B are source trees (``git archive REV | tar x -C DIR``).
 import argparse
 import json
 import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,7 +72,6 @@ def main():
     args = ap.parse_args()
 
     import rpcmq
-    from rpcmq.testing.cleanup import delete_entities
     from rpcmq.testing.server import make_conf
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_rpc
@@ -90,10 +87,7 @@ def main():
                 transport, rpcmq.Target(topic=topic), timeout=30))
             run(args, topic)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
-            delete_entities(args.url, [topic, topic + '.bench',
-                                       topic + '_dead'])
+            bench_rpc.stop_server(args.url, server, topic)
             transport.cleanup()
 
 
@@ -111,23 +105,16 @@ def run(args, topic):
                     env=dict(os.environ, PYTHONPATH=tree))
                 blocks[scenario, side].append(
                     json.loads(out.stdout.splitlines()[-1]))
+    from bench_pair import _median, pair_summary
     for scenario, _ in SCENARIOS:
         a, b = blocks[scenario, 'a'], blocks[scenario, 'b']
-        ratios = [y['per_s'] / x['per_s'] for x, y in zip(a, b, strict=True)]
         print(json.dumps({
             'scenario': scenario, 'server_executor': args.executor,
-            'a': args.a, 'b': args.b, 'pairs': len(ratios),
-            'a_per_s': _median(x['per_s'] for x in a),
-            'b_per_s': _median(x['per_s'] for x in b),
-            'b_over_a': round(statistics.median(ratios), 3),
-            'b_won': sum(r > 1 for r in ratios),
+            'a': args.a, 'b': args.b,
+            **pair_summary([x['per_s'] for x in a], [y['per_s'] for y in b]),
             'a_client_cpu_us': _median(x['cpu_us'] for x in a),
             'b_client_cpu_us': _median(x['cpu_us'] for x in b)}),
             flush=True)
-
-
-def _median(values):
-    return round(statistics.median(values), 1)
 
 
 if __name__ == '__main__':

@@ -52,7 +52,6 @@ Usage: python tools/bench_failover.py [--single-url rabbit://...]
 import argparse
 import json
 import os
-import signal
 import socket
 import sys
 import tempfile
@@ -61,7 +60,6 @@ import time
 import uuid
 
 import rpcmq
-from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.cluster import RabbitCluster
 from rpcmq.tests.functional.failover import (
@@ -223,10 +221,8 @@ def throughput(url, broker, queue_type, a, workdir):
             time.sleep(0.005)
         elapsed = time.monotonic() - started
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+        bench_rpc.stop_server(url, server, topic)
         transport.cleanup()
-        delete_entities(url, [topic, topic + '.bench', topic + '_dead'])
     result = {'calls_per_s': round(calls_per_s, 1),
               'casts_per_s': round(sent / elapsed, 1)}
     emit(scenario='throughput', broker=broker, queue_type=queue_type,

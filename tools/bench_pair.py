@@ -26,7 +26,6 @@ RabbitDriver`` (the entry points name it).
 import argparse
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,6 @@ import time
 import uuid
 
 import rpcmq
-from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.server import make_conf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -106,15 +104,15 @@ def main():
     args = ap.parse_args()
     transport = rpcmq.get_transport(
         make_conf(**{'rabbit.queue_type': 'classic'}), url=args.url)
-    sides, topics = [], []
+    sides, started = [], []  # started: (server, topic)
     with tempfile.TemporaryDirectory() as workdir:
         try:
             for spec in (args.a, args.b):
                 tree, _, executor = spec.partition(':')
                 topic = 'pair_%s' % uuid.uuid4().hex[:8]
-                topics.append(topic)
                 server = start(args.url, tree, executor or args.executor,
                                topic, workdir)
+                started.append((server, topic))
                 client = rpcmq.RPCClient(transport,
                                          rpcmq.Target(topic=topic),
                                          timeout=30)
@@ -124,13 +122,8 @@ def main():
                 seq(client, 100)  # warm up
             run(args, sides)
         finally:
-            for _, server, _ in sides:
-                server.send_signal(signal.SIGTERM)
-            for _, server, _ in sides:
-                server.wait(60)
-            # The topics' durable queues would outlive the run.
-            delete_entities(args.url, [q for t in topics for q in (
-                t, t + '.bench', t + '_dead')])
+            for server, topic in started:
+                bench_rpc.stop_server(args.url, server, topic)
             transport.cleanup()
 
 
@@ -153,20 +146,25 @@ def run(args, sides):
                 client_cpu[scenario, i].append(
                     (time.process_time() - c0) * 1e6 / n)
     for scenario, _ in SCENARIOS:
-        ratios = [b / a for a, b in zip(rate[scenario, 0],
-                                        rate[scenario, 1], strict=True)]
         print(json.dumps({
             'scenario': scenario, 'executor': args.executor,
-            'a': sides[0][0], 'b': sides[1][0], 'pairs': len(ratios),
-            'a_per_s': _median(rate[scenario, 0]),
-            'b_per_s': _median(rate[scenario, 1]),
-            'b_over_a': round(statistics.median(ratios), 3),
-            'b_won': sum(r > 1 for r in ratios),
+            'a': sides[0][0], 'b': sides[1][0],
+            **pair_summary(rate[scenario, 0], rate[scenario, 1]),
             'a_server_cpu_us': _median(server_cpu[scenario, 0]),
             'b_server_cpu_us': _median(server_cpu[scenario, 1]),
             'a_client_cpu_us': _median(client_cpu[scenario, 0]),
             'b_client_cpu_us': _median(client_cpu[scenario, 1])}),
             flush=True)
+
+
+def pair_summary(a_rates, b_rates):
+    """The pairs, each side's median rate, the median of the pairs' ratios
+    (B over A) and how many pairs B won."""
+    ratios = [b / a for a, b in zip(a_rates, b_rates, strict=True)]
+    return {'pairs': len(ratios), 'a_per_s': _median(a_rates),
+            'b_per_s': _median(b_rates),
+            'b_over_a': round(statistics.median(ratios), 3),
+            'b_won': sum(r > 1 for r in ratios)}
 
 
 def _median(values):

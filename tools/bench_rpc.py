@@ -56,6 +56,14 @@ def start_server(url, executor, topic, workdir, signed=False,
     return subprocess.Popen([exe, '--config-file', conf], env=env)
 
 
+def stop_server(url, server, topic):
+    """Stop a server of ``start_server``; delete its topic's queues (they
+    are durable and would outlive the run)."""
+    server.send_signal(signal.SIGTERM)
+    server.wait(60)
+    delete_entities(url, [topic, topic + '.bench', topic + '_dead'])
+
+
 def wait_up(client, timeout=30):
     """Call ``ping`` until the server answers; its answer."""
     deadline = time.monotonic() + timeout
@@ -99,11 +107,7 @@ def main():
             else:
                 run(a, topic)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
-            # The topic's durable queues would outlive the run.
-            delete_entities(a.url, [topic, topic + '.bench',
-                                    topic + '_dead'])
+            stop_server(a.url, server, topic)
 
 
 def run(a, topic):
