@@ -7,13 +7,15 @@ each block of calls runs in a fresh client process from tree A or tree B
 moments of a noisy machine. Each scenario prints the median rate of each
 side, the median of the pairs' ratios (B over A), how many pairs B won,
 and the median client CPU per call (``time.process_time()`` of the
-client process: its caller threads included).
+client process: its caller threads included) and broker CPU per call
+(``bench_pair.broker_pid``).
 
   seq   1,000 sequential calls
   conc  3,200 calls from 16 threads
 
 Usage: python tools/bench_client_pair.py A B [--executor eventlet]
        [--rounds 10] [--url rabbit://guest:guest@127.0.0.1:5672/]
+       [--broker-pid PID]
 
 A and B are source trees (``git archive REV | tar x -C DIR``).
 """
@@ -32,8 +34,11 @@ SCENARIOS = (('seq', 1000), ('conc', 3200))
 CALLERS = 16
 
 
-def client_block(url, topic, scenario, n):
-    """In the client process: warm up, run one block, print its numbers."""
+def client_block(url, topic, scenario, n, broker):
+    """In the client process: warm up, run one block, print its numbers
+    (``broker``: the broker's pid, 0 if not known)."""
+    from bench_pair import broker_cpu_us
+
     import rpcmq
     from rpcmq.testing.server import make_conf
     transport = rpcmq.get_transport(
@@ -46,6 +51,7 @@ def client_block(url, topic, scenario, n):
             client.call({}, 'echo', x=i)
     calls(100)
     t0, c0 = time.perf_counter(), time.process_time()
+    b0 = broker_cpu_us(broker)
     if scenario == 'seq':
         calls(n)
     else:
@@ -54,14 +60,16 @@ def client_block(url, topic, scenario, n):
         [t.start() for t in threads]
         [t.join() for t in threads]
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(json.dumps({'per_s': n / elapsed, 'cpu_us': cpu * 1e6 / n}))
+    print(json.dumps({'per_s': n / elapsed, 'cpu_us': cpu * 1e6 / n,
+                      'broker_us': (broker_cpu_us(broker) - b0) / n}))
     transport.cleanup()
 
 
 def main():
     if sys.argv[1:2] == ['--client-block']:
-        url, topic, scenario, n = sys.argv[2:6]
-        return client_block(url, topic, scenario, int(n))
+        url, topic, scenario, n, broker = sys.argv[2:7]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        return client_block(url, topic, scenario, int(n), int(broker))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('a')
     ap.add_argument('b')
@@ -69,12 +77,16 @@ def main():
                     choices=['eventlet', 'threading'])
     ap.add_argument('--rounds', type=int, default=10)
     ap.add_argument('--url', default='rabbit://guest:guest@127.0.0.1:5672/')
+    ap.add_argument('--broker-pid', type=int,
+                    help='the broker\'s pid (default: the one beam.smp)')
     args = ap.parse_args()
 
     import rpcmq
     from rpcmq.testing.server import make_conf
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_rpc
+    from bench_pair import broker_pid
+    args.broker_pid = broker_pid(args.broker_pid) or 0
 
     transport = rpcmq.get_transport(
         make_conf(**{'rabbit.queue_type': 'classic'}), url=args.url)
@@ -100,7 +112,8 @@ def run(args, topic):
                 tree = os.path.abspath(getattr(args, side))
                 out = subprocess.run(
                     [sys.executable, os.path.abspath(__file__),
-                     '--client-block', args.url, topic, scenario, str(n)],
+                     '--client-block', args.url, topic, scenario, str(n),
+                     str(args.broker_pid)],
                     capture_output=True, text=True, check=True,
                     env=dict(os.environ, PYTHONPATH=tree))
                 blocks[scenario, side].append(
@@ -113,7 +126,11 @@ def run(args, topic):
             'a': args.a, 'b': args.b,
             **pair_summary([x['per_s'] for x in a], [y['per_s'] for y in b]),
             'a_client_cpu_us': _median(x['cpu_us'] for x in a),
-            'b_client_cpu_us': _median(x['cpu_us'] for x in b)}),
+            'b_client_cpu_us': _median(x['cpu_us'] for x in b),
+            'a_broker_cpu_us': _median(x['broker_us'] for x in a)
+            if args.broker_pid else None,
+            'b_broker_cpu_us': _median(y['broker_us'] for y in b)
+            if args.broker_pid else None}),
             flush=True)
 
 

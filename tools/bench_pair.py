@@ -7,7 +7,8 @@ first: both see the same moments of a noisy machine, so the ratio of
 each pair of blocks means more than two runs an hour apart. Each
 scenario prints the median rate of each side, the median of the pairs'
 ratios (B over A), how many pairs B won, and the median CPU per request
-of each server (``/proc/<pid>/task/*/schedstat``) and of this client.
+of each server (``/proc/<pid>/task/*/schedstat``), of this client and of
+the broker (its ``beam.smp``: the one running, or ``--broker-pid``).
 
   seq   500 sequential calls
   conc  1,600 calls from 16 threads
@@ -15,6 +16,7 @@ of each server (``/proc/<pid>/task/*/schedstat``) and of this client.
 
 Usage: python tools/bench_pair.py A B [--executor eventlet|threading]
        [--rounds 8] [--url rabbit://guest:guest@127.0.0.1:5672/]
+       [--broker-pid PID]
 
 A and B are source trees (``git archive REV | tar x -C DIR``), each
 optionally ``:eventlet`` or ``:threading`` to give it its own executor.
@@ -55,6 +57,27 @@ def cpu_us(pid):
         except OSError:  # the thread ended meanwhile
             pass
     return total / 1e3
+
+
+def broker_pid(given=None):
+    """The broker's pid: ``given``, else the one ``beam.smp`` running
+    (None if there are several: pass ``--broker-pid``)."""
+    if given:
+        return given
+    beams = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/comm' % pid) as f:
+                if f.read().strip() == 'beam.smp':
+                    beams.append(int(pid))
+        except OSError:
+            pass
+    return beams[0] if len(beams) == 1 else None
+
+
+def broker_cpu_us(pid):
+    """``cpu_us`` of the broker, 0 when it is not known."""
+    return cpu_us(pid) if pid else 0
 
 
 def start(url, tree, executor, topic, workdir):
@@ -101,7 +124,10 @@ def main():
                     choices=['eventlet', 'threading'])
     ap.add_argument('--rounds', type=int, default=8)
     ap.add_argument('--url', default='rabbit://guest:guest@127.0.0.1:5672/')
+    ap.add_argument('--broker-pid', type=int,
+                    help='the broker\'s pid (default: the one beam.smp)')
     args = ap.parse_args()
+    args.broker_pid = broker_pid(args.broker_pid)
     transport = rpcmq.get_transport(
         make_conf(**{'rabbit.queue_type': 'classic'}), url=args.url)
     sides, started = [], []  # started: (server, topic)
@@ -132,12 +158,14 @@ def run(args, sides):
     rate = {(s, i): [] for s, _ in SCENARIOS for i in (0, 1)}
     server_cpu = {(s, i): [] for s, _ in SCENARIOS for i in (0, 1)}
     client_cpu = {(s, i): [] for s, _ in SCENARIOS for i in (0, 1)}
+    broker_cpu = {(s, i): [] for s, _ in SCENARIOS for i in (0, 1)}
     for round_ in range(args.rounds):
         order = (0, 1) if round_ % 2 == 0 else (1, 0)
         for scenario, n in SCENARIOS:
             for i in order:
                 _, server, client = sides[i]
                 s0, c0 = cpu_us(server.pid), time.process_time()
+                b0 = broker_cpu_us(args.broker_pid)
                 t0 = time.perf_counter()
                 work[scenario](client, n)
                 elapsed = time.perf_counter() - t0
@@ -145,6 +173,8 @@ def run(args, sides):
                 server_cpu[scenario, i].append((cpu_us(server.pid) - s0) / n)
                 client_cpu[scenario, i].append(
                     (time.process_time() - c0) * 1e6 / n)
+                broker_cpu[scenario, i].append(
+                    (broker_cpu_us(args.broker_pid) - b0) / n)
     for scenario, _ in SCENARIOS:
         print(json.dumps({
             'scenario': scenario, 'executor': args.executor,
@@ -153,7 +183,9 @@ def run(args, sides):
             'a_server_cpu_us': _median(server_cpu[scenario, 0]),
             'b_server_cpu_us': _median(server_cpu[scenario, 1]),
             'a_client_cpu_us': _median(client_cpu[scenario, 0]),
-            'b_client_cpu_us': _median(client_cpu[scenario, 1])}),
+            'b_client_cpu_us': _median(client_cpu[scenario, 1]),
+            'a_broker_cpu_us': _broker(args, broker_cpu[scenario, 0]),
+            'b_broker_cpu_us': _broker(args, broker_cpu[scenario, 1])}),
             flush=True)
 
 
@@ -165,6 +197,10 @@ def pair_summary(a_rates, b_rates):
             'b_per_s': _median(b_rates),
             'b_over_a': round(statistics.median(ratios), 3),
             'b_won': sum(r > 1 for r in ratios)}
+
+
+def _broker(args, values):
+    return _median(values) if args.broker_pid else None
 
 
 def _median(values):

@@ -60,6 +60,11 @@ class Acks:
             self._state[tag] = _RUNNING
             self._running += 1
 
+    def others_running(self):
+        """True if deliveries besides the caller's own are running (a
+        hint, read without the lock)."""
+        return self._running > 1
+
     def settled(self, channel, tag):
         """``tag`` was settled another way; its frame is written."""
         with self._lock:

@@ -7,6 +7,8 @@ kernel, a GIL release and, under eventlet, a hub round). Here each ``recv``
 asks for up to ``READ_AHEAD`` bytes instead; py-amqp already keeps what it
 did not use in its read buffer, so a burst of messages costs one ``recv``.
 Nothing else changes: frames, timeouts and heartbeats are py-amqp's.
+Its frame writer is ``writes.FrameWriter``: publishes that meet go out in
+one socket write.
 
 The transport is registered with kombu under the scheme ``rpcmqamqp`` so
 that failover (``Connection.switch``, which re-reads the scheme from each
@@ -31,6 +33,8 @@ import struct
 import amqp.transport
 from amqp.transport import to_host_port
 from kombu.transport import TRANSPORT_ALIASES, pyamqp
+
+from rpcmq.transport import writes
 
 __all__ = ['SCHEME', 'Transport']
 
@@ -84,6 +88,11 @@ class SSLTransport(_ReadAhead, amqp.transport.SSLTransport):
 
 
 class Connection(pyamqp.Connection):
+    """Reads ahead; writes publishes that meet together (``writes``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault('frame_writer', writes.FrameWriter)
+        super().__init__(*args, **kwargs)
 
     def Transport(self, host, connect_timeout, ssl=False, read_timeout=None,
                   write_timeout=None, socket_settings=None, **kwargs):

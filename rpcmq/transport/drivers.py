@@ -285,14 +285,15 @@ class KombuDriver:
                 + (OSError, kombu.exceptions.OperationalError))
 
     def reply(self, channel, body, reply_to, correlation_id, deadline,
-              headers=None):
+              headers=None, gather=False):
         """Send a reply; on RabbitMQ on the reply connection (``Replier``),
-        never the one the request came on (``channel`` is ignored)."""
+        never the one the request came on (``channel`` is ignored).
+        ``gather``: other replies are about to be sent, write together."""
         if self._replier is None:
             return self.publish(body, '', reply_to,
                                 correlation_id=correlation_id,
                                 headers=headers, deadline=deadline)
-        self._replier.send(body, reply_to, deadline,
+        self._replier.send(body, reply_to, deadline, gather=gather,
                            correlation_id=correlation_id, headers=headers)
 
     def declare(self, entities, deadline=None):

@@ -90,7 +90,9 @@ class IncomingMessage:
         not the one the request came on; raises TransportError)."""
         self._driver.reply(self._message.channel, body, to or self.reply_to,
                            correlation_id or self.correlation_id,
-                           time.monotonic() + REPLY_DEADLINE, headers)
+                           time.monotonic() + REPLY_DEADLINE, headers,
+                           gather=self._acks is not None and
+                           self._acks.others_running())
 
     def admit(self):
         """For a cast, before running it: True if it may run. False if it

@@ -6,11 +6,17 @@ and two threads writing at once could corrupt each other's frames. So
 several threads may publish on a channel that another thread consumes
 from. ``channel.basic_publish`` is not used:
 it reads from the socket (to look for connection.blocked), and only the
-consuming thread may read.
+consuming thread may read. On rpcmq's own py-amqp transport
+(``transport.amqp``) publishes go through ``writes.FrameWriter``, which
+writes together those that meet.
 """
 
 import amqp
 import amqp.spec
+from amqp.exceptions import RecoverableConnectionError
+from amqp.serialization import dumps
+
+from rpcmq.transport import writes
 
 __all__ = ['send']
 
@@ -18,10 +24,12 @@ JSON = 'application/json'
 
 
 def send(channel, body, exchange, routing_key, mandatory=False,
-         **properties):
+         gather=False, **properties):
     """Write one JSON message; ``expiration`` is in seconds, ``headers``
     the application headers (kombu's name). A ``mandatory`` message that
-    no queue takes comes back as basic.return.
+    no queue takes comes back as basic.return. Messages published at the
+    same time on one connection go out in one write; ``gather``: others
+    are about to be published, wait for them first (``writes``).
     """
     expiration = properties.pop('expiration', None)
     if expiration is not None:
@@ -31,7 +39,15 @@ def send(channel, body, exchange, routing_key, mandatory=False,
         properties['application_headers'] = headers
     msg = amqp.Message(body, content_type=JSON, content_encoding='utf-8',
                        **properties)
-    channel.send_method(
-        amqp.spec.Basic.Publish, 'Bssbb',
-        (0, getattr(exchange, 'name', exchange) or '', routing_key,
-         mandatory, False), msg)
+    args = (0, getattr(exchange, 'name', exchange) or '', routing_key,
+            mandatory, False)
+    writer = getattr(getattr(channel, 'connection', None), '_frame_writer',
+                     None)
+    if not isinstance(writer, writes.FrameWriter):
+        channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args, msg)
+        return
+    try:
+        writer.publish(channel.channel_id, dumps('Bssbb', args), msg,
+                       gather)
+    except StopIteration:  # as py-amqp's send_method
+        raise RecoverableConnectionError('connection already closed')

@@ -11,7 +11,8 @@ between two replies.
 ``Replier`` keeps one connection for replies. One thread owns it: it
 connects (the driver's retry policy, after a pause when a connection was
 lost), reads it (heartbeats, the broker closing it) and connects again.
-Any thread writes replies on it (py-amqp locks frame writes). A reply is
+Any thread writes replies on it (frame writes are locked; replies
+that meet go out in one write, see ``writes``). A reply is
 sent at most once: one whose write fails is written again once on the next
 connection if that comes within its deadline, else TransportError says
 why. Replies are not confirmed: a caller that gets none times out.
@@ -41,13 +42,16 @@ class Replier:
         self._gen = 0
         self._closed = False
 
-    def send(self, body, routing_key, deadline, **properties):
+    def send(self, body, routing_key, deadline, gather=False, **properties):
         """Write one reply to the default exchange; TransportError if it
-        cannot be written by ``deadline`` (``time.monotonic()``)."""
+        cannot be written by ``deadline`` (``time.monotonic()``).
+        Replies sent together go out in one write (``gather``: others are
+        about to be sent, see ``writes``)."""
         for last_try in (False, True):
             channel, gen = self._wait_open(deadline)
             try:
-                raw.send(channel, body, '', routing_key, **properties)
+                raw.send(channel, body, '', routing_key, gather=gather,
+                         **properties)
                 return
             except self.driver.recoverable_errors() as exc:
                 self._lost(gen, exc)

@@ -1,0 +1,223 @@
+"""A connection's frame writer writes together the publishes that meet,
+and keeps py-amqp's promises: each publisher returns once its message is
+written or raises what writing it raised, frames come out whole and in
+order, and nothing else lands inside a round."""
+
+import struct
+import threading
+import time
+
+import amqp
+import pytest
+from amqp import spec
+from amqp.serialization import dumps
+
+from rpcmq.transport import writes
+
+PUBLISH = struct.pack('>HH', *spec.Basic.Publish)
+WAIT = 10.0
+
+
+class Connection:
+    frame_max = 131072
+    bytes_sent = 0
+
+
+class Socket:
+    """A transport whose writes can be held (``hold``) or made to fail
+    (``fail``); ``writes`` is every write, in order."""
+
+    def __init__(self):
+        self.writes = []
+        self.hold = None      # an Event the next write waits for
+        self.holding = threading.Event()
+        self.fail = None      # raised by the next write to begin
+        self.split = None     # (Event, Event): write in two halves
+
+    def write(self, data):
+        data = bytes(data)
+        fail, self.fail = self.fail, None  # as things were when it began
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            self.holding.set()
+            assert hold.wait(WAIT)
+        if fail is not None:
+            raise fail
+        if self.split is not None:
+            (half_written, go_on), self.split = self.split, None
+            self.writes.append(data[:5])
+            half_written.set()
+            assert go_on.wait(WAIT)
+            self.writes[-1] += data[5:]
+            return
+        self.writes.append(data)
+
+
+def frames(data):
+    """The frames of ``data`` as (type, channel, payload); each whole."""
+    out = []
+    while data:
+        ftype, channel, size = struct.unpack_from('>BHI', data)
+        assert data[7 + size] == 0xce, 'a frame is cut or overlapped'
+        out.append((ftype, channel, data[7:7 + size]))
+        data = data[8 + size:]
+    return out
+
+
+def bodies(data):
+    """The bodies of the messages published in ``data``, in order."""
+    fs, out = frames(data), []
+    while fs:
+        (t1, ch, method), (t2, _, _), (t3, _, body) = fs[:3]
+        assert (t1, t2, t3) == (1, 2, 3) and method.startswith(PUBLISH)
+        out.append(body.decode())
+        fs = fs[3:]
+    return out
+
+
+def publisher(writer, text, errors=None, gather=False):
+    args = dumps('Bssbb', (0, '', 'reply-queue', False, False))
+    message = amqp.Message(text.encode(), content_type='application/json')
+
+    def run():
+        try:
+            writer.publish(1, args, message, gather)
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[text] = exc
+    return run
+
+
+def wait_for(predicate):
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.001)
+
+
+@pytest.fixture
+def sock():
+    return Socket()
+
+
+@pytest.fixture
+def writer(sock):
+    return writes.FrameWriter(Connection(), sock)
+
+
+def start(target):
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_lone_publish_is_written_at_once(writer, sock):
+    publisher(writer, 'one')()
+    assert [bodies(w) for w in sock.writes] == [['one']]
+
+
+def test_publishes_that_meet_a_busy_writer_go_out_in_one_write(writer,
+                                                                 sock):
+    hold = sock.hold = threading.Event()
+    first = start(publisher(writer, 'first'))
+    assert sock.holding.wait(WAIT)  # the first writer is in its write
+    others = [start(publisher(writer, 'm%d' % i)) for i in range(5)]
+    wait_for(lambda: len(writer._pending) == 5)
+    hold.set()
+    for thread in [first] + others:
+        thread.join(WAIT)
+        assert not thread.is_alive(), 'a publisher never returned'
+    assert len(sock.writes) == 2 and bodies(sock.writes[0]) == ['first']
+    assert sorted(bodies(sock.writes[1])) == ['m%d' % i for i in range(5)]
+
+
+def test_a_failed_write_is_raised_in_each_publisher_of_its_round(writer,
+                                                                 sock):
+    hold = sock.hold = threading.Event()
+    first = start(publisher(writer, 'first'))
+    assert sock.holding.wait(WAIT)
+    errors = {}
+    others = [start(publisher(writer, name, errors))
+              for name in ('a', 'b')]
+    wait_for(lambda: len(writer._pending) == 2)
+    sock.fail = ConnectionResetError('connection reset by peer')
+    hold.set()
+    for thread in [first] + others:
+        thread.join(WAIT)
+    assert sorted(errors) == ['a', 'b']
+    assert all(isinstance(e, ConnectionResetError) for e in errors.values())
+    # The writer's role was handed back: the next publish is written.
+    publisher(writer, 'after')()
+    assert bodies(sock.writes[-1]) == ['after']
+
+
+def test_the_writers_own_failure_is_raised_to_it(writer, sock):
+    sock.fail = BrokenPipeError('broken pipe')
+    with pytest.raises(BrokenPipeError):
+        publisher(writer, 'lost')()
+    publisher(writer, 'next')()
+    assert [bodies(w) for w in sock.writes] == [['next']]
+
+
+def test_no_other_frame_lands_inside_a_round(writer, sock):
+    half_written, go_on = threading.Event(), threading.Event()
+    sock.split = (half_written, go_on)
+    first = start(publisher(writer, 'first'))
+    assert half_written.wait(WAIT)  # the round is half on the socket
+    heartbeat = start(lambda: writer(8, 0, None, None, None))
+    heartbeat.join(0.2)  # it must wait for the round: not yet written
+    assert len(sock.writes) == 1
+    go_on.set()
+    first.join(WAIT)
+    heartbeat.join(WAIT)
+    stream = b''.join(sock.writes)
+    assert [f[0] for f in frames(stream)] == [1, 2, 3, 8]
+
+
+def test_a_gathering_writer_takes_the_publishes_that_are_ready(
+        writer, sock, monkeypatch):
+    ready = []
+
+    def let_others_run(seconds):
+        assert seconds == 0
+        ready.extend(start(publisher(writer, 'r%d' % i)) for i in range(3))
+        wait_for(lambda: len(writer._pending) == 4)
+    monkeypatch.setattr(writes.time, 'sleep', let_others_run)
+    publisher(writer, 'gatherer', gather=True)()
+    for thread in ready:
+        thread.join(WAIT)
+    assert len(sock.writes) == 1
+    assert sorted(bodies(sock.writes[0])) == ['gatherer', 'r0', 'r1', 'r2']
+
+
+def test_a_writer_interrupted_before_writing_publishes_nothing_later(
+        writer, sock, monkeypatch):
+    class Interrupted(BaseException):
+        pass
+
+    def interrupt(seconds):
+        raise Interrupted()
+    monkeypatch.setattr(writes.time, 'sleep', interrupt)
+    with pytest.raises(Interrupted):
+        publisher(writer, 'interrupted', gather=True)()
+    publisher(writer, 'next')()
+    assert [bodies(w) for w in sock.writes] == [['next']]
+
+
+def test_many_threads_each_see_their_messages_written_in_order(writer,
+                                                               sock):
+    def many(name):
+        def run():
+            for i in range(200):
+                publisher(writer, '%s.%03d' % (name, i))()
+        return run
+    threads = [start(many('t%d' % t)) for t in range(8)]
+    for thread in threads:
+        thread.join(WAIT * 3)
+        assert not thread.is_alive()
+    written = bodies(b''.join(sock.writes))
+    assert len(written) == 1600
+    for t in range(8):
+        mine = [b for b in written if b.startswith('t%d.' % t)]
+        assert mine == sorted(mine) and len(mine) == 200
