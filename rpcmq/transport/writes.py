@@ -9,7 +9,8 @@ connection's frame writer (``FrameWriter``, installed by
 ``transport.amqp``) keeps py-amqp's for single frames and adds
 ``publish``, which writes together the publishes that meet:
 
-* a publisher that finds nobody writing becomes the writer. With
+* each publisher packs its own message first (one that cannot be packed
+  fails alone). One that finds nobody writing becomes the writer. With
   ``gather`` (other publishes are about to come: a server whose other
   deliveries are running) it first lets the ready ones run
   (``time.sleep(0)``: a green yield under eventlet, the GIL handed over
@@ -51,11 +52,12 @@ class FrameWriter:
         self._socket_write = transport.write
         self._lock = threading.Lock()  # every write to the socket
         self._frame = method_framing.frame_writer(connection, transport)
-        self._packed = []
-        # py-amqp's packing, its "socket" the list of the round packed
+        # py-amqp's packing into ``_packed`` (its "socket" is ``write``)
+        self._pack_lock = threading.Lock()
         self._pack = method_framing.frame_writer(connection, self)
+        self._packed = []
         self._cond = threading.Condition(threading.Lock())
-        self._pending = []
+        self._pending = []  # the packed messages of the round gathering
         self._round = _Round()
         self._writing = False
 
@@ -69,10 +71,14 @@ class FrameWriter:
 
     def publish(self, channel_id, args, message, gather=False):
         """Write ``basic.publish`` (``args`` serialized) with ``message``
-        on channel ``channel_id``; returns once written."""
-        entry = (channel_id, args, message)
+        on channel ``channel_id``; returns once written. A message that
+        cannot be packed raises here, before it joins a round."""
+        with self._pack_lock:
+            self._packed = []
+            self._pack(1, channel_id, spec.Basic.Publish, args, message)
+            data = b''.join(self._packed)
         with self._cond:
-            self._pending.append(entry)
+            self._pending.append(data)
             mine = self._round
             while self._writing and not mine.written:
                 self._cond.wait()
@@ -88,8 +94,8 @@ class FrameWriter:
         finally:
             with self._cond:
                 if not mine.written:  # interrupted before writing:
-                    self._pending = [e for e in self._pending  # not later
-                                     if e is not entry]
+                    self._pending = [d for d in self._pending  # not later
+                                     if d is not data]
                 self._writing = False
                 self._cond.notify_all()
         if mine.error is not None:
@@ -103,16 +109,11 @@ class FrameWriter:
             if not todo:
                 return
             try:
-                for channel_id, args, message in todo:
-                    self._pack(1, channel_id, spec.Basic.Publish, args,
-                               message)
-                data = b''.join(self._packed)
                 with self._lock:
-                    self._socket_write(data)
+                    self._socket_write(b''.join(todo))
             except BaseException as exc:
                 this.error = exc
             finally:
-                self._packed.clear()
                 with self._cond:
                     this.written = True
                     self._cond.notify_all()

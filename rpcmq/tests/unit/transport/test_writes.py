@@ -10,6 +10,7 @@ import time
 import amqp
 import pytest
 from amqp import spec
+from amqp.exceptions import FrameSyntaxError
 from amqp.serialization import dumps
 
 from rpcmq.transport import writes
@@ -221,3 +222,18 @@ def test_many_threads_each_see_their_messages_written_in_order(writer,
     for t in range(8):
         mine = [b for b in written if b.startswith('t%d.' % t)]
         assert mine == sorted(mine) and len(mine) == 200
+
+
+def test_a_message_that_cannot_be_packed_fails_alone(writer, sock):
+    hold = sock.hold = threading.Event()
+    first = start(publisher(writer, 'first'))
+    assert sock.holding.wait(WAIT)
+    other = start(publisher(writer, 'other'))
+    wait_for(lambda: len(writer._pending) == 1)
+    bad = amqp.Message(b'x', application_headers={'h': object()})
+    with pytest.raises(FrameSyntaxError):  # in its own publisher
+        writer.publish(1, dumps('Bssbb', (0, '', 'q', False, False)), bad)
+    hold.set()
+    first.join(WAIT)
+    other.join(WAIT)
+    assert [bodies(w) for w in sock.writes] == [['first'], ['other']]
