@@ -8,7 +8,8 @@ asks for up to ``READ_AHEAD`` bytes instead; py-amqp already keeps what it
 did not use in its read buffer, so a burst of messages costs one ``recv``.
 Nothing else changes: frames, timeouts and heartbeats are py-amqp's.
 Its frame writer is ``writes.FrameWriter``: publishes that meet go out in
-one socket write.
+one socket write; writes count the bytes that left (``sent``), so that a
+write failing part way says which of its messages left whole.
 
 The transport is registered with kombu under the scheme ``rpcmqamqp`` so
 that failover (``Connection.switch``, which re-reads the scheme from each
@@ -47,6 +48,8 @@ _HEADER = struct.Struct('>BHI')  # frame type, channel, payload size
 
 class _ReadAhead:
 
+    sent = 0  # bytes of the last write that left whole (``writes``)
+
     def _setup_transport(self):
         super()._setup_transport()
         recv = self._quick_recv
@@ -54,6 +57,17 @@ class _ReadAhead:
         def read_ahead(n):
             return recv(n if n > READ_AHEAD else READ_AHEAD)
         self._quick_recv = read_ahead
+        self._write = self._write_counted  # over TCP's sock.sendall
+
+    def _write_counted(self, data):
+        """Write ``data`` whole, as py-amqp does; ``sent`` counts the
+        bytes that left, also when a later part of it fails."""
+        view = memoryview(data)
+        total, sent = len(view), 0
+        self.sent = 0
+        while sent < total:
+            sent += self._send_some(view[sent:])
+            self.sent = sent
 
     def having_timeout(self, timeout):
         if timeout is not None and self._frame_buffered():
@@ -80,11 +94,22 @@ class _ReadAhead:
 
 
 class TCPTransport(_ReadAhead, amqp.transport.TCPTransport):
-    pass
+
+    def _send_some(self, view):
+        return self.sock.send(view)
 
 
 class SSLTransport(_ReadAhead, amqp.transport.SSLTransport):
-    pass
+
+    def _send_some(self, view):
+        # as py-amqp's SSLTransport._write
+        try:
+            n = self.sock.write(view)
+        except ValueError:  # the SSL object went with the connection
+            n = 0
+        if not n:
+            raise OSError('Socket closed')
+        return n
 
 
 class Connection(pyamqp.Connection):

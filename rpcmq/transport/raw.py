@@ -24,12 +24,15 @@ JSON = 'application/json'
 
 
 def send(channel, body, exchange, routing_key, mandatory=False,
-         gather=False, **properties):
+         gather=False, on_failure=None, **properties):
     """Write one JSON message; ``expiration`` is in seconds, ``headers``
     the application headers (kombu's name). A ``mandatory`` message that
     no queue takes comes back as basic.return. Messages published at the
     same time on one connection go out in one write; ``gather``: others
-    are about to be published, wait for them first (``writes``).
+    are about to be published, wait for them first; ``on_failure``: when
+    another thread is writing, leave the message to it and return at
+    once, ``on_failure(exc)`` being called should that write fail
+    (``writes``). Without rpcmq's transport, written at once.
     """
     expiration = properties.pop('expiration', None)
     if expiration is not None:
@@ -48,6 +51,6 @@ def send(channel, body, exchange, routing_key, mandatory=False,
         return
     try:
         writer.publish(channel.channel_id, dumps('Bssbb', args), msg,
-                       gather)
+                       gather, on_failure)
     except StopIteration:  # as py-amqp's send_method
         raise RecoverableConnectionError('connection already closed')

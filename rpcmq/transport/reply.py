@@ -37,6 +37,7 @@ exclusive reply queue is declared again under the same name, so calls
 waiting on it keep waiting: their replies may still come.)
 """
 
+import functools
 import itertools
 import json
 import logging
@@ -93,7 +94,7 @@ class _Slot:
     (A bare lock is cheaper than an Event: one allocation, no Condition.)
     """
 
-    __slots__ = ('lock', 'body', 'headers', 'channel')
+    __slots__ = ('lock', 'body', 'headers', 'channel', 'request')
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -101,6 +102,17 @@ class _Slot:
         self.body = None
         self.headers = None
         self.channel = None  # direct reply-to: where the request went
+        self.request = None  # direct reply-to: what to send again
+
+
+class _Unsent:
+    """A slot's body when its request's write failed after its caller
+    went on to wait (``writes``): the caller sends it again."""
+
+    __slots__ = ('error',)
+
+    def __init__(self, error):
+        self.error = error
 
 
 class ReplyWaiter(Consumer):
@@ -272,8 +284,33 @@ class ReplyWaiter(Consumer):
 
     def wait_reply(self, correlation_id, slot, timeout):
         """The reply body (bytes), ``LOST`` if the connection that would
-        have carried it was lost, or None if none came within timeout."""
+        have carried it was lost, or None if none came within timeout.
+        A request whose write failed after ``publish`` returned is sent
+        again (TransportError if it cannot be within ``timeout``)."""
         deadline = time.monotonic() + timeout
+        while True:
+            body = self._wait(correlation_id, slot, deadline)
+            if not isinstance(body, _Unsent):
+                return body
+            try:
+                self._send_again(correlation_id, slot, body.error, deadline)
+            except BaseException:
+                self.forget(correlation_id)
+                raise
+
+    def _send_again(self, correlation_id, slot, error, deadline):
+        LOG.warning('publishing a call on %s failed (%s); waiting for the '
+                    'reconnect', self.driver.url, error)
+        failed_on, slot.channel = slot.channel, None  # not LOST: unsent
+        slot.body = None
+        self._slots[correlation_id] = slot  # (its owner reads meanwhile)
+        self._wait_for_another_channel(
+            failed_on, max(0.0, deadline - time.monotonic()))
+        body, exchange, routing_key, properties = slot.request
+        self.publish(body, exchange, routing_key, deadline, slot,
+                     **properties)
+
+    def _wait(self, correlation_id, slot, deadline):
         if self._read_for(slot, deadline):
             return slot.body
         left = max(0.0, deadline - time.monotonic())
@@ -290,8 +327,12 @@ class ReplyWaiter(Consumer):
 
         Waits (until ``deadline``) for the consumer to be connected; if the
         write fails, waits for the consumer thread (the one owner of this
-        connection) to consume on a new channel and writes again.
+        connection) to consume on a new channel and writes again. When
+        another caller is writing already, the request is left to it and
+        this returns at once; should that write fail, ``wait_reply`` sends
+        it again.
         """
+        slot.request = (body, exchange, routing_key, properties)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.wait_ready(remaining):
@@ -299,11 +340,18 @@ class ReplyWaiter(Consumer):
             channel = slot.channel = self._channel
             try:
                 raw.send(channel, body, exchange, routing_key,
-                         reply_to=DIRECT_REPLY_TO, **properties)
+                         reply_to=DIRECT_REPLY_TO,
+                         on_failure=functools.partial(
+                             self._unsent, properties.get('correlation_id'),
+                             slot),
+                         **properties)
                 return
             except self.driver.recoverable_errors() as exc:
                 if slot.body is LOST:
                     return  # its caller learns so; do not run it later
+                # It never left whole: not one for the lost connection
+                # to answer LOST, but one to send on the next.
+                slot.channel = None
                 LOG.warning('publishing a call on %s failed (%s); waiting '
                             'for the reconnect', self.driver.url, exc)
                 self._wait_for_another_channel(channel, remaining)
@@ -314,6 +362,14 @@ class ReplyWaiter(Consumer):
                 or self.last_error is not None
         with self._changed:
             self._changed.wait_for(moved_on, timeout)
+
+    def _unsent(self, correlation_id, slot, error):
+        """The write of a request left to another caller failed: its
+        caller (waiting for the reply) sends it again. Unless the call was
+        answered ``LOST`` already, or gave up."""
+        if self._slots.pop(correlation_id, None) is slot:
+            slot.body = _Unsent(error)
+            slot.lock.release()
 
     def on_connection_lost(self):
         """Direct reply-to: answer LOST to the calls published on the lost

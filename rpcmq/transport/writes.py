@@ -21,11 +21,26 @@ connection's frame writer (``FrameWriter``, installed by
   until its round is written: ``publish`` returns once the message is
   written, or raises what writing it raised, as py-amqp's write does. No
   message is held back once its round can be written.
+* or, given ``on_failure`` (a client's call, whose caller waits for its
+  reply anyway), it does not wait: it returns at once, and if the write
+  fails the writer calls ``on_failure`` (the caller is woken and sends
+  the request again). A thread woken for nothing costs more than the
+  write: a client's 16 callers ran 1.12x as many calls with 17% less
+  CPU. A writer does not hand its role on while such messages are left,
+  since nobody would write them.
 
 Every write to the socket, single frames included, is under one lock, so
 heartbeats and other frames never land inside a round.
+
+A write that fails part way has put some messages of its round on the
+socket whole: those count as written, as a lone message written by
+py-amqp would (the transport counts the bytes that left, ``sent``); the
+others failed and were never whole on the wire, so the broker never took
+them and they may be sent again. Without such a count every message of
+a failed round counts as failed.
 """
 
+import logging
 import threading
 import time
 
@@ -33,15 +48,27 @@ from amqp import method_framing, spec
 
 __all__ = ['FrameWriter', 'ROUNDS']
 
+LOG = logging.getLogger(__name__)
+
 ROUNDS = 4  # rounds a writer writes for others before handing on
+# to a publisher waiting for its own
 
 
 class _Round:
-    __slots__ = ('written', 'error')
+    __slots__ = ('written', 'waiters')
 
     def __init__(self):
         self.written = False
-        self.error = None
+        self.waiters = 0  # publishers waiting for this round
+
+
+class _Message:
+    __slots__ = ('data', 'on_failure', 'error')
+
+    def __init__(self, data, on_failure):
+        self.data = data
+        self.on_failure = on_failure
+        self.error = None  # what writing it raised
 
 
 class FrameWriter:
@@ -49,7 +76,7 @@ class FrameWriter:
     with ``publish``."""
 
     def __init__(self, connection, transport):
-        self._socket_write = transport.write
+        self._transport = transport
         self._lock = threading.Lock()  # every write to the socket
         self._frame = method_framing.frame_writer(connection, transport)
         # py-amqp's packing into ``_packed`` (its "socket" is ``write``)
@@ -57,9 +84,10 @@ class FrameWriter:
         self._pack = method_framing.frame_writer(connection, self)
         self._packed = []
         self._cond = threading.Condition(threading.Lock())
-        self._pending = []  # the packed messages of the round gathering
+        self._pending = []  # the messages of the round gathering
         self._round = _Round()
         self._writing = False
+        self._waiters = 0  # publishers waiting for their round
 
     def __call__(self, type_, channel, method_sig, args, content):
         with self._lock:
@@ -69,53 +97,101 @@ class FrameWriter:
         """Where ``_pack`` puts a packed frame (a view of its buffer)."""
         self._packed.append(bytes(data))
 
-    def publish(self, channel_id, args, message, gather=False):
+    def publish(self, channel_id, args, message, gather=False,
+                on_failure=None):
         """Write ``basic.publish`` (``args`` serialized) with ``message``
-        on channel ``channel_id``; returns once written. A message that
-        cannot be packed raises here, before it joins a round."""
+        on channel ``channel_id``; returns once written, or raises what
+        writing it raised. A message that cannot be packed raises here,
+        before it joins a round.
+
+        With ``on_failure``, a publisher that finds a writer busy does not
+        wait: it returns at once and, should the write fail,
+        ``on_failure(exc)`` is called (in the writer's thread) instead.
+        """
         with self._pack_lock:
             self._packed = []
             self._pack(1, channel_id, spec.Basic.Publish, args, message)
-            data = b''.join(self._packed)
+            mine = _Message(b''.join(self._packed), on_failure)
         with self._cond:
-            self._pending.append(data)
-            mine = self._round
-            while self._writing and not mine.written:
-                self._cond.wait()
-            if mine.written:
-                if mine.error is not None:
-                    raise mine.error
-                return
-            self._writing = True
-        try:
-            if gather:
-                time.sleep(0)
-            self._write_rounds()
-        finally:
-            with self._cond:
-                if not mine.written:  # interrupted before writing:
-                    self._pending = [d for d in self._pending  # not later
-                                     if d is not data]
-                self._writing = False
-                self._cond.notify_all()
+            self._pending.append(mine)
+            round_ = self._round
+            if self._writing and on_failure is not None:
+                return  # the writer writes it, or reports its failure
+            mine.on_failure = None  # it waits: its failure is raised
+            self._waiters += 1
+            round_.waiters += 1
+            try:
+                while self._writing and not round_.written:
+                    self._cond.wait()
+            finally:
+                self._waiters -= 1
+                round_.waiters -= 1
+            if not round_.written:
+                self._writing = True
+        if not round_.written:
+            try:
+                if gather:
+                    time.sleep(0)
+                self._write_rounds()
+            finally:
+                with self._cond:
+                    if not round_.written:  # interrupted before writing:
+                        self._pending = [m for m in self._pending
+                                         if m is not mine]  # not later
+                    self._writing = False
+                    if self._waiters:
+                        self._cond.notify_all()
         if mine.error is not None:
             raise mine.error
 
     def _write_rounds(self):
-        for _ in range(ROUNDS):
+        """Write what gathered, round after round, until nothing is left
+        or, after ``ROUNDS`` rounds, a publisher waiting for what is left
+        can take over (one that did not wait has nobody to take over for
+        it)."""
+        rounds = 0
+        while True:
             with self._cond:
+                if not self._pending or \
+                        (rounds >= ROUNDS and self._round.waiters):
+                    return
                 todo, self._pending = self._pending, []
                 this, self._round = self._round, _Round()
-            if not todo:
-                return
+            rounds += 1
+            error = None
             try:
                 with self._lock:
-                    self._socket_write(b''.join(todo))
+                    self._transport.sent = 0
+                    self._transport.write(b''.join(m.data for m in todo))
             except BaseException as exc:
-                this.error = exc
+                error = exc
+                _failed(todo, getattr(self._transport, 'sent', 0), exc)
             finally:
                 with self._cond:
                     this.written = True
-                    self._cond.notify_all()
-            if this.error is not None:
-                return
+                    if self._waiters:
+                        self._cond.notify_all()
+            if error is not None:
+                _report(todo)
+                if not isinstance(error, Exception):
+                    raise error  # interrupted: stop writing
+
+
+def _failed(messages, sent, exc):
+    """A write of ``messages`` failed after ``sent`` bytes: those not
+    wholly sent failed with ``exc``."""
+    end = 0
+    for message in messages:
+        end += len(message.data)
+        if end > sent:
+            message.error = exc
+
+
+def _report(messages):
+    """Tell the publishers that did not wait that their write failed."""
+    for message in messages:
+        if message.error is not None and message.on_failure is not None:
+            try:
+                message.on_failure(message.error)
+            except Exception:
+                LOG.exception('reporting a failed write')

@@ -7,6 +7,7 @@ handed to their callers; the consumer thread, which owns the connection,
 reads while calls wait and no caller reads, and keeps its heartbeats.
 """
 
+import socket
 import threading
 import time
 import uuid
@@ -127,3 +128,65 @@ def test_a_channel_closed_under_a_reading_caller_is_opened_again(
     finally:
         env.close()
         delete_entities(rabbit_url, [], [env.conf.control_exchange])
+
+
+def test_a_request_left_to_a_write_that_fails_is_sent_again(
+        served, monkeypatch):
+    """A caller whose request another caller is writing does not wait
+    for that write. When it fails before the request left whole (the
+    connection dies under it), the caller, waiting for its reply by then,
+    sends its request again on the next connection and gets its answer:
+    the broker never had it, so it runs once."""
+    client = served.client(timeout=20)
+    client.call({}, 'echo', x=0)  # the reply connection is up
+    replies = served.transport.replies
+    connection = replies._channel.connection
+    writer, transport = connection._frame_writer, connection.transport
+    socket_write = transport.write
+    writing, seen = threading.Event(), {}
+
+    def write_then_die(data):
+        if not writing.is_set():  # the first caller's request
+            writing.set()
+            assert wait_for(lambda: writer._pending, timeout=10)
+            seen['waiting'] = writer._waiters  # the second did not wait
+            return socket_write(data)
+        transport.sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionResetError('connection reset by peer')
+    monkeypatch.setattr(transport, 'write', write_then_die)
+    results = {}
+
+    def call(name):
+        try:
+            results[name] = client.call({}, 'echo', x=name)
+        except rpcmq.MessagingTimeout as exc:  # its reply was on the
+            results[name] = exc                 # connection that died
+    first = threading.Thread(target=call, args=('first',))
+    first.start()
+    assert writing.wait(10)
+    call('second')
+    first.join(30)
+    assert results['second'] == 'second'
+    assert seen == {'waiting': 0}
+    assert replies._channel.connection is not connection
+    assert results['first'] == 'first' or \
+        isinstance(results['first'], rpcmq.MessagingTimeout)
+
+
+def test_a_request_whose_write_fails_is_sent_on_the_next_connection(
+        served, monkeypatch):
+    """The connection dies under the write of a call's request: the
+    broker never had it, so the caller sends it on the next connection
+    and gets its answer, not "lost, may or may not have run"."""
+    client = served.client(timeout=20)
+    client.call({}, 'echo', x=0)  # the reply connection is up
+    replies = served.transport.replies
+    connection = replies._channel.connection
+    transport = connection.transport
+
+    def die(data):
+        transport.sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionResetError('connection reset by peer')
+    monkeypatch.setattr(transport, 'write', die)
+    assert client.call({}, 'echo', x='again') == 'again'
+    assert replies._channel.connection is not connection

@@ -26,14 +26,18 @@ class Connection:
 
 class Socket:
     """A transport whose writes can be held (``hold``) or made to fail
-    (``fail``); ``writes`` is every write, in order."""
+    (``fail``), after ``fail_after`` bytes if set; ``writes`` is every
+    write, in order, and ``sent`` counts the bytes of the last that left,
+    as rpcmq's transport does."""
 
     def __init__(self):
         self.writes = []
         self.hold = None      # an Event the next write waits for
         self.holding = threading.Event()
         self.fail = None      # raised by the next write to begin
+        self.fail_after = 0   # ... once that many bytes of it left
         self.split = None     # (Event, Event): write in two halves
+        self.sent = 0
 
     def write(self, data):
         data = bytes(data)
@@ -43,6 +47,9 @@ class Socket:
             self.holding.set()
             assert hold.wait(WAIT)
         if fail is not None:
+            if self.fail_after:
+                self.writes.append(data[:self.fail_after])
+                self.sent = self.fail_after
             raise fail
         if self.split is not None:
             (half_written, go_on), self.split = self.split, None
@@ -76,13 +83,17 @@ def bodies(data):
     return out
 
 
-def publisher(writer, text, errors=None, gather=False):
+def publisher(writer, text, errors=None, gather=False, failures_to=None):
+    """A publish of ``text``; with ``failures_to`` one that does not wait
+    for a busy writer, its failure appended there as (text, exc)."""
     args = dumps('Bssbb', (0, '', 'reply-queue', False, False))
     message = amqp.Message(text.encode(), content_type='application/json')
+    on_failure = None if failures_to is None else \
+        (lambda exc: failures_to.append((text, exc)))
 
     def run():
         try:
-            writer.publish(1, args, message, gather)
+            writer.publish(1, args, message, gather, on_failure)
         except Exception as exc:
             if errors is None:
                 raise
@@ -237,3 +248,87 @@ def test_a_message_that_cannot_be_packed_fails_alone(writer, sock):
     first.join(WAIT)
     other.join(WAIT)
     assert [bodies(w) for w in sock.writes] == [['first'], ['other']]
+
+
+def test_a_publisher_that_need_not_wait_leaves_its_message_to_the_writer(
+        writer, sock):
+    hold = sock.hold = threading.Event()
+    first = start(publisher(writer, 'first'))
+    assert sock.holding.wait(WAIT)
+    failures = []
+    quick = start(publisher(writer, 'quick', failures_to=failures))
+    quick.join(WAIT)
+    assert not quick.is_alive(), 'it waited for the busy writer'
+    assert sock.writes == [] and writer._waiters == 0
+    hold.set()
+    first.join(WAIT)
+    assert [bodies(w) for w in sock.writes] == [['first'], ['quick']]
+    assert failures == []
+
+
+def test_a_failed_write_is_reported_to_publishers_that_did_not_wait(
+        writer, sock):
+    hold = sock.hold = threading.Event()
+    first = start(publisher(writer, 'first'))
+    assert sock.holding.wait(WAIT)
+    failures = []
+    for name in ('a', 'b'):
+        publisher(writer, name, failures_to=failures)()  # returns at once
+    sock.fail = ConnectionResetError('connection reset by peer')
+    hold.set()
+    first.join(WAIT)
+    assert [(name, type(exc)) for name, exc in failures] == [
+        ('a', ConnectionResetError), ('b', ConnectionResetError)]
+    assert [bodies(w) for w in sock.writes] == [['first']]
+
+
+def test_the_writer_stays_while_messages_nobody_waits_for_are_left(
+        writer, sock, monkeypatch):
+    """More rounds than ``ROUNDS`` come in while it writes, each from a
+    publisher that did not wait: nobody else would write them."""
+    real_write, more = sock.write, iter(range(writes.ROUNDS + 3))
+
+    def write_and_take_another(data):
+        real_write(data)
+        k = next(more, None)
+        if k is not None:
+            publisher(writer, 'late%d' % k, failures_to=[])()
+    monkeypatch.setattr(sock, 'write', write_and_take_another)
+    publisher(writer, 'first')()
+    written = [b for w in sock.writes for b in bodies(w)]
+    assert written == ['first'] + ['late%d' % k
+                                   for k in range(writes.ROUNDS + 3)]
+
+
+def test_messages_that_left_whole_before_a_write_failed_count_as_written(
+        writer, sock):
+    """A write that fails part way: the messages wholly on the socket
+    before the failure are written (the broker may have them: never sent
+    twice), the one cut and those after it failed (never whole on the
+    wire: sent again is safe)."""
+    hold = sock.hold = threading.Event()
+    first = start(publisher(writer, 'first'))
+    assert sock.holding.wait(WAIT)
+    errors, failures = {}, []
+    waiting = [start(publisher(writer, name, errors))
+               for name in ('whole-1', 'whole-2')]
+    wait_for(lambda: len(writer._pending) == 2)
+    publisher(writer, 'cut', failures_to=failures)()
+    publisher(writer, 'after', failures_to=failures)()
+    whole = sum(len(m.data) for m in writer._pending[:2])
+    sock.fail = ConnectionResetError('connection reset by peer')
+    sock.fail_after = whole + 5
+    hold.set()
+    for thread in [first] + waiting:
+        thread.join(WAIT)
+    assert errors == {}
+    assert [name for name, _ in failures] == ['cut', 'after']
+    assert sorted(bodies(sock.writes[1][:whole])) == ['whole-1', 'whole-2']
+
+
+def test_a_writer_that_fails_raises_and_is_not_told_twice(writer, sock):
+    failures = []
+    sock.fail = BrokenPipeError('broken pipe')
+    with pytest.raises(BrokenPipeError):
+        publisher(writer, 'alone', failures_to=failures)()
+    assert failures == []
