@@ -26,8 +26,8 @@ connection's frame writer (``FrameWriter``, installed by
   fails the writer calls ``on_failure`` (the caller is woken and sends
   the request again). A thread woken for nothing costs more than the
   write: a client's 16 callers spent 10% less CPU per call
-  (docs/benchmarks.md). A writer does not hand its role on while such messages are left,
-  since nobody would write them.
+  (docs/benchmarks.md). A writer does not hand its role on while such
+  messages are left, since nobody would write them.
 
 Every write to the socket, single frames included, is under one lock, so
 heartbeats and other frames never land inside a round.
