@@ -118,7 +118,7 @@ def run(args, topic):
                     env=dict(os.environ, PYTHONPATH=tree))
                 blocks[scenario, side].append(
                     json.loads(out.stdout.splitlines()[-1]))
-    from bench_pair import _median, pair_summary
+    from bench_pair import _broker, _median, pair_summary
     for scenario, _ in SCENARIOS:
         a, b = blocks[scenario, 'a'], blocks[scenario, 'b']
         print(json.dumps({
@@ -127,10 +127,8 @@ def run(args, topic):
             **pair_summary([x['per_s'] for x in a], [y['per_s'] for y in b]),
             'a_client_cpu_us': _median(x['cpu_us'] for x in a),
             'b_client_cpu_us': _median(x['cpu_us'] for x in b),
-            'a_broker_cpu_us': _median(x['broker_us'] for x in a)
-            if args.broker_pid else None,
-            'b_broker_cpu_us': _median(y['broker_us'] for y in b)
-            if args.broker_pid else None}),
+            'a_broker_cpu_us': _broker(args, [x['broker_us'] for x in a]),
+            'b_broker_cpu_us': _broker(args, [y['broker_us'] for y in b])}),
             flush=True)
 
 

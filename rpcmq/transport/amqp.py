@@ -63,11 +63,9 @@ class _ReadAhead:
         """Write ``data`` whole, as py-amqp does; ``sent`` counts the
         bytes that left, also when a later part of it fails."""
         view = memoryview(data)
-        total, sent = len(view), 0
         self.sent = 0
-        while sent < total:
-            sent += self._send_some(view[sent:])
-            self.sent = sent
+        while self.sent < len(view):
+            self.sent += self._send_some(view[self.sent:])
 
     def having_timeout(self, timeout):
         if timeout is not None and self._frame_buffered():

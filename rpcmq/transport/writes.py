@@ -161,7 +161,6 @@ class FrameWriter:
             error = None
             try:
                 with self._lock:
-                    self._transport.sent = 0
                     self._transport.write(b''.join(m.data for m in todo))
             except BaseException as exc:
                 error = exc

@@ -41,6 +41,7 @@ class Socket:
 
     def write(self, data):
         data = bytes(data)
+        self.sent = 0
         fail, self.fail = self.fail, None  # as things were when it began
         if self.hold is not None:
             hold, self.hold = self.hold, None
@@ -124,6 +125,15 @@ def start(target):
     return thread
 
 
+def busy(writer, sock):
+    """A publisher of 'first' held inside its write: (the Event that
+    lets the write go on, its thread)."""
+    hold = sock.hold = threading.Event()
+    first = start(publisher(writer, 'first'))
+    assert sock.holding.wait(WAIT)  # the first writer is in its write
+    return hold, first
+
+
 def test_a_lone_publish_is_written_at_once(writer, sock):
     publisher(writer, 'one')()
     assert [bodies(w) for w in sock.writes] == [['one']]
@@ -131,9 +141,7 @@ def test_a_lone_publish_is_written_at_once(writer, sock):
 
 def test_publishes_that_meet_a_busy_writer_go_out_in_one_write(writer,
                                                                  sock):
-    hold = sock.hold = threading.Event()
-    first = start(publisher(writer, 'first'))
-    assert sock.holding.wait(WAIT)  # the first writer is in its write
+    hold, first = busy(writer, sock)
     others = [start(publisher(writer, 'm%d' % i)) for i in range(5)]
     wait_for(lambda: len(writer._pending) == 5)
     hold.set()
@@ -146,9 +154,7 @@ def test_publishes_that_meet_a_busy_writer_go_out_in_one_write(writer,
 
 def test_a_failed_write_is_raised_in_each_publisher_of_its_round(writer,
                                                                  sock):
-    hold = sock.hold = threading.Event()
-    first = start(publisher(writer, 'first'))
-    assert sock.holding.wait(WAIT)
+    hold, first = busy(writer, sock)
     errors = {}
     others = [start(publisher(writer, name, errors))
               for name in ('a', 'b')]
@@ -236,9 +242,7 @@ def test_many_threads_each_see_their_messages_written_in_order(writer,
 
 
 def test_a_message_that_cannot_be_packed_fails_alone(writer, sock):
-    hold = sock.hold = threading.Event()
-    first = start(publisher(writer, 'first'))
-    assert sock.holding.wait(WAIT)
+    hold, first = busy(writer, sock)
     other = start(publisher(writer, 'other'))
     wait_for(lambda: len(writer._pending) == 1)
     bad = amqp.Message(b'x', application_headers={'h': object()})
@@ -252,9 +256,7 @@ def test_a_message_that_cannot_be_packed_fails_alone(writer, sock):
 
 def test_a_publisher_that_need_not_wait_leaves_its_message_to_the_writer(
         writer, sock):
-    hold = sock.hold = threading.Event()
-    first = start(publisher(writer, 'first'))
-    assert sock.holding.wait(WAIT)
+    hold, first = busy(writer, sock)
     failures = []
     quick = start(publisher(writer, 'quick', failures_to=failures))
     quick.join(WAIT)
@@ -268,9 +270,7 @@ def test_a_publisher_that_need_not_wait_leaves_its_message_to_the_writer(
 
 def test_a_failed_write_is_reported_to_publishers_that_did_not_wait(
         writer, sock):
-    hold = sock.hold = threading.Event()
-    first = start(publisher(writer, 'first'))
-    assert sock.holding.wait(WAIT)
+    hold, first = busy(writer, sock)
     failures = []
     for name in ('a', 'b'):
         publisher(writer, name, failures_to=failures)()  # returns at once
@@ -306,9 +306,7 @@ def test_messages_that_left_whole_before_a_write_failed_count_as_written(
     before the failure are written (the broker may have them: never sent
     twice), the one cut and those after it failed (never whole on the
     wire: sent again is safe)."""
-    hold = sock.hold = threading.Event()
-    first = start(publisher(writer, 'first'))
-    assert sock.holding.wait(WAIT)
+    hold, first = busy(writer, sock)
     errors, failures = {}, []
     waiting = [start(publisher(writer, name, errors))
                for name in ('whole-1', 'whole-2')]
