@@ -66,6 +66,14 @@ IMAGE_OPTS = [
                     'given), {ext} (jpg, png, webp, ...), {format}, '
                     '{sha256} (of the content), {name} (last URL path '
                     'segment without extension).'),
+    cfg.IntOpt('overlap_min_bytes', default=1024 * 1024, min=0,
+               help='transfer() uploads an image while it downloads when '
+                    'the image server declares at least this many bytes '
+                    'and the store can take a stream (oss, below [oss] '
+                    'multipart_threshold). The object is complete, and '
+                    'so exists, only once the download is whole and '
+                    'verified; else the upload is cut short and nothing '
+                    'is stored. 0 downloads first, then uploads.'),
     cfg.StrOpt('user_agent', default='rpcmq-fetch/0.1',
                help='User-Agent header of image downloads.'),
     cfg.IntOpt('chunk_size', default=64 * 1024, min=1024,

@@ -13,12 +13,14 @@ are the typed errors of :mod:`rpcmq.fetch.errors` (download) and
 import contextlib
 import os
 import re
+import string
 import threading
 import urllib.parse
 
+from rpcmq.endpoints.overlap import OverlappedUpload
 from rpcmq.exceptions import ConfigError, RpcmqError
 from rpcmq.fetch import image
-from rpcmq.fetch.download import Fetcher
+from rpcmq.fetch.download import Fetcher, url_sha1
 from rpcmq.fetch.spool import Spool
 from rpcmq.observe import metrics
 from rpcmq.target import Target
@@ -108,7 +110,9 @@ class ImageEndpoint:
         :returns: the :meth:`store` result ``{key, size, etag, url}`` plus
             the fetch handle fields, except that the downloaded URL is
             ``source_url`` (``url`` is the stored object's) and there is no
-            ``spool_id``.
+            ``spool_id``. A large image is uploaded while it downloads
+            (``[image] overlap_min_bytes``, :mod:`.overlap`); the object
+            still exists only once the download is whole and verified.
         :param keep_spool: if the upload fails with an rpcmq error, keep
             the downloaded copy and name it in the error (``server``,
             ``spool_id``), so :meth:`store` on this server can retry the
@@ -116,12 +120,20 @@ class ImageEndpoint:
             success, the copy is freed.
         """
         self.spool.maybe_sweep()
-        handle = self._fetch(url)
+        overlap = self._overlap(url, key, name)
+        try:
+            return self._transfer(url, key, name, keep_spool, overlap)
+        finally:
+            if overlap is not None:
+                overlap.abort()  # a no-op once finished
+
+    def _transfer(self, url, key, name, keep_spool, overlap):
+        handle = self._fetch(url, overlap)
         path = self.spool.data_path(handle['spool_id'])
         if key is None and name:
             key = name_key(name, handle['format'])
         try:
-            stored = self._put(path, handle, key)
+            stored = self._put(path, handle, key, overlap)
         except RpcmqError as exc:
             if not keep_spool:
                 self.spool.remove(handle['spool_id'])
@@ -160,11 +172,34 @@ class ImageEndpoint:
     def close(self):
         self.fetcher.close()
 
-    def _fetch(self, url):
+    def _overlap(self, url, key, name):
+        """An :class:`OverlappedUpload` for a transfer (which uploads only
+        what the store takes as a stream), or None where the key depends
+        on the content's hash."""
+        if not self.conf.image.overlap_min_bytes:
+            return None
+        if key is not None:
+            def key_for(fmt):
+                return key
+        elif name:
+            def key_for(fmt):
+                return name_key(name, fmt)
+        elif 'sha256' in _fields(self.conf.image.key_template):
+            return None
+        else:
+            meta = {'url': url, 'url_sha1': url_sha1(url), 'sha256': None}
+
+            def key_for(fmt):
+                return self.default_key(dict(meta, format=fmt))
+        return OverlappedUpload(self.store_driver, key_for,
+                                self.conf.image.overlap_min_bytes)
+
+    def _fetch(self, url, watcher=None):
         spool_id = self.spool.new_id()
         with _counted_failures():
             result = self.fetcher.download(
-                url, self.spool.directory, name=self.spool.data_name(spool_id))
+                url, self.spool.directory, name=self.spool.data_name(spool_id),
+                watcher=watcher)
         metrics.IMAGE_BYTES.labels('downloaded').inc(result.size or 0)
         handle = dict(server=self.conf.host, spool_id=spool_id)
         handle.update((f, getattr(result, f)) for f in _HANDLE_FIELDS[2:])
@@ -175,10 +210,12 @@ class ImageEndpoint:
             raise
         return handle
 
-    def _put(self, path, meta, key):
+    def _put(self, path, meta, key, overlap=None):
         key = key if key is not None else self.default_key(meta)
         with _counted_failures():
-            result = self.store_driver.put_file(key, path)
+            result = overlap and overlap.finish(key, meta['size'])
+            if result is None:
+                result = self.store_driver.put_file(key, path)
         metrics.IMAGE_BYTES.labels('stored').inc(result.get('size') or 0)
         return {f: result.get(f) for f in ('key', 'size', 'etag', 'url')}
 
@@ -199,6 +236,14 @@ def name_key(name, fmt):
         return name
     ext = image.extension(fmt)
     return '%s.%s' % (name, ext) if ext else name
+
+
+def _fields(template):
+    """The field names a format string uses ('' where it cannot parse)."""
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    except ValueError:
+        return {''}
 
 
 def _name_of(url):

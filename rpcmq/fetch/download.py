@@ -171,10 +171,16 @@ class Fetcher:
     def __exit__(self, *exc_info):
         self.close()
 
-    def download(self, url, dest_dir, name=None):
+    def download(self, url, dest_dir, name=None, watcher=None):
         """Download ``url`` into ``dest_dir``; return a :class:`FetchResult`.
 
-        The file is named ``name``, or ``<sha1 of url>.<ext>``.
+        The file is named ``name``, or ``<sha1 of url>.<ext>``. A
+        ``watcher`` hears of each attempt's temp file as it is written:
+        ``begin(path, declared)`` once it is created (``declared``: the
+        Content-Length, or None), then ``grew(size)`` each time ``size``
+        bytes of it are on disk; a second ``begin`` means the first file
+        was abandoned. Only the return of this method says the file is
+        whole and verified.
 
         :raises BadURL, ForbiddenAddress, DownloadFailed, TooLarge,
             NotAnImage: see :mod:`rpcmq.fetch.errors`.
@@ -185,7 +191,7 @@ class Fetcher:
         while True:
             attempt += 1
             try:
-                body = self._attempt(url, dest_dir, attempt)
+                body = self._attempt(url, dest_dir, attempt, watcher)
                 break
             except _Retryable as exc:
                 if attempt > self.options.retries:
@@ -215,18 +221,19 @@ class Fetcher:
         base = min(opts.backoff_max, opts.backoff * 2 ** (attempt - 1))
         return base / 2 + random.uniform(0, base / 2)
 
-    def _attempt(self, url, dest_dir, attempt):
+    def _attempt(self, url, dest_dir, attempt, watcher):
         with Deadline(self.options.total_timeout) as deadline:
-            return self._follow(url, dest_dir, attempt, deadline)
+            return self._follow(url, dest_dir, attempt, deadline, watcher)
 
-    def _follow(self, url, dest_dir, attempt, deadline):
+    def _follow(self, url, dest_dir, attempt, deadline, watcher):
         opts = self.options
         hop = url
         for _hop in range(opts.max_redirects + 1):
             with self._get(url, hop, attempt, deadline) as resp:
                 if not resp.is_redirect:
                     self._check_status(url, resp, attempt)
-                    return self._save(url, resp, dest_dir, attempt, deadline)
+                    return self._save(url, resp, dest_dir, attempt, deadline,
+                                      watcher)
                 target = self.session.get_redirect_target(resp)
                 hop = requests.compat.urljoin(hop, target)
                 try:
@@ -290,7 +297,7 @@ class Fetcher:
                 reason='the server answered %d %s (not retried)'
                        % (status, resp.reason))
 
-    def _save(self, url, resp, dest_dir, attempt, deadline):
+    def _save(self, url, resp, dest_dir, attempt, deadline, watcher):
         opts = self.options
         declared = resp.headers.get('Content-Length', '')
         if declared.isdigit() and int(declared) > opts.max_bytes:
@@ -302,6 +309,8 @@ class Fetcher:
                 unit='bytes')
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix='.part-')
         digest, size = hashlib.sha256(), 0
+        if watcher is not None:
+            watcher.begin(tmp, int(declared) if declared.isdigit() else None)
 
         def overtime():
             return self._overtime(url, resp.status_code, attempt,
@@ -324,6 +333,9 @@ class Fetcher:
                         raise overtime()
                     digest.update(chunk)
                     f.write(chunk)
+                    if watcher is not None:
+                        f.flush()
+                        watcher.grew(size)
             if deadline.expired:
                 # The watchdog may have ended a body without a length early.
                 raise overtime()

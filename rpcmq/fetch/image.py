@@ -6,7 +6,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rpcmq.fetch.errors import NotAnImage, TooLarge
 
-__all__ = ['ImageInfo', 'inspect', 'describe', 'extension']
+__all__ = ['ImageInfo', 'inspect', 'describe', 'extension', 'sniff_format']
 
 # Pillow format name (lower case) -> file extension, where they differ.
 _EXTENSIONS = {'jpeg': 'jpg', 'tiff': 'tif', 'jpeg2000': 'jp2'}
@@ -68,6 +68,16 @@ def describe(head, content_type=None, formats=None):
                 name, ', '.join(accepted))
     return '%s (Content-Type %s, first bytes %r)' % (
         kind, content_type or 'not given', bytes(head[:24]))
+
+
+def sniff_format(head):
+    """The Pillow format name (lower case) a body starting with ``head``
+    announces by its magic bytes, or None; only :func:`inspect` says
+    whether it really is one."""
+    name = _sniff(head)
+    if name is None or not name.endswith(' image'):
+        return None
+    return name.split()[0].lower()
 
 
 def _sniff(head):

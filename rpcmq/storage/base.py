@@ -51,6 +51,12 @@ class Store:
     * ``put_file(key, path)`` uploads the local file and returns
       ``{'key', 'size', 'etag', 'url'}``; putting a key again overwrites it
       (idempotent), readers never see a partial object.
+    * ``streams(size)`` -> bool: whether ``put_stream`` takes an object
+      of ``size`` bytes (False unless a driver says otherwise);
+      ``put_stream(key, chunks, size)`` uploads the bytes an iterable
+      yields, once, with the result of ``put_file``; the object exists
+      only if ``chunks`` yields all ``size`` bytes (an iterable that
+      raises first leaves nothing stored, and the exception propagates).
     * ``exists(key)`` -> bool; ``delete(key)`` removes the key and is a
       no-op for a missing key.
     * ``get_bytes(key)`` -> bytes and ``open(key)`` -> a readable binary
@@ -82,6 +88,12 @@ class Store:
             return self.put_file(key, path)
         finally:
             os.unlink(path)
+
+    def streams(self, size):
+        return False
+
+    def put_stream(self, key, chunks, size):
+        raise NotImplementedError
 
     def exists(self, key):
         raise NotImplementedError

@@ -12,6 +12,10 @@
   about 25-35 ms per 10 MiB, and is off) and compares it with the
   ``x-oss-hash-crc64ecma`` OSS answers with, for a multipart upload that
   of the whole object. A mismatch is retried.
+* ``put_stream`` (files below ``multipart_threshold``) sends one
+  PutObject with a Content-Length while its bytes are still being
+  produced; it is not retried (a stream cannot be sent again), its
+  caller falls back to ``put_file``.
 * Retries: one policy, :meth:`OSSStore._call`. Connection errors,
   timeouts, CRC mismatches, HTTP 429 and 5xx are retried
   ``upload_retries`` times with exponential backoff (a retried multipart
@@ -139,7 +143,7 @@ class OSSStore(base.Store):
         return f'{parts.scheme}://{self.bucket_name}.{parts.netloc}/{path}'
 
     # -- the retry policy ------------------------------------------------
-    def _call(self, op, key, func):
+    def _call(self, op, key, func, retries=None):
         """Run ``func()`` under the store's retry policy (the only one).
 
         Transient failures (see :func:`_transient`) are retried up to
@@ -147,7 +151,7 @@ class OSSStore(base.Store):
         (at most ``retry_backoff_max``). 403 -> StorageDenied, 404 on a
         read -> NoSuchObject, anything else -> StorageError, all at once.
         """
-        attempts = self.retries + 1
+        attempts = (self.retries if retries is None else retries) + 1
         for attempt in range(1, attempts + 1):
             try:
                 return func()
@@ -218,6 +222,33 @@ class OSSStore(base.Store):
         return {'key': key, 'size': size, 'etag': result.etag,
                 'url': self.url_for(key)}
 
+    def streams(self, size):
+        return size < self.multipart_threshold
+
+    def put_stream(self, key, chunks, size):
+        """One PutObject of the ``size`` bytes ``chunks`` yields, sent as
+        they come and checked by CRC64; not retried. Nothing is stored
+        unless ``chunks`` yields exactly ``size`` bytes: an exception it
+        raises cuts the request short and propagates."""
+        self.validate_key(key)
+        body = _CountedBody(chunks, size)
+
+        def upload():
+            result = self.bucket.put_object(key, body)
+            if body.sent != size:
+                # Never reached with a compliant server: it waits for
+                # Content-Length bytes. Said loudly if one does not.
+                raise errors.StorageError(
+                    reason=f'put of {key!r} sent {body.sent} bytes of '
+                           f'{size}', key=key, op='put')
+            check_crc('put object', body.crc, result.crc, result.request_id)
+            return result
+        result = self._call('put', key, upload, retries=0)
+        LOG.debug('stored %s (%d bytes, streamed) in OSS bucket %s', key,
+                  size, self.bucket_name)
+        return {'key': key, 'size': size, 'etag': result.etag,
+                'url': self.url_for(key)}
+
     def _checkpoints(self):
         try:
             return oss2.ResumableStore(root=self.checkpoint_dir, dir='upload')
@@ -257,3 +288,21 @@ class OSSStore(base.Store):
 
     def close(self):
         self.bucket.session.session.close()
+
+
+class _CountedBody:
+    """A request body of known length (requests sends a Content-Length)
+    whose bytes come from an iterable, counted and CRC64-summed."""
+
+    def __init__(self, chunks, size):
+        self._chunks, self._size = chunks, size
+        self.sent = self.crc = 0
+
+    def __len__(self):
+        return self._size
+
+    def __iter__(self):
+        for chunk in self._chunks:
+            self.crc = fastcrc.crc64.xz(chunk, self.crc)
+            self.sent += len(chunk)
+            yield chunk

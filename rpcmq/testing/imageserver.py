@@ -14,6 +14,9 @@ Routes (``<ext>`` is png, jpg, jpeg, webp, gif or bmp):
 - ``/big.png?mb=30`` a ~30 MB PNG, streamed in 64 KiB writes.
 - ``/slow/<name>.<ext>?delay=0.05&chunks=8`` the image in ``chunks``
   pieces, ``delay`` seconds apart.
+- ``/gated/<name>.<ext>?kb=&corrupt=0`` the image's first half, then
+  the rest once ``gate`` (an Event) is set; ``corrupt=1`` flips the bytes
+  of the second half (a PNG then fails its chunk CRCs).
 - ``/flaky/<name>.<ext>?fail=2&mode=status|cut`` fails the first ``fail``
   requests of this path (500, or a body cut in half), then serves it.
 - ``/status/<code>`` that status with a short text body.
@@ -120,6 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
     routes = [(re.compile(p + r'\Z'), m) for p, m in (
         (r'/img/' + _EXT, 'image'), (r'/big\.png', 'big'),
         (r'/slow/' + _EXT, 'slow'), (r'/flaky/' + _EXT, 'flaky'),
+        (r'/gated/' + _EXT, 'gated'),
         (r'/status/(?P<code>\d{3})', 'status'), (r'/html', 'html'),
         (r'/liar', 'liar'), (r'/endless', 'endless'), (r'/drip', 'drip'),
         (r'/redirect-private', 'redirect_private'),
@@ -198,6 +202,21 @@ class _Handler(BaseHTTPRequestHandler):
         body, ctype = self._image(name, ext)
         self._send(body, ctype, pieces=self._arg('chunks', 8, int),
                    delay=self._arg('delay', 0.05))
+
+    def gated(self, name, ext):
+        body, ctype = self._image(name, ext)
+        half = len(body) // 2
+        rest = body[half:]
+        if self._arg('corrupt', 0, int):
+            rest = bytes(b ^ 0xff for b in rest)
+        self._headers(200, ctype, len(body))
+        self.wfile.write(body[:half])
+        self.wfile.flush()
+        owner = self.server.owner
+        while not owner.gate.wait(0.1):
+            if owner.stopping.is_set():
+                return
+        self.wfile.write(rest)
 
     def flaky(self, name, ext):
         body, ctype = self._image(name, ext)
@@ -303,6 +322,7 @@ class ImageServer:
         self._counts = collections.Counter()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
+        self.gate = threading.Event()  # opens /gated/ bodies
 
     def start(self):
         self.stopping.clear()

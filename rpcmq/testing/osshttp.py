@@ -99,18 +99,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     break
                 data = self.rfile.read(size)
                 self.rfile.readline(1024)
-                self._bytes_in += len(data)
+                self._received(data)
                 yield data
         else:
             left = int(self.headers.get('Content-Length') or 0)
             while left > 0:
-                data = self.rfile.read(min(left, _CHUNK))
+                data = self.rfile.read1(min(left, _CHUNK))
                 if not data:
                     raise ConnectionError('client closed the connection')
                 left -= len(data)
-                self._bytes_in += len(data)
+                self._received(data)
                 yield data
         self._body = 'read'
+
+    def _received(self, data):
+        self._bytes_in += len(data)
+        if self._record is not None:
+            self._record['bytes_in'] = self._bytes_in
 
     def _drain(self):
         if self._body == 'unread':
@@ -183,7 +188,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._record = record = {
             'op': op, 'method': self.command, 'bucket': bucket, 'key': key,
             'params': params, 'access_key_id': None, 'auth': None,
-            'request_id': self._request_id}
+            'request_id': self._request_id, 'bytes_in': 0}
+        oss._begin(record)
         self._bad_crc = False
         try:
             fault = oss._take_fault(op)

@@ -59,6 +59,7 @@ class OSSServer:
         self._address = (host, port)
         self._lock = threading.Lock()
         self._faults, self._log, self._conns = [], [], set()
+        self._active = []
         self._httpd = self._thread = None
 
     # -- life cycle --------------------------------------------------------
@@ -164,9 +165,21 @@ class OSSServer:
                 return fault
         return None
 
+    def _begin(self, record):
+        with self._lock:
+            self._active.append(record)
+
     def _record(self, record):
         with self._lock:
+            if record in self._active:
+                self._active.remove(record)
             self._log.append(record)
+
+    def receiving(self, op=None):
+        """Requests still being received or handled (as :meth:`requests`;
+        ``bytes_in`` so far, no ``status`` yet)."""
+        with self._lock:
+            return [dict(r) for r in self._active if op in (None, r['op'])]
 
     def requests(self, op=None):
         """Logged requests (dicts: op, method, bucket, key, params, status,
