@@ -5,8 +5,8 @@ OSS-compatible server process (``rpcmq.testing.ossserver``, V4 signatures;
 the store is OSS, not the file store). Two systems do the same work:
 
   pipeline  one batch submitted with ConductorAPI to an ``rpcmq-conductor``
-            daemon, which drives two ``rpcmq-server`` daemons (image.fetch
-            then image.store) over RabbitMQ; timed from submit to the
+            daemon, which drives two ``rpcmq-server`` daemons (one
+            image.transfer per item) over RabbitMQ; timed from submit to the
             ``batch.end`` notification; ``max_inflight`` and
             ``max_inflight_per_batch`` = ``--conc``
   bare      a worker process runs ``--conc`` threads, each doing a
@@ -18,6 +18,10 @@ Scenarios: ``small`` (``--small-n`` x ``--small-kb`` KiB JPEGs) and
 ``large`` (``--large-n`` x ``--large-mb`` MiB PNGs). Lines give items/s,
 MB/s (10^6 bytes), the pipeline's ratio to bare and the peak RSS (VmHWM,
 reset before each scenario) of every daemon and of the bare worker.
+``--rounds N`` runs each scenario N times (the pipeline, then each bare
+loop; even rounds the other way round) and ends with a summary line per
+scenario: the medians, their ratio and each round's ratio (runs on
+shared machines vary by 10-20% from one round to the next).
 
 ``--rss-check`` runs ``--rss-n`` (default 1000,10000) tiny items, each
 batch on a fresh conductor with a fresh SQLite database, and reports the
@@ -33,7 +37,7 @@ database (on ``--postgres-url``'s server) shared by that many conductors.
 
 Usage: python tools/bench_pipeline.py [--url rabbit://...] [--conc 32]
        [--small-n 1000] [--small-kb 100] [--large-n 50] [--large-mb 10]
-       [--bare-conc 2,16] [--rss-check [--rss-n 1000,10000]]
+       [--bare-conc 2,16] [--rounds 3] [--rss-check [--rss-n 1000,10000]]
        [--scale N,N... [--scale-db sqlite|postgres] [--conductors N]]
        [--no-throughput]
 """
@@ -43,6 +47,7 @@ import json
 import os
 import pathlib
 import signal
+import statistics
 import sys
 import time
 
@@ -78,8 +83,9 @@ def run_batch(cluster, urls, timeout):
     end = cluster.wait_end(batch_id, timeout=timeout)
     elapsed = time.perf_counter() - started
     mem = cluster.memory()
-    cpu = {name: round(benchlib.cpu_seconds(pid) - cpu[name], 1)
-           for name, pid in pids.items()}
+    cpu_raw = {name: benchlib.cpu_seconds(pid) - cpu[name]
+               for name, pid in pids.items()}
+    cpu = {name: round(seconds, 1) for name, seconds in cpu_raw.items()}
     items = outcomes(cluster, batch_id, end)
     done = [i for i in items if i['state'] == 'done']
     if len(done) != len(urls):
@@ -88,7 +94,7 @@ def run_batch(cluster, urls, timeout):
                          % (batch_id, len(done), len(urls), failed))
     return {'elapsed': elapsed, 'bytes': sum(i['result']['size']
                                              for i in done),
-            'cpu_s': cpu,
+            'cpu_s': cpu, 'cpu_raw': cpu_raw,
             'rss_peak_mb': {k: round(v['VmHWM'], 1) for k, v in mem.items()},
             'rss_mb': {k: round(v['VmRSS'], 1) for k, v in mem.items()}}
 
@@ -138,33 +144,74 @@ def throughput(a, cluster, base, endpoint, workdir, children):
             [(u, 'bare%d/warm/%d' % (conc, i))
              for i, u in enumerate(warmup)])
     run_batch(cluster, warmup, timeout=120)
-    for scenario, n, kb in scenarios:
-        progress('%s: pipeline, %d items' % (scenario, n))
+    seen = {s: {'pipeline': [], 'conductor_ms': [], **{
+        conc: [] for conc in bares}} for s, _, _ in scenarios}
+    for rnd in range(1, a.rounds + 1):
+        for scenario, n, kb in scenarios:
+            one_round(a, cluster, bares, urls, seen[scenario], rnd,
+                      {'scenario': scenario, 'items': n, 'item_kb': kb,
+                       'store': STORE})
+    for scenario, _, _ in scenarios:
+        summary(a, scenario, seen[scenario], bares)
+
+
+def one_round(a, cluster, bares, urls, seen, rnd, common):
+    """The pipeline and each bare loop on one scenario's URLs; odd rounds
+    start with the pipeline, even ones with the bare loops, so that
+    neither always runs right after the other's writes."""
+    scenario, n = common['scenario'], common['items']
+    results = {}
+
+    def pipeline():
+        progress('%s: pipeline, %d items (round %d)' % (scenario, n, rnd))
         p = run_batch(cluster, urls[scenario], timeout=1800)
-        common = {'scenario': scenario, 'items': n, 'item_kb': kb,
-                  'store': STORE}
-        pr = rate(n, p)
-        emit(system='pipeline', conc=a.conc, **common, **pr,
+        results['pipeline'] = pr = rate(n, p)
+        conductor_ms = p['cpu_raw']['conductor'] * 1e3 / n
+        seen['pipeline'].append(pr['items_per_s'])
+        seen['conductor_ms'].append(conductor_ms)
+        emit(system='pipeline', conc=a.conc, round=rnd, **common, **pr,
              cpu_s=p['cpu_s'], rss_peak_mb=p['rss_peak_mb'],
-             conductor_cpu_ms_per_item=round(
-                 p['cpu_s']['conductor'] * 1e3 / n, 2))
-        best = None
-        for conc, bare in bares.items():
-            progress('%s: bare, %d threads' % (scenario, conc))
-            b = benchlib.ask(bare, [(u, 'bare%d/%s/%d' % (conc, scenario, i))
-                                    for i, u in enumerate(urls[scenario])])
-            br = rate(n, b)
-            emit(system='bare', conc=conc, **common, **br,
-                 cpu_s={'bare_worker': round(b['cpu'], 1)},
-                 cpu_ms_per_item=round(b['cpu'] * 1e3 / n, 2),
-                 rss_peak_mb={'bare_worker': round(b['hwm'], 1)})
-            if best is None or br['items_per_s'] > best[1]['items_per_s']:
-                best = conc, br
-        emit(scenario=scenario, best_bare_conc=best[0],
-             ratio_pipeline_to_best_bare=round(
-                 pr['items_per_s'] / best[1]['items_per_s'], 3),
-             mb_ratio_pipeline_to_best_bare=round(
-                 pr['mb_per_s'] / best[1]['mb_per_s'], 3))
+             conductor_cpu_ms_per_item=round(conductor_ms, 2))
+
+    def bare(conc):
+        progress('%s: bare, %d threads (round %d)' % (scenario, conc, rnd))
+        b = benchlib.ask(bares[conc], [
+            (u, 'bare%d/%s/%d' % (conc, scenario, i))
+            for i, u in enumerate(urls[scenario])])
+        results[conc] = br = rate(n, b)
+        seen[conc].append(br['items_per_s'])
+        emit(system='bare', conc=conc, round=rnd, **common, **br,
+             cpu_s={'bare_worker': round(b['cpu'], 1)},
+             cpu_ms_per_item=round(b['cpu'] * 1e3 / n, 2),
+             rss_peak_mb={'bare_worker': round(b['hwm'], 1)})
+
+    steps = [pipeline] + [lambda c=conc: bare(c) for conc in bares]
+    for step in (steps if rnd % 2 else steps[::-1]):
+        step()
+    pr = results['pipeline']
+    best = max(bares, key=lambda conc: results[conc]['items_per_s'])
+    emit(scenario=scenario, round=rnd, best_bare_conc=best,
+         ratio_pipeline_to_best_bare=round(
+             pr['items_per_s'] / results[best]['items_per_s'], 3),
+         mb_ratio_pipeline_to_best_bare=round(
+             pr['mb_per_s'] / results[best]['mb_per_s'], 3))
+
+
+def summary(a, scenario, seen, bares):
+    """Medians over the rounds: the pipeline against the bare loop whose
+    median is best (with one round, the round itself)."""
+    median = statistics.median
+    best = max(bares, key=lambda conc: median(seen[conc]))
+    emit(scenario=scenario, summary=True, rounds=a.rounds,
+         pipeline_items_per_s=round(median(seen['pipeline']), 2),
+         bare_items_per_s={conc: round(median(seen[conc]), 2)
+                           for conc in bares},
+         best_bare_conc=best,
+         ratio_of_medians=round(
+             median(seen['pipeline']) / median(seen[best]), 3),
+         round_ratios=[round(p / max(seen[c][i] for c in bares), 3)
+                       for i, p in enumerate(seen['pipeline'])],
+         conductor_cpu_ms_per_item=round(median(seen['conductor_ms']), 3))
 
 
 def rss_check(a, cluster, base, workdir):
@@ -318,6 +365,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     benchlib.add_args(ap, conc=32, large_n=50, large_mb=10,
                       conc_help='conductor max_inflight = bare worker threads')
+    ap.add_argument('--rounds', type=int, default=1,
+                    help='rounds of each scenario (the pipeline, then each '
+                         'bare loop); the summary line has the medians')
     ap.add_argument('--rss-check', action='store_true')
     ap.add_argument('--rss-n', default='1000,10000',
                     type=lambda s: [int(x) for x in s.split(',')])

@@ -11,6 +11,7 @@ are the typed errors of :mod:`rpcmq.fetch.errors` (download) and
 """
 
 import contextlib
+import logging
 import os
 import re
 import string
@@ -26,6 +27,8 @@ from rpcmq.observe import metrics
 from rpcmq.target import Target
 
 __all__ = ['ImageEndpoint']
+
+LOG = logging.getLogger(__name__)
 
 _HANDLE_FIELDS = ('server', 'spool_id', 'size', 'url', 'url_sha1', 'sha256',
                   'format', 'width', 'height', 'content_type')
@@ -128,14 +131,15 @@ class ImageEndpoint:
                 overlap.abort()  # a no-op once finished
 
     def _transfer(self, url, key, name, keep_spool, overlap):
-        handle = self._fetch(url, overlap)
+        # The handle is recorded in the spool only if store() may need it.
+        handle = self._fetch(url, overlap, record=False)
         path = self.spool.data_path(handle['spool_id'])
         if key is None and name:
             key = name_key(name, handle['format'])
         try:
             stored = self._put(path, handle, key, overlap)
         except RpcmqError as exc:
-            if not keep_spool:
+            if not keep_spool or not self._record(handle):
                 self.spool.remove(handle['spool_id'])
                 raise
             exc.kwargs.update(server=handle['server'],
@@ -194,7 +198,7 @@ class ImageEndpoint:
         return OverlappedUpload(self.store_driver, key_for,
                                 self.conf.image.overlap_min_bytes)
 
-    def _fetch(self, url, watcher=None):
+    def _fetch(self, url, watcher=None, record=True):
         spool_id = self.spool.new_id()
         with _counted_failures():
             result = self.fetcher.download(
@@ -203,12 +207,24 @@ class ImageEndpoint:
         metrics.IMAGE_BYTES.labels('downloaded').inc(result.size or 0)
         handle = dict(server=self.conf.host, spool_id=spool_id)
         handle.update((f, getattr(result, f)) for f in _HANDLE_FIELDS[2:])
-        try:
-            self.spool.put(spool_id, handle)
-        except BaseException:
-            self.spool.remove(spool_id)
-            raise
+        if record:
+            try:
+                self.spool.put(spool_id, handle)
+            except BaseException:
+                self.spool.remove(spool_id)
+                raise
         return handle
+
+    def _record(self, handle):
+        """Record ``handle`` in the spool for store(); False if it could
+        not be (logged: the caller then has no spool entry to name)."""
+        try:
+            self.spool.put(handle['spool_id'], handle)
+        except OSError as exc:
+            LOG.error('cannot keep the download of %s in the spool for a '
+                      'retry of its upload: %s', handle['url'], exc)
+            return False
+        return True
 
     def _put(self, path, meta, key, overlap=None):
         key = key if key is not None else self.default_key(meta)
