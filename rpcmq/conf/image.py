@@ -66,6 +66,14 @@ IMAGE_OPTS = [
                     'given), {ext} (jpg, png, webp, ...), {format}, '
                     '{sha256} (of the content), {name} (last URL path '
                     'segment without extension).'),
+    cfg.IntOpt('memory_max_bytes', default=1024 * 1024, min=0,
+               help='transfer() keeps a download whose Content-Length is '
+                    'at most this many bytes in memory and uploads it from '
+                    'there; it reaches the spool only if its upload fails '
+                    '(so that store() can retry it). Larger or unsized '
+                    'downloads go to the spool. Memory needed: up to '
+                    'executor_thread_pool_size times this. 0: always the '
+                    'spool.'),
     cfg.IntOpt('overlap_min_bytes', default=1024 * 1024, min=0,
                help='transfer() uploads an image while it downloads when '
                     'the image server declares at least this many bytes '

@@ -76,7 +76,7 @@ class ImageEndpoint:
             :meth:`store` on ``server`` within ``spool_ttl`` seconds.
         """
         self.spool.maybe_sweep()
-        return self._fetch(url)
+        return self._fetch(url)[0]
 
     def store(self, ctxt, spool_id, key=None, name=None):
         """Upload a spooled image under ``key``; else under ``name`` plus the
@@ -131,15 +131,18 @@ class ImageEndpoint:
                 overlap.abort()  # a no-op once finished
 
     def _transfer(self, url, key, name, keep_spool, overlap):
-        # The handle is recorded in the spool only if store() may need it.
-        handle = self._fetch(url, overlap, record=False)
+        # A small image stays in memory; the spool gets the image and its
+        # handle only if store() may need them.
+        handle, data = self._fetch(
+            url, overlap, record=False,
+            memory_max=self.conf.image.memory_max_bytes)
         path = self.spool.data_path(handle['spool_id'])
         if key is None and name:
             key = name_key(name, handle['format'])
         try:
-            stored = self._put(path, handle, key, overlap)
+            stored = self._put(path, handle, key, overlap, data)
         except RpcmqError as exc:
-            if not keep_spool or not self._record(handle):
+            if not keep_spool or not self._keep(handle, data):
                 self.spool.remove(handle['spool_id'])
                 raise
             exc.kwargs.update(server=handle['server'],
@@ -148,7 +151,8 @@ class ImageEndpoint:
         except BaseException:
             self.spool.remove(handle['spool_id'])
             raise
-        self.spool.remove(handle['spool_id'])
+        if data is None:
+            self.spool.remove(handle['spool_id'])
         result = dict(handle, source_url=handle['url'])
         del result['spool_id']
         result.update(stored)
@@ -198,12 +202,14 @@ class ImageEndpoint:
         return OverlappedUpload(self.store_driver, key_for,
                                 self.conf.image.overlap_min_bytes)
 
-    def _fetch(self, url, watcher=None, record=True):
+    def _fetch(self, url, watcher=None, record=True, memory_max=0):
+        """Download ``url``: ``(handle, data)``, ``data`` the image if it
+        was kept in memory, else None (the image is in the spool)."""
         spool_id = self.spool.new_id()
         with _counted_failures():
             result = self.fetcher.download(
                 url, self.spool.directory, name=self.spool.data_name(spool_id),
-                watcher=watcher)
+                watcher=watcher, memory_max=memory_max)
         metrics.IMAGE_BYTES.labels('downloaded').inc(result.size or 0)
         handle = dict(server=self.conf.host, spool_id=spool_id)
         handle.update((f, getattr(result, f)) for f in _HANDLE_FIELDS[2:])
@@ -213,12 +219,15 @@ class ImageEndpoint:
             except BaseException:
                 self.spool.remove(spool_id)
                 raise
-        return handle
+        return handle, result.data
 
-    def _record(self, handle):
-        """Record ``handle`` in the spool for store(); False if it could
-        not be (logged: the caller then has no spool entry to name)."""
+    def _keep(self, handle, data):
+        """Keep a download in the spool for store(): the image (if it was
+        in memory) and ``handle``. False if that failed (logged: the caller
+        then has no spool entry to name)."""
         try:
+            if data is not None:
+                self.spool.write_data(handle['spool_id'], data)
             self.spool.put(handle['spool_id'], handle)
         except OSError as exc:
             LOG.error('cannot keep the download of %s in the spool for a '
@@ -226,12 +235,15 @@ class ImageEndpoint:
             return False
         return True
 
-    def _put(self, path, meta, key, overlap=None):
+    def _put(self, path, meta, key, overlap=None, data=None):
         key = key if key is not None else self.default_key(meta)
         with _counted_failures():
-            result = overlap and overlap.finish(key, meta['size'])
-            if result is None:
-                result = self.store_driver.put_file(key, path)
+            if data is not None:
+                result = self.store_driver.put_bytes(key, data)
+            else:
+                result = overlap and overlap.finish(key, meta['size'])
+                if result is None:
+                    result = self.store_driver.put_file(key, path)
         metrics.IMAGE_BYTES.labels('stored').inc(result.get('size') or 0)
         return {f: result.get(f) for f in ('key', 'size', 'etag', 'url')}
 

@@ -26,6 +26,7 @@ total_timeout, and is not retried.
 
 import dataclasses
 import hashlib
+import io
 import os
 import random
 import tempfile
@@ -92,7 +93,8 @@ class FetchOptions:
 
 @dataclasses.dataclass(frozen=True)
 class FetchResult:
-    """A downloaded, verified image file."""
+    """A downloaded, verified image: a file at ``path``, or, when the
+    download was kept in memory (``memory_max``), ``data`` and no path."""
 
     path: str
     size: int
@@ -105,6 +107,7 @@ class FetchResult:
     url_sha1: str
     final_url: str    # after redirects
     attempts: int
+    data: bytes = None
 
     @property
     def ext(self):
@@ -128,6 +131,19 @@ class _Body:
     sha256: str
     content_type: str
     final_url: str
+    data: bytes = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sink:
+    """Where an attempt puts the body."""
+
+    dest_dir: str
+    watcher: object = None
+    memory_max: int = 0
+
+    def in_memory(self, declared):
+        return declared.isdigit() and int(declared) <= self.memory_max
 
 
 class Fetcher:
@@ -171,7 +187,8 @@ class Fetcher:
     def __exit__(self, *exc_info):
         self.close()
 
-    def download(self, url, dest_dir, name=None, watcher=None):
+    def download(self, url, dest_dir, name=None, watcher=None,
+                 memory_max=0):
         """Download ``url`` into ``dest_dir``; return a :class:`FetchResult`.
 
         The file is named ``name``, or ``<sha1 of url>.<ext>``. A
@@ -180,7 +197,9 @@ class Fetcher:
         Content-Length, or None), then ``grew(size)`` each time ``size``
         bytes of it are on disk; a second ``begin`` means the first file
         was abandoned. Only the return of this method says the file is
-        whole and verified.
+        whole and verified. A body whose Content-Length is at most
+        ``memory_max`` bytes is kept in memory (``data``) and never
+        written to ``dest_dir`` (nor seen by the watcher).
 
         :raises BadURL, ForbiddenAddress, DownloadFailed, TooLarge,
             NotAnImage: see :mod:`rpcmq.fetch.errors`.
@@ -191,7 +210,8 @@ class Fetcher:
         while True:
             attempt += 1
             try:
-                body = self._attempt(url, dest_dir, attempt, watcher)
+                body = self._attempt(url, attempt,
+                                     _Sink(dest_dir, watcher, memory_max))
                 break
             except _Retryable as exc:
                 if attempt > self.options.retries:
@@ -200,20 +220,25 @@ class Fetcher:
                                          reason=exc.reason) from None
             self._sleep(self.backoff(attempt))
         sha1 = url_sha1(url)
+        path = None
         try:
-            info = image.inspect(body.path, url, self.options.formats,
-                                 self.options.max_pixels, body.content_type)
-            name = name or '%s.%s' % (sha1, image.extension(info.format))
-            path = os.path.join(dest_dir, name)
-            os.replace(body.path, path)
+            info = image.inspect(
+                body.path if body.data is None else body.data, url,
+                self.options.formats, self.options.max_pixels,
+                body.content_type)
+            if body.data is None:
+                name = name or '%s.%s' % (sha1, image.extension(info.format))
+                path = os.path.join(dest_dir, name)
+                os.replace(body.path, path)
         except BaseException:
-            _unlink(body.path)
+            if body.path is not None:
+                _unlink(body.path)
             raise
         return FetchResult(
             path=path, size=body.size, sha256=body.sha256,
             content_type=body.content_type, format=info.format,
             width=info.width, height=info.height, url=url, url_sha1=sha1,
-            final_url=body.final_url, attempts=attempt)
+            final_url=body.final_url, attempts=attempt, data=body.data)
 
     def backoff(self, attempt):
         """Seconds to wait after failed attempt number ``attempt``."""
@@ -221,19 +246,18 @@ class Fetcher:
         base = min(opts.backoff_max, opts.backoff * 2 ** (attempt - 1))
         return base / 2 + random.uniform(0, base / 2)
 
-    def _attempt(self, url, dest_dir, attempt, watcher):
+    def _attempt(self, url, attempt, sink):
         with Deadline(self.options.total_timeout) as deadline:
-            return self._follow(url, dest_dir, attempt, deadline, watcher)
+            return self._follow(url, attempt, deadline, sink)
 
-    def _follow(self, url, dest_dir, attempt, deadline, watcher):
+    def _follow(self, url, attempt, deadline, sink):
         opts = self.options
         hop = url
         for _hop in range(opts.max_redirects + 1):
             with self._get(url, hop, attempt, deadline) as resp:
                 if not resp.is_redirect:
                     self._check_status(url, resp, attempt)
-                    return self._save(url, resp, dest_dir, attempt, deadline,
-                                      watcher)
+                    return self._save(url, resp, attempt, deadline, sink)
                 target = self.session.get_redirect_target(resp)
                 hop = requests.compat.urljoin(hop, target)
                 try:
@@ -297,7 +321,7 @@ class Fetcher:
                 reason='the server answered %d %s (not retried)'
                        % (status, resp.reason))
 
-    def _save(self, url, resp, dest_dir, attempt, deadline, watcher):
+    def _save(self, url, resp, attempt, deadline, sink):
         opts = self.options
         declared = resp.headers.get('Content-Length', '')
         if declared.isdigit() and int(declared) > opts.max_bytes:
@@ -307,10 +331,17 @@ class Fetcher:
                 'images are expected' % (url, declared, opts.max_bytes),
                 url=url, limit=opts.max_bytes, size=int(declared),
                 unit='bytes')
-        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix='.part-')
-        digest, size = hashlib.sha256(), 0
-        if watcher is not None:
-            watcher.begin(tmp, int(declared) if declared.isdigit() else None)
+        digest, size, data = hashlib.sha256(), 0, None
+        watcher = None
+        if sink.in_memory(declared):
+            tmp, out = None, io.BytesIO()
+        else:
+            fd, tmp = tempfile.mkstemp(dir=sink.dest_dir, prefix='.part-')
+            out = os.fdopen(fd, 'wb')
+            watcher = sink.watcher
+            if watcher is not None:
+                watcher.begin(tmp, int(declared) if declared.isdigit()
+                              else None)
 
         def overtime():
             return self._overtime(url, resp.status_code, attempt,
@@ -318,7 +349,7 @@ class Fetcher:
                                   % size)
 
         try:
-            with os.fdopen(fd, 'wb') as f:
+            with out as f:
                 for chunk in resp.iter_content(opts.chunk_size):
                     size += len(chunk)
                     if size > opts.max_bytes:
@@ -336,22 +367,26 @@ class Fetcher:
                     if watcher is not None:
                         f.flush()
                         watcher.grew(size)
+                if tmp is None:
+                    data = f.getvalue()
             if deadline.expired:
                 # The watchdog may have ended a body without a length early.
                 raise overtime()
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
-            _unlink(tmp)
+            if tmp is not None:
+                _unlink(tmp)
             if deadline.expired:
                 raise overtime() from None
             raise _Retryable(resp.status_code, 'the body was cut after %d '
                              'bytes: %s' % (size, _reason(exc, opts))) \
                 from None
         except BaseException:
-            _unlink(tmp)
+            if tmp is not None:
+                _unlink(tmp)
             raise
         return _Body(tmp, size, digest.hexdigest(),
-                     resp.headers.get('Content-Type', ''), resp.url)
+                     resp.headers.get('Content-Type', ''), resp.url, data)
 
 
 def download(url, dest_dir, conf=None, fetcher=None, name=None):

@@ -1,5 +1,6 @@
 """Check that a downloaded file is a picture, with Pillow."""
 
+import io
 from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
@@ -90,7 +91,8 @@ def _sniff(head):
 
 
 def inspect(path, url, formats, max_pixels, content_type=None):
-    """Open and verify the image at ``path``; return its :class:`ImageInfo`.
+    """Open and verify the image at ``path`` (or in ``path``, bytes);
+    return its :class:`ImageInfo`.
 
     Only Pillow plugins for ``formats`` are tried, which keeps exotic
     parsers away from untrusted data.
@@ -99,8 +101,9 @@ def inspect(path, url, formats, max_pixels, content_type=None):
     :raises TooLarge: more than ``max_pixels`` pixels (decompression bomb).
     """
     formats = [f.upper() for f in formats]
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
     try:
-        with Image.open(path, formats=formats) as img:
+        with Image.open(source, formats=formats) as img:
             fmt, (width, height) = img.format, img.size
             if width * height > max_pixels:
                 raise _too_many_pixels(url, width, height, max_pixels)
@@ -111,8 +114,11 @@ def inspect(path, url, formats, max_pixels, content_type=None):
                        limit=max_pixels, size=None, unit='pixels') from None
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError,
             IndexError, EOFError) as exc:
-        with open(path, 'rb') as f:
-            head = f.read(64)
+        if isinstance(path, bytes):
+            head = path[:64]
+        else:
+            with open(path, 'rb') as f:
+                head = f.read(64)
         found = describe(head, content_type, formats)
         if not isinstance(exc, UnidentifiedImageError):
             found += '; Pillow says: %s' % exc

@@ -48,6 +48,18 @@ class Spool:
         """Path of the image of ``spool_id`` (validated)."""
         return self._path(spool_id, '.img')
 
+    def write_data(self, spool_id, data):
+        """Write the image of ``spool_id`` (bytes), whole or not at all."""
+        path = self._path(spool_id, '.img')
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.part-')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
     def put(self, spool_id, meta):
         """Record ``meta`` for the image already at ``data_name(spool_id)``."""
         path = self._path(spool_id, '.json')

@@ -7,6 +7,7 @@ the content (as OSS reports for a single PUT, lowercase).
 """
 
 import hashlib
+import io
 import logging
 import os
 import pathlib
@@ -76,6 +77,20 @@ class FileStore(base.Store):
         return pathlib.Path(path).as_uri()
 
     def put_file(self, key, path):
+        try:
+            with open(path, 'rb') as src:
+                return self._write(key, src, path)
+        except OSError as e:
+            raise errors.StorageError(
+                reason=f'cannot read source file {path} for key {key!r}: '
+                       f'{e.strerror or e}', key=key, path=path) from None
+
+    def put_bytes(self, key, data):
+        return self._write(key, io.BytesIO(data), None)
+
+    def _write(self, key, src, path):
+        """Copy the open binary file ``src`` (read from ``path``, if a
+        file) to the key's file, atomically and synced."""
         dest = self._path(key)
         directory = os.path.dirname(dest)
         try:
@@ -86,18 +101,22 @@ class FileStore(base.Store):
                        f'{key!r}: {e.strerror or e}', key=key) from None
         self._path(key)  # re-check now that the directories exist
         md5, size, tmp = hashlib.md5(), 0, None
-        action = f'read source file {path}'
+        action = f'write {dest}'
         try:
-            with open(path, 'rb') as src:
-                action = f'write {dest}'
-                fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX)
-                with os.fdopen(fd, 'wb') as out:
-                    for chunk in iter(lambda: src.read(_CHUNK), b''):
-                        md5.update(chunk)
-                        size += len(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX)
+            with os.fdopen(fd, 'wb') as out:
+                while True:
+                    action = f'read source file {path}'
+                    chunk = src.read(_CHUNK)
+                    if not chunk:
+                        break
+                    action = f'write {dest}'
+                    md5.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            action = f'write {dest}'
             os.replace(tmp, dest)
             tmp = None
             _fsync_dir(directory)

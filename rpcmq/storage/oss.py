@@ -222,6 +222,24 @@ class OSSStore(base.Store):
         return {'key': key, 'size': size, 'etag': result.etag,
                 'url': self.url_for(key)}
 
+    def put_bytes(self, key, data):
+        """One PutObject of ``data`` (checked by CRC64, retried as
+        :meth:`put_file`); as large as a multipart upload: from a file."""
+        if len(data) >= self.multipart_threshold:
+            return super().put_bytes(key, data)
+        self.validate_key(key)
+        crc = fastcrc.crc64.xz(data)
+
+        def upload():
+            result = self.bucket.put_object(key, data)
+            check_crc('put object', crc, result.crc, result.request_id)
+            return result
+        result = self._call('put', key, upload)
+        LOG.debug('stored %s (%d bytes) in OSS bucket %s', key, len(data),
+                  self.bucket_name)
+        return {'key': key, 'size': len(data), 'etag': result.etag,
+                'url': self.url_for(key)}
+
     def streams(self, size):
         return size < self.multipart_threshold
 

@@ -310,11 +310,11 @@ class FlakyStore(GatedEndpoint):
 
     failed = set()
 
-    def _put(self, path, meta, key, overlap=None):
+    def _put(self, path, meta, key, *args):
         if key not in self.failed:
             self.failed.add(key)
             raise StorageUnavailable(reason='connection reset by the store')
-        return super()._put(path, meta, key, overlap)
+        return super()._put(path, meta, key, *args)
 
 
 def test_a_failed_upload_is_retried_from_the_kept_copy(tmp_path):

@@ -156,6 +156,32 @@ def test_store_failure_keeps_spool_for_a_retry(server, conf, endpoint):
     assert endpoint.store(CTXT, spool_id=handle['spool_id'])['size']
 
 
+def test_a_transfer_whose_upload_fails_keeps_the_image_for_store(
+        server, conf, endpoint):
+    # A small image is held in memory; a failed upload puts it in the
+    # spool, named in the error, for store() to retry without downloading.
+    url = server.url('/img/kept.jpg?kb=20')
+    with pytest.raises(StorageError) as info:
+        endpoint.transfer(CTXT, url=url, key='../escape', keep_spool=True)
+    spool_id = info.value.kwargs['spool_id']
+    assert info.value.kwargs['server'] == 'img-1'
+    assert _spool(conf) == [spool_id + '.img', spool_id + '.json']
+
+    result = endpoint.store(CTXT, spool_id=spool_id, key='kept.jpg')
+    assert _stored(conf, 'kept.jpg') == make_image('jpg', 'kept', kb=20)
+    assert result['source_url'] == url
+    assert server.count('/img/kept.jpg') == 1
+    assert _spool(conf) == []
+
+
+def test_a_transfer_without_keep_spool_leaves_nothing(server, conf,
+                                                      endpoint):
+    with pytest.raises(StorageError):
+        endpoint.transfer(CTXT, url=server.url('/img/gone.jpg?kb=20'),
+                          key='../escape')
+    assert _spool(conf) == []
+
+
 def test_expired_spool_entry(server, conf, endpoint):
     handle = endpoint.fetch(CTXT, url=server.url('/img/old.png'))
     _age(conf, handle['spool_id'], conf.image.spool_ttl + 1)

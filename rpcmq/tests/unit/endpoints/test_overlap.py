@@ -37,6 +37,7 @@ def endpoint(conf, oss, tmp_path):
             'checkpoint_dir': str(tmp_path / 'checkpoints')}.items():
         conf.set_override(name, value, 'oss')
     conf.set_override('overlap_min_bytes', 64 * 1024, 'image')
+    conf.set_override('memory_max_bytes', 0, 'image')
     ep = ImageEndpoint(conf)
     yield ep
     ep.close()

@@ -79,6 +79,32 @@ def test_30mb_image_is_streamed_to_disk(server, fetcher, spool):
     assert os.path.getsize(result.path) == result.size
 
 
+def test_a_small_image_can_stay_in_memory(server, fetcher, spool):
+    url = server.url('/img/small.jpg?kb=50')
+    expected = make_image('jpg', 'small', kb=50)
+
+    result = fetcher.download(url, spool, memory_max=100 * 1024)
+
+    assert (result.data, result.path) == (expected, None)
+    assert result.sha256 == _sha256(expected)
+    assert (result.format, result.size) == ('jpeg', len(expected))
+    assert _files(spool) == []
+
+
+def test_an_image_over_memory_max_goes_to_disk(server, fetcher, spool):
+    result = fetcher.download(server.url('/img/over.jpg?kb=50'), spool,
+                              memory_max=10 * 1024)
+    assert result.data is None
+    assert os.path.getsize(result.path) == result.size > 10 * 1024
+
+
+def test_a_page_kept_in_memory_is_still_not_an_image(server, fetcher, spool):
+    with pytest.raises(NotAnImage) as info:
+        fetcher.download(server.url('/html'), spool, memory_max=1024 * 1024)
+    assert 'HTML document' in info.value.found
+    assert _files(spool) == []
+
+
 def test_slow_trickle_completes(server, make_fetcher, spool):
     fetcher = make_fetcher(read_timeout=2.0)
     start = time.monotonic()
