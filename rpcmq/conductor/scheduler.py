@@ -63,6 +63,7 @@ class Scheduler:
                                      self.conf.heartbeat_interval,
                                      self.conf.heartbeat_timeout)
         self._wake = threading.Event()
+        self._soon = threading.Event()        # ends a step gap early
         self._events_due = threading.Event()  # wakes the publisher
         self._hurry = threading.Event()       # ...before EVENTS_GAP ends
         self._drained = threading.Event()     # no item runs any more
@@ -85,7 +86,10 @@ class Scheduler:
         return self.conf.item_retries + 1
 
     def wake(self):
+        """Step now: new items, a retry, a cancel or a peer's items taken
+        over (rare, unlike the completions a step gap gathers)."""
         self._wake.set()
+        self._soon.set()
 
     def start(self):
         if not self.store.is_postgres:
@@ -105,6 +109,7 @@ class Scheduler:
     def stop(self):
         self._stop.set()
         self._wake.set()
+        self._soon.set()
         self._events_due.set()
 
     def problem(self):
@@ -147,10 +152,14 @@ class Scheduler:
             except Exception:
                 LOG.exception('scheduler step failed; retrying')
                 self._stop.wait(1.0)
-            self._stop.wait(self.step_gap())
+            self._soon.wait(self.step_gap())
+            self._soon.clear()
 
     def step_gap(self):
-        """Seconds to wait after a step (see STEP_GAP)."""
+        """Seconds to wait after a step (see STEP_GAP), unless woken
+        (:meth:`wake`) or the last running item of a batch finishes first:
+        nothing else of that batch would share the next step's
+        transaction, and its end waits on it."""
         return STEP_GAP
 
     def tick(self, now=None):
@@ -201,6 +210,7 @@ class Scheduler:
                 self._running[item.batch_id] -= 1
                 if not self._running[item.batch_id]:
                     del self._running[item.batch_id]
+                    self._soon.set()
                 if result is not None:
                     self._finished.append((item.batch_id, item.idx,
                                            item.attempts, result))
