@@ -267,9 +267,12 @@ def name_key(name, fmt):
 
 
 def _fields(template):
-    """The field names a format string uses ('' where it cannot parse)."""
+    """The names of the fields a format string uses, without their
+    indexing or attributes (``{sha256[:8]}`` uses ``sha256``); ``''``
+    where it cannot be parsed."""
     try:
-        return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+        return {re.split(r'[.\[]', f, maxsplit=1)[0]
+                for _, f, _, _ in string.Formatter().parse(template) if f}
     except ValueError:
         return {''}
 

@@ -169,3 +169,15 @@ def test_an_upload_finished_under_another_key_or_size_is_cut(
         assert oss.object_info(BUCKET, 'declared.png') is None
     assert [r['status'] for r in _puts(oss, 'declared.png')] == [
         'aborted', 'aborted']
+
+
+def test_a_key_made_from_the_content_hash_waits_for_the_download(
+        server, oss, endpoint, conf):
+    # The hash is known only at the end: no upload may start before.
+    conf.set_override('key_template', '{sha256[0]}/{sha256}.{ext}', 'image')
+    result = endpoint.transfer(CTXT, url=server.url('/img/hashed.png?kb=300'))
+
+    digest = result['sha256']
+    assert result['key'] == '%s/%s.png' % (digest[0], digest)
+    wait_until(lambda: not oss.receiving('PutObject'), what='uploads')
+    assert [r['status'] for r in oss.requests('PutObject')] == [200]
