@@ -2,6 +2,7 @@
 RabbitMQ download from a local image server into a file store or the
 local OSS-compatible server; every failure reaches the caller typed."""
 
+import concurrent.futures
 import hashlib
 import os
 import threading
@@ -25,6 +26,7 @@ from rpcmq.testing.ossserver import OSSServer
 from rpcmq.testing.server import make_conf
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
 from rpcmq.tests.functional.daemons import Daemon, write_config
+from rpcmq.tests.functional.fixtures import wait_until
 
 KIB = 1024
 MAX_BYTES = 2 * 1024 * KIB
@@ -35,6 +37,8 @@ DAEMONS = {
     'files': (('img-a', 'img-b'), 'file', None),
     'oss_v4': (('oss-v4',), 'oss', {'auth_version': 'v4'}),
     'oss_v1': (('oss-v1',), 'oss', {'auth_version': 'v1'}),
+    'oss_stream': (('oss-stream',), 'oss', {
+        'auth_version': 'v4', 'multipart_threshold': 64 * 1024 * KIB}),
     'oss_bad': (('oss-bad',), 'oss', {'auth_version': 'v4',
                                       'access_key_secret': 'not-the-s3cret'}),
 }
@@ -291,6 +295,31 @@ def test_store_into_oss_single_put_and_multipart(cluster, images, oss,
     assert {r['auth'] for r in oss.requests()} == {version}
     assert oss.upload_count() == 0
     assert cluster.spool('oss-' + version) == []
+
+
+def test_a_large_transfer_goes_up_while_it_downloads(cluster, images, oss):
+    """On the daemon's green threads: the PutObject receives the image
+    while the image server still holds back its second half, and the
+    object exists only once the download is whole."""
+    client = cluster.client('oss_stream')
+    key, url = 'stream/big.png', images.url('/gated/stream.png?kb=1500')
+    oss.clear_log()
+    images.gate.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(client.call, {}, 'transfer', key=key, url=url)
+        try:
+            wait_until(lambda: [r for r in oss.receiving('PutObject')
+                                if r['key'] == key and r['bytes_in'] > 0],
+                       what='the upload to start during the download')
+            assert oss.object_info(BUCKET, key) is None
+        finally:
+            images.gate.set()
+        result = future.result(timeout=60)
+    big = make_image('png', 'stream', kb=1500)
+    assert result['size'] == len(big) > 1024 * KIB
+    assert oss.get_object(BUCKET, key) == big
+    assert [(r['op'], r['status']) for r in oss.requests()] == [
+        ('PutObject', 200)]
 
 
 def test_wrong_oss_secret_is_storage_denied(cluster, images, oss):
