@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.tests.functional.test_delivery import (
     daemons,  # noqa: F401
     start_daemon,
@@ -38,8 +39,11 @@ def test_a_conductor_that_is_not_running_is_named(rabbit_url, tmp_path):
     conf = tmp_path / 'cli.conf'
     conf.write_text('[DEFAULT]\ntransport_url = %s\n[conductor]\n'
                     'topic = nobody_%s\n' % (rabbit_url, tmp_path.name))
-    proc = rpcmq_cli('--config-file', str(conf), '--timeout', '1',
-                     'batch', 'status', 'b1')
+    try:
+        proc = rpcmq_cli('--config-file', str(conf), '--timeout', '1',
+                         'batch', 'status', 'b1')
+    finally:  # the call declared the topic's queue: leave no trace
+        delete_entities(rabbit_url, ['nobody_%s' % tmp_path.name])
     assert proc.returncode == 1
     assert proc.stderr == (
         'rpcmq: error: MessagingTimeout: no rpcmq-conductor answered status '

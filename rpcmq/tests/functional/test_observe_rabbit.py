@@ -186,6 +186,7 @@ def test_healthz_says_when_the_broker_is_gone_and_when_it_is_back(tmp_path):
             assert daemon.terminate() == 0
         finally:
             daemon.stop()
+            delete_entities(RABBIT_URL, [topic, topic + '.watched-1'])
 
 
 def test_a_traceparent_travels_from_the_caller_to_the_endpoint():
