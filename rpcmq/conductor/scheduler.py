@@ -86,8 +86,9 @@ class Scheduler:
         return self.conf.item_retries + 1
 
     def wake(self):
-        """Step now: new items, a retry, a cancel or a peer's items taken
-        over (rare, unlike the completions a step gap gathers)."""
+        """Step now: new items (submitted or sealed), a retry, or a peer's
+        items taken over (rare, unlike the completions a step gap
+        gathers)."""
         self._wake.set()
         self._soon.set()
 

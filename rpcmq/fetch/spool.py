@@ -50,23 +50,20 @@ class Spool:
 
     def write_data(self, spool_id, data):
         """Write the image of ``spool_id`` (bytes), whole or not at all."""
-        path = self._path(spool_id, '.img')
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.part-')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        self._replace(self._path(spool_id, '.img'), '.part-', data)
 
     def put(self, spool_id, meta):
         """Record ``meta`` for the image already at ``data_name(spool_id)``."""
-        path = self._path(spool_id, '.json')
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.meta-')
+        self._replace(self._path(spool_id, '.json'), '.meta-',
+                      json.dumps(meta).encode('utf-8'))
+
+    def _replace(self, path, prefix, data):
+        """Put ``data`` at ``path`` through a temp file named ``prefix*``
+        (swept if a crash leaves it): readers see all of it or nothing."""
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=prefix)
         try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(meta, f)
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             _unlink(tmp)

@@ -217,10 +217,7 @@ class OSSStore(base.Store):
             raise errors.StorageError(
                 reason=f'cannot read source file {path} for key {key!r}: '
                        f'{e.strerror or e}', key=key, path=path) from None
-        LOG.debug('stored %s (%d bytes) in OSS bucket %s', key, size,
-                  self.bucket_name)
-        return {'key': key, 'size': size, 'etag': result.etag,
-                'url': self.url_for(key)}
+        return self._stored(key, size, result)
 
     def put_bytes(self, key, data):
         """One PutObject of ``data`` (checked by CRC64, retried as
@@ -234,11 +231,7 @@ class OSSStore(base.Store):
             result = self.bucket.put_object(key, data)
             check_crc('put object', crc, result.crc, result.request_id)
             return result
-        result = self._call('put', key, upload)
-        LOG.debug('stored %s (%d bytes) in OSS bucket %s', key, len(data),
-                  self.bucket_name)
-        return {'key': key, 'size': len(data), 'etag': result.etag,
-                'url': self.url_for(key)}
+        return self._stored(key, len(data), self._call('put', key, upload))
 
     def streams(self, size):
         return size < self.multipart_threshold
@@ -261,9 +254,13 @@ class OSSStore(base.Store):
                            f'{size}', key=key, op='put')
             check_crc('put object', body.crc, result.crc, result.request_id)
             return result
-        result = self._call('put', key, upload, retries=0)
-        LOG.debug('stored %s (%d bytes, streamed) in OSS bucket %s', key,
-                  size, self.bucket_name)
+        return self._stored(key, size,
+                            self._call('put', key, upload, retries=0))
+
+    def _stored(self, key, size, result):
+        """The ``put_*`` result of an upload oss2 answered ``result``."""
+        LOG.debug('stored %s (%d bytes) in OSS bucket %s', key, size,
+                  self.bucket_name)
         return {'key': key, 'size': size, 'etag': result.etag,
                 'url': self.url_for(key)}
 
