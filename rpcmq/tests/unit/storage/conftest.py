@@ -8,12 +8,12 @@ import pytest
 from oslo_config import cfg
 
 import rpcmq.conf
-from rpcmq.testing.ossserver import OSSServer
-
-KEY_ID = 'rpcmq-unit-key'
-SECRET = 'Unit-S3cret-Never-Logged-7f3a'
-BUCKET = 'rpcmq-unit'
-REGION = 'cn-unittest'
+from rpcmq.tests.unit.conftest import (  # noqa: F401 (the storage tests')
+    BUCKET,
+    KEY_ID,
+    REGION,
+    SECRET,
+)
 
 
 def make_conf(store='file', file_store=None, oss=None):
@@ -25,13 +25,6 @@ def make_conf(store='file', file_store=None, oss=None):
         for name, value in (values or {}).items():
             conf.set_override(name, value, group=group)
     return conf
-
-
-@pytest.fixture
-def oss_server():
-    with OSSServer(credentials={KEY_ID: SECRET}, buckets=[BUCKET],
-                   region=REGION) as server:
-        yield server
 
 
 @pytest.fixture
