@@ -6,12 +6,15 @@ one transaction, expires leases (every ``LEASE_CHECK`` seconds) and
 claims; steps are at least ``STEP_GAP`` apart, so the database work of a
 step is shared by the items that finished meanwhile. Every state change
 is in the database before an event tells of it: events are sent from what
-the database says is unsent, then marked sent:
+the database says is unsent, then marked sent once the broker confirmed
+them:
 
 * ``batch.start`` once per batch, ``batch.item`` once per finished item,
   ``batch.end`` once per batch after all its ``batch.item`` events, with
-  every outcome. A conductor killed between sending and marking sends that
-  one event again on restart (at-least-once, with a stable ``event_id``).
+  every outcome. A conductor killed between sending and marking sends
+  those events again on restart (at-least-once, with a stable
+  ``event_id``); one the broker refuses (a subscriber's full queue that
+  rejects publishes) is published again until it takes it.
 * Conductors sharing a database each claim under their own id and beat
   a heartbeat (``members``); the items of one that stops beating (and, at
   start-up, of this host's earlier incarnation) go back to pending and run
@@ -19,6 +22,7 @@ the database says is unsent, then marked sent:
 """
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -44,6 +48,9 @@ STEP_GAP = 0.05
 #: finishes a batch's last item on this conductor starts one at once, so
 #: ``batch.end`` is not held back by it.
 EVENTS_GAP = 0.25
+#: Seconds the events thread waits for the broker to confirm a round of
+#: events before it leaves them for the next round (unmarked).
+CONFIRM_WAIT = 5.0
 #: Seconds between two passes over the running items' leases.
 LEASE_CHECK = 1.0
 #: Bytes one stored item's outcome takes in a batch.end payload, at least.
@@ -69,6 +76,8 @@ class Scheduler:
         self._drained = threading.Event()     # no item runs any more
         self._stop = threading.Event()
         self._publisher = None
+        self._unmarked = []  # marks of events written, awaiting confirms
+        self.confirm_wait = CONFIRM_WAIT
         self._inflight = 0
         self._leases_due = 0.0
         self._finished = []  # (batch_id, idx, attempt, result) to complete
@@ -265,13 +274,23 @@ class Scheduler:
         self.notifier.info({}, event_type, payload)
 
     def send_events(self):
+        """One round: send what the database says is unsent, and mark it
+        sent once the broker confirmed it (not when it was written: a
+        conductor killed before the confirm would have lost it). While the
+        broker has not confirmed an earlier round, nothing new is sent: its
+        publisher sends the refused events again, and they are marked when
+        it took them."""
+        if not self._settle():
+            return
         if not self.membership.sends_events():
             return  # a peer conductor does
         for bid, total in self.store.batches_to_start():
             self._send('batch.start', '%s:start' % bid,
                        {'batch_id': bid, 'total': total})
-            self.store.mark_start_notified(bid)
-            LOG.info('batch %s started: %d items', bid, total)
+            self._unmarked.append(functools.partial(self._started, bid,
+                                                    total))
+        if not self._settle():
+            return
         while True:
             items = self.store.unnotified_items(limit=NOTIFY_BATCH)
             sent = []
@@ -284,18 +303,47 @@ class Scheduler:
                     sent.append((item.batch_id, item.idx))
                     time.sleep(0)  # let requests in between (eventlet)
             finally:  # one transaction for all that went out
-                self.store.mark_items_notified(sent)
+                if sent:
+                    self._unmarked.append(functools.partial(
+                        self.store.mark_items_notified, sent))
+            if not self._settle():
+                return
             if len(items) < NOTIFY_BATCH:
                 break
         for batch in self.store.finished_batches_to_end():
             bid = batch['batch_id']
             payload = self._end_payload(bid)
             self._send('batch.end', '%s:end' % bid, payload)
-            self.store.mark_end_notified(bid)
-            totals = payload['totals']
-            LOG.info('batch %s ended %s: %d of %d done, %d failed, %d '
-                     'cancelled', bid, payload['state'], totals['done'],
-                     totals['total'], totals['failed'], totals['cancelled'])
+            self._unmarked.append(functools.partial(self._ended, payload))
+        self._settle()
+
+    def _settle(self):
+        """Mark sent the events the broker confirmed. False, marking
+        nothing, if it has not confirmed all within ``confirm_wait``
+        seconds (they stay unsent in the database)."""
+        if not self._unmarked:
+            return True
+        if not self.notifier.flush(self.confirm_wait):
+            LOG.warning('the broker has not confirmed %d rounds of batch '
+                        'events within %.1f s: they are published again '
+                        'until it does, and only then recorded as sent',
+                        len(self._unmarked), self.confirm_wait)
+            return False
+        while self._unmarked:
+            self._unmarked[0]()
+            del self._unmarked[0]
+        return True
+
+    def _started(self, batch_id, total):
+        self.store.mark_start_notified(batch_id)
+        LOG.info('batch %s started: %d items', batch_id, total)
+
+    def _ended(self, payload):
+        bid, totals = payload['batch_id'], payload['totals']
+        self.store.mark_end_notified(bid)
+        LOG.info('batch %s ended %s: %d of %d done, %d failed, %d '
+                 'cancelled', bid, payload['state'], totals['done'],
+                 totals['total'], totals['failed'], totals['cancelled'])
 
     def _end_payload(self, batch_id):
         """Totals and every outcome; for a batch too large for one message,

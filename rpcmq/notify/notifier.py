@@ -111,6 +111,15 @@ class Notifier:
                 confirm=True, delivery_mode=2, headers=headers or None,
                 deadline=time.monotonic() + self.timeout)
 
+    def flush(self, timeout=None):
+        """Wait until the broker confirmed every notification sent so far
+        (and every other cast of this transport); True if it has. ``notify``
+        returns once a notification is written: one the broker refuses is
+        published again until it takes it, for as long as this process
+        lives. Whoever records a notification as sent (an outbox) records
+        it once this returns True."""
+        return self.transport.flush(timeout)
+
     def info(self, ctxt, event_type, payload):
         self.notify(ctxt, event_type, payload, 'info')
 

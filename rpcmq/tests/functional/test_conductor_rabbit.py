@@ -24,13 +24,20 @@ import threading
 import time
 import uuid
 
+import kombu
 import pytest
 
 from rpcmq.conductor.models import make_engine
 from rpcmq.testing import imageserver
 from rpcmq.testing.imageserver import ImageServer
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
-from rpcmq.tests.functional.fixtures import OSS, Cluster, key_for, pipeline_oss
+from rpcmq.tests.functional.fixtures import (
+    OSS,
+    Cluster,
+    key_for,
+    pipeline_oss,
+    unique,
+)
 
 BATCH = 200
 ITEM_RETRIES = 3
@@ -261,6 +268,54 @@ def test_the_conductor_killed_mid_batch_and_restarted(pipeline, images, oss):
     end = check_batch(cluster, oss, batch_id, urls, before)
     # The items running when it died ran again, under the same key.
     assert any(i['attempts'] > 1 for i in end['items'])
+
+
+def test_a_batch_end_the_broker_refused_goes_out_after_a_crash(
+        pipeline, images, oss):
+    """A subscriber bounds its queue and has it refuse what does not fit
+    (``x-overflow: reject-publish``): while it is full the broker nacks
+    ``batch.end``. The conductor used to record an event as sent once it
+    was written, not once the broker took it: killed while the broker
+    still refused it, it never sent it again and that subscriber never
+    learnt the batch had ended. An event is now recorded as sent once the
+    broker confirmed it."""
+    cluster = pipeline
+    exchange = kombu.Exchange(cluster.notification_exchange, type='topic',
+                              durable=True)
+    full = kombu.Queue(unique('full-subscriber'), exchange,
+                       routing_key='batch.end', auto_delete=False,
+                       queue_arguments={'x-max-length': 1,
+                                        'x-overflow': 'reject-publish'})
+    with kombu.Connection(RABBIT_URL.replace('rabbit://', 'amqp://')) as conn:
+        queue = full(conn.default_channel)
+        queue.declare()
+        try:
+            conn.Producer().publish('filler', routing_key=queue.name)
+            urls = [images.url('/img/refused-%d.jpg?kb=4' % i)
+                    for i in range(3)]
+            batch_id, before = submit(cluster, oss, urls)
+            # Our own listener gets each copy; the full queue refuses them.
+            deadline = time.monotonic() + 30
+            while len(cluster.events.of('batch.end', batch_id)) < 2:
+                assert time.monotonic() < deadline, cluster.logs()
+                time.sleep(0.05)
+            cluster.kill_conductor()
+            assert queue.get(no_ack=True).payload == 'filler'  # room for one
+            cluster.start_conductor()
+            deadline = time.monotonic() + 30
+            while True:
+                message = queue.get(no_ack=True)
+                if message is not None:
+                    break
+                assert time.monotonic() < deadline, \
+                    'the subscriber never got batch.end'
+                time.sleep(0.05)
+            end = json.loads(message.body)
+            assert end['event_type'] == 'batch.end'
+            assert end['payload']['batch_id'] == batch_id
+            assert end['payload']['totals']['done'] == 3
+        finally:
+            queue.delete()
 
 
 def test_three_conductors_on_one_database_one_killed_mid_batch(

@@ -273,6 +273,57 @@ def test_items_keep_running_while_events_cannot_be_sent(pipeline):
     assert len(p.events.of('batch.item', batch_id)) == 80
 
 
+class UnconfirmedBroker:
+    """Stands for a notifier's ``flush``: the broker confirms nothing
+    until ``confirm()``; counts the waits."""
+
+    def __init__(self):
+        self.waits = 0
+        self._confirmed = threading.Event()
+        self._changed = threading.Condition()
+
+    def flush(self, timeout=None):
+        with self._changed:
+            self.waits += 1
+            self._changed.notify_all()
+        return self._confirmed.is_set()
+
+    def confirm(self):
+        self._confirmed.set()
+
+    def wait_for_waits(self, n, timeout=30):
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.waits >= n, timeout)
+
+
+def test_events_are_recorded_sent_once_the_broker_took_them(pipeline):
+    """Until the broker confirms a round of events, they stay unsent in
+    the database (a crash sends them again) and nothing else is sent: the
+    publisher sends the refused ones again itself, so sending them once
+    more every round would only pile up copies."""
+    p = pipeline
+    scheduler = p.conductor.scheduler
+    broker = UnconfirmedBroker()
+    scheduler.notifier.flush = broker.flush
+    scheduler.confirm_wait = 0.01
+    batch_id = p.api.submit([{'url': p.images.url('/img/unc%d.jpg' % i)}
+                             for i in range(3)])
+    wait_done(p, batch_id)
+    start = broker.waits
+    broker.wait_for_waits(start + 3)  # three more rounds: none sent more
+    assert len(p.events.of('batch.start', batch_id)) == 1
+    assert p.events.of('batch.item', batch_id) == []
+    assert p.events.of('batch.end', batch_id) == []
+    assert p.conductor.store.batches_to_start() == [(batch_id, 3)]
+    broker.confirm()
+    end = wait_end(p, batch_id)
+    assert end['totals']['done'] == 3
+    assert len(p.events.of('batch.start', batch_id)) == 1
+    assert sorted(e['idx'] for e in p.events.of('batch.item', batch_id)) \
+        == [0, 1, 2]
+    assert p.conductor.store.unnotified_items(batch_id) == []
+
+
 def test_transient_failures_are_retried(pipeline):
     p = pipeline
     url = p.images.url('/flaky/f.jpg?fail=2')  # two 500s, then the image
