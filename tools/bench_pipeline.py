@@ -55,6 +55,7 @@ from rpcmq.tests.functional.fixtures import OSS, Cluster
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
+from bench_pair import broker_pid  # noqa: E402
 
 STORE = 'oss (rpcmq.testing.ossserver, V4 auth, child process)'
 
@@ -137,6 +138,12 @@ def throughput(a, cluster, base, endpoint, workdir, children):
     benchlib.warm_image_cache([u for s in urls.values() for u in s], a.conc)
     progress('warming the bare worker and the pipeline')
     warmup = benchlib.image_urls(base, 'warm', a.conc * 2, 50)
+    # The helpers both systems share, and the broker (beam.smp, when one).
+    shared = {'image_server': children[0][0].pid,
+              'oss_server': children[1][0].pid}
+    broker = broker_pid()
+    if broker:
+        shared['broker'] = broker
     bares = {}
     for conc in a.bare_conc or [a.conc]:
         bares[conc] = benchlib.start_bare_worker(
@@ -148,40 +155,47 @@ def throughput(a, cluster, base, endpoint, workdir, children):
         conc: [] for conc in bares}} for s, _, _ in scenarios}
     for rnd in range(1, a.rounds + 1):
         for scenario, n, kb in scenarios:
-            one_round(a, cluster, bares, urls, seen[scenario], rnd,
+            one_round(a, cluster, bares, urls, seen[scenario], rnd, shared,
                       {'scenario': scenario, 'items': n, 'item_kb': kb,
                        'store': STORE})
     for scenario, _, _ in scenarios:
         summary(a, scenario, seen[scenario], bares)
 
 
-def one_round(a, cluster, bares, urls, seen, rnd, common):
+def one_round(a, cluster, bares, urls, seen, rnd, shared, common):
     """The pipeline and each bare loop on one scenario's URLs; odd rounds
     start with the pipeline, even ones with the bare loops, so that
-    neither always runs right after the other's writes."""
+    neither always runs right after the other's writes. Each line also
+    has ``shared_cpu_s``: the CPU seconds the image server, the
+    OSS-compatible server and the broker spent meanwhile."""
     scenario, n = common['scenario'], common['items']
     results = {}
 
     def pipeline():
         progress('%s: pipeline, %d items (round %d)' % (scenario, n, rnd))
+        before = cpu_of(shared)
         p = run_batch(cluster, urls[scenario], timeout=1800)
+        used = cpu_used(shared, before)
         results['pipeline'] = pr = rate(n, p)
         conductor_ms = p['cpu_raw']['conductor'] * 1e3 / n
         seen['pipeline'].append(pr['items_per_s'])
         seen['conductor_ms'].append(conductor_ms)
         emit(system='pipeline', conc=a.conc, round=rnd, **common, **pr,
-             cpu_s=p['cpu_s'], rss_peak_mb=p['rss_peak_mb'],
+             cpu_s=p['cpu_s'], shared_cpu_s=used,
+             rss_peak_mb=p['rss_peak_mb'],
              conductor_cpu_ms_per_item=round(conductor_ms, 2))
 
     def bare(conc):
         progress('%s: bare, %d threads (round %d)' % (scenario, conc, rnd))
+        before = cpu_of(shared)
         b = benchlib.ask(bares[conc], [
             (u, 'bare%d/%s/%d' % (conc, scenario, i))
             for i, u in enumerate(urls[scenario])])
+        used = cpu_used(shared, before)
         results[conc] = br = rate(n, b)
         seen[conc].append(br['items_per_s'])
         emit(system='bare', conc=conc, round=rnd, **common, **br,
-             cpu_s={'bare_worker': round(b['cpu'], 1)},
+             cpu_s={'bare_worker': round(b['cpu'], 1)}, shared_cpu_s=used,
              cpu_ms_per_item=round(b['cpu'] * 1e3 / n, 2),
              rss_peak_mb={'bare_worker': round(b['hwm'], 1)})
 
@@ -195,6 +209,15 @@ def one_round(a, cluster, bares, urls, seen, rnd, common):
              pr['items_per_s'] / results[best]['items_per_s'], 3),
          mb_ratio_pipeline_to_best_bare=round(
              pr['mb_per_s'] / results[best]['mb_per_s'], 3))
+
+
+def cpu_of(pids):
+    return {name: benchlib.cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_used(pids, before):
+    after = cpu_of(pids)
+    return {name: round(after[name] - before[name], 2) for name in pids}
 
 
 def summary(a, scenario, seen, bares):
