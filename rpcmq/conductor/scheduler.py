@@ -38,6 +38,9 @@ __all__ = ['Scheduler']
 LOG = logging.getLogger(__name__)
 
 NOTIFY_BATCH = 500
+#: batch.item events written together (one socket write, then a green
+#: yield so that requests are not held up behind a whole round).
+SEND_CHUNK = 100
 #: Seconds between two scheduler steps of a conductor, at least, however
 #: many share its database. (Each of N conductors used to wait N times as
 #: long. But the conductor whose items finish claims the room they free in
@@ -293,19 +296,22 @@ class Scheduler:
             return
         while True:
             items = self.store.unnotified_items(limit=NOTIFY_BATCH)
-            sent = []
-            try:
-                for item in items:
+            written = []  # marked in one transaction once confirmed
+            if items:
+                self._unmarked.append(functools.partial(
+                    self.store.mark_items_notified, written))
+            for start in range(0, len(items), SEND_CHUNK):
+                chunk = items[start:start + SEND_CHUNK]
+                events = []
+                for item in chunk:
                     payload = item.outcome()
                     payload['batch_id'] = item.batch_id
-                    self._send('batch.item', '%s:item:%d:%d' % (
-                        item.batch_id, item.idx, item.attempts), payload)
-                    sent.append((item.batch_id, item.idx))
-                    time.sleep(0)  # let requests in between (eventlet)
-            finally:  # one transaction for all that went out
-                if sent:
-                    self._unmarked.append(functools.partial(
-                        self.store.mark_items_notified, sent))
+                    payload['event_id'] = '%s:item:%d:%d' % (
+                        item.batch_id, item.idx, item.attempts)
+                    events.append(('batch.item', payload))
+                self.notifier.notify_many({}, events)  # one write
+                written.extend((item.batch_id, item.idx) for item in chunk)
+                time.sleep(0)  # let requests in between (eventlet)
             if not self._settle():
                 return
             if len(items) < NOTIFY_BATCH:

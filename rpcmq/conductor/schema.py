@@ -137,7 +137,8 @@ class ItemRow(NamedTuple):
 
     @classmethod
     def from_row(cls, row):
-        return cls(**{name: row._mapping[name] for name in cls._fields})
+        mapping = row._mapping  # a new view at every access: once
+        return cls._make([mapping[name] for name in cls._fields])
 
     def outcome(self):
         """The public view of the item, as status() and batch.end show."""

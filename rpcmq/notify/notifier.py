@@ -74,20 +74,33 @@ class Notifier:
             transport.driver.exchange(transport.conf.control_exchange)
 
     def notify(self, ctxt, event_type, payload, priority='info'):
+        self.notify_many(ctxt, [(event_type, payload)], priority)
+
+    def notify_many(self, ctxt, events, priority='info'):
+        """``notify`` each ``(event_type, payload)`` of ``events``, in
+        order; returns once all are written (as one socket write where the
+        transport allows: cheaper than one ``notify`` each)."""
         if self.wire == 'oslo':
-            return self._notify_oslo(ctxt, event_type, payload, priority)
+            for event_type, payload in events:
+                self._notify_oslo(ctxt, event_type, payload, priority)
+            return
         if priority not in PRIORITIES:
             raise ValueError('priority must be one of %s' % (PRIORITIES,))
-        body = wire.encode({
-            'event_type': event_type, 'priority': priority,
-            'publisher_id': self.publisher_id, 'timestamp': time.time(),
-            'message_id': uuid.uuid4().hex, 'payload': payload,
-            'context': ctxt or {}})
-        headers = self.transport.keyring.sign(
-            'notification', self._exchange.name, event_type, body)
-        self.transport.driver.publish(
-            body, self._exchange, event_type, declare=(self._exchange,),
-            confirm=True, delivery_mode=2, headers=headers or None,
+        messages = []
+        for event_type, payload in events:
+            body = wire.encode({
+                'event_type': event_type, 'priority': priority,
+                'publisher_id': self.publisher_id, 'timestamp': time.time(),
+                'message_id': uuid.uuid4().hex, 'payload': payload,
+                'context': ctxt or {}})
+            headers = self.transport.keyring.sign(
+                'notification', self._exchange.name, event_type, body)
+            messages.append((body, self._exchange, event_type,
+                             (self._exchange,),
+                             {'delivery_mode': 2,
+                              'headers': headers or None}))
+        self.transport.driver.publish_many(
+            messages, confirm=True,
             deadline=time.monotonic() + self.timeout)
 
     def _notify_oslo(self, ctxt, event_type, payload, priority):

@@ -137,6 +137,23 @@ class ConfirmingPublisher(ConfirmReader):
 
     def publish(self, body, exchange, routing_key, declare=(),
                 deadline=None, **properties):
+        self._publish([self._cast(body, exchange, routing_key, declare,
+                                  deadline, properties)], deadline)
+
+    def publish_many(self, messages, deadline=None):
+        """``publish`` each ``(body, exchange, routing_key, declare,
+        properties)``, in order and written together; returns once all
+        are written. Raises as ``publish`` does: those written before
+        stay tracked (they will be confirmed or sent again)."""
+        casts = [self._cast(body, exchange, routing_key, declare, deadline,
+                            dict(properties))
+                 for body, exchange, routing_key, declare, properties
+                 in messages]
+        for start in range(0, len(casts), self.window):
+            self._publish(casts[start:start + self.window], deadline)
+
+    def _cast(self, body, exchange, routing_key, declare, deadline,
+              properties):
         if self._state == CLOSED:
             raise TransportError(reason='transport is closed')
         # Declaring waits for the broker's answer on the connection, which
@@ -146,39 +163,49 @@ class ConfirmingPublisher(ConfirmReader):
         if mandatory:
             # Routable by construction: if it comes back, its queue is gone.
             properties['message_id'] = 'rpcmq.%d' % next(self._ids)
-        cast = _Cast((body, exchange, routing_key, mandatory), properties,
+        return _Cast((body, exchange, routing_key, mandatory), properties,
                      tuple(declare))
+
+    def _publish(self, casts, deadline):
+        """Track ``casts`` (at most ``window``) and return once they are
+        written on a live channel."""
         with self._lock:
-            while self._state != CLOSED and self._tracked() >= self.window:
+            while self._state != CLOSED and \
+                    self._tracked() + len(casts) > self.window:
                 if _expired(deadline):
                     raise self._error(None, "%d casts await the broker's "
                                       'confirm' % self.window)
                 self._wait(_remaining(deadline))
             if self._state == CLOSED:
                 raise TransportError(reason='transport is closed')
-            self._pending.append(cast)
+            self._pending.extend(casts)
             if self._state == IDLE:
                 self._state = CONNECTING
                 self._reader = threading.Thread(
                     target=self._read, daemon=True, name='rpcmq-confirms')
                 self._reader.start()
+        last = casts[-1]  # written in order: once it is, all are
         try:
             while True:
                 if self._state == OPEN and self._acquire_wlock(deadline):
                     try:
-                        self._write(until=cast)
+                        self._write(until=last)
                     finally:
                         self._wlock.release()
-                if cast.written:  # set once under _lock, never reset
-                    return
+                if last.written:  # set once under _lock, never reset
+                    break
                 with self._lock:
-                    if self._wait_writable(cast, deadline):
-                        return
+                    if self._wait_writable(last, deadline):
+                        break
         except BaseException:
             with self._lock:
-                if not cast.written:
-                    self._give_up(cast)
+                for cast in casts:
+                    if not cast.written:
+                        self._give_up(cast)
             raise
+        for cast in casts:
+            if cast.error is not None:  # refused alone, the rest written
+                raise self._error(cast, None)
 
     def _wait_writable(self, cast, deadline):
         """True once ``cast`` is written, False once it is pending on an
@@ -238,17 +265,17 @@ class ConfirmingPublisher(ConfirmReader):
                     self._unconfirmed[tag] = cast
                     tag += 1
                 self._next_tag = tag
-            done = 0
+            # One socket write for the batch (casts that gathered while
+            # another was written, a notifier's round, resends).
             try:
-                for cast in batch:
-                    body, exchange, routing_key, mandatory = cast.args
-                    raw.send(channel, body, exchange, routing_key,
-                             mandatory=mandatory, **cast.properties)
-                    done += 1
-            except BaseException as exc:
+                done, exc = raw.send_many(channel, [
+                    cast.args + (cast.properties,) for cast in batch])
+            except BaseException as interrupted:
+                done, exc = 0, interrupted
+            if exc is not None:
                 self._write_failed(gen, batch, done, exc)
                 if not isinstance(exc, Exception):
-                    raise
+                    raise exc
                 return
 
     def _write_failed(self, gen, batch, done, exc):

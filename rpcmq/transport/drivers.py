@@ -202,6 +202,16 @@ class KombuDriver:
 
         self._retry(attempt, deadline)
 
+    def publish_many(self, messages, *, deadline=None, confirm=False):
+        """``publish`` each ``(body, exchange, routing_key, declare,
+        properties)`` in order; with publisher confirms, written together
+        (one socket write where the connection allows)."""
+        if confirm and self._confirmer is not None:
+            return self._confirmer.publish_many(messages, deadline)
+        for body, exchange, routing_key, declare, properties in messages:
+            self.publish(body, exchange, routing_key, deadline=deadline,
+                         declare=declare, confirm=confirm, **properties)
+
     def _give_up_if_permanent(self, exc, missing):
         """Raise the TransportError for a failure retrying cannot mend.
 

@@ -18,7 +18,7 @@ from amqp.serialization import dumps
 
 from rpcmq.transport import writes
 
-__all__ = ['send']
+__all__ = ['send', 'send_many']
 
 JSON = 'application/json'
 
@@ -34,6 +34,53 @@ def send(channel, body, exchange, routing_key, mandatory=False,
     once, ``on_failure(exc)`` being called should that write fail
     (``writes``). Without rpcmq's transport, written at once.
     """
+    args, msg = _publish(body, exchange, routing_key, mandatory, properties)
+    writer = _writer(channel)
+    if writer is None:
+        channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args, msg)
+        return
+    try:
+        writer.publish(channel.channel_id, dumps('Bssbb', args), msg,
+                       gather, on_failure)
+    except StopIteration:  # as py-amqp's send_method
+        raise RecoverableConnectionError('connection already closed')
+
+
+def send_many(channel, messages):
+    """Write ``(body, exchange, routing_key, mandatory, properties)``
+    messages in order, as ``send`` would each, in one socket write on
+    rpcmq's transport. Return ``(done, error)``: how many were written
+    whole and the exception that stopped the rest (None if none did). A
+    message that cannot be built stops those after it, not those before.
+    """
+    publishes, error = [], None
+    for body, exchange, routing_key, mandatory, properties in messages:
+        try:
+            publishes.append(_publish(body, exchange, routing_key,
+                                      mandatory, dict(properties)))
+        except Exception as exc:
+            error = exc
+            break
+    writer = _writer(channel)
+    if writer is None:
+        for done, (args, msg) in enumerate(publishes):
+            try:
+                channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args,
+                                    msg)
+            except BaseException as exc:
+                return done, exc
+        return len(publishes), error
+    done, failed = writer.publish_many(channel.channel_id, [
+        (dumps('Bssbb', args), msg) for args, msg in publishes])
+    if failed is None and done == len(publishes):
+        failed = error
+    if isinstance(failed, StopIteration):  # as py-amqp's send_method
+        failed = RecoverableConnectionError('connection already closed')
+    return done, failed
+
+
+def _publish(body, exchange, routing_key, mandatory, properties):
+    """``(args, message)`` of a basic.publish; takes ``properties``."""
     expiration = properties.pop('expiration', None)
     if expiration is not None:
         properties['expiration'] = str(int(expiration * 1000))
@@ -42,15 +89,13 @@ def send(channel, body, exchange, routing_key, mandatory=False,
         properties['application_headers'] = headers
     msg = amqp.Message(body, content_type=JSON, content_encoding='utf-8',
                        **properties)
-    args = (0, getattr(exchange, 'name', exchange) or '', routing_key,
-            mandatory, False)
+    return (0, getattr(exchange, 'name', exchange) or '', routing_key,
+            mandatory, False), msg
+
+
+def _writer(channel):
+    """The connection's ``writes.FrameWriter``; None off rpcmq's
+    transport."""
     writer = getattr(getattr(channel, 'connection', None), '_frame_writer',
                      None)
-    if not isinstance(writer, writes.FrameWriter):
-        channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args, msg)
-        return
-    try:
-        writer.publish(channel.channel_id, dumps('Bssbb', args), msg,
-                       gather, on_failure)
-    except StopIteration:  # as py-amqp's send_method
-        raise RecoverableConnectionError('connection already closed')
+    return writer if isinstance(writer, writes.FrameWriter) else None

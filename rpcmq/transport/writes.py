@@ -109,15 +109,49 @@ class FrameWriter:
         ``on_failure(exc)`` is called (in the writer's thread) instead.
         """
         with self._pack_lock:
-            self._packed = []
-            self._pack(1, channel_id, spec.Basic.Publish, args, message)
-            mine = _Message(b''.join(self._packed), on_failure)
+            mine = _Message(self._packed_publish(channel_id, args, message),
+                            on_failure)
+        self._join([mine], gather)
+        if mine.error is not None:
+            raise mine.error
+
+    def publish_many(self, channel_id, publishes):
+        """Write ``(args, message)`` publishes in order, together; return
+        ``(done, error)``: how many were written whole, and what stopped
+        the rest (None if nothing did). One that cannot be packed stops
+        those after it; those before it are written."""
+        mine, error = [], None
+        with self._pack_lock:
+            for args, message in publishes:
+                try:
+                    data = self._packed_publish(channel_id, args, message)
+                except Exception as exc:
+                    error = exc
+                    break
+                mine.append(_Message(data, None))
+        if mine:
+            self._join(mine, False)
+        for done, message in enumerate(mine):
+            if message.error is not None:
+                return done, message.error
+        return len(mine), error
+
+    def _packed_publish(self, channel_id, args, message):
+        """The frames of one publish (the caller holds ``_pack_lock``)."""
+        self._packed = []
+        self._pack(1, channel_id, spec.Basic.Publish, args, message)
+        return b''.join(self._packed)
+
+    def _join(self, mine, gather):
+        """Add ``mine`` to the round gathering and return once it is
+        written: by this thread, which becomes the writer if nobody is, or
+        by the writer (see ``publish``)."""
         with self._cond:
-            self._pending.append(mine)
+            self._pending.extend(mine)
             round_ = self._round
-            if self._writing and on_failure is not None:
+            if self._writing and mine[0].on_failure is not None:
                 return  # the writer writes it, or reports its failure
-            mine.on_failure = None  # it waits: its failure is raised
+            mine[0].on_failure = None  # it waits: its failure is raised
             self._waiters += 1
             round_.waiters += 1
             try:
@@ -136,13 +170,12 @@ class FrameWriter:
             finally:
                 with self._cond:
                     if not round_.written:  # interrupted before writing:
+                        left = set(map(id, mine))  # ...not later either
                         self._pending = [m for m in self._pending
-                                         if m is not mine]  # not later
+                                         if id(m) not in left]
                     self._writing = False
                     if self._waiters:
                         self._cond.notify_all()
-        if mine.error is not None:
-            raise mine.error
 
     def _write_rounds(self):
         """Write what gathered, round after round, until nothing is left

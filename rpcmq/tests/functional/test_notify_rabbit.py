@@ -190,3 +190,17 @@ def test_events_come_back_to_the_endpoints_that_failed(broker, caplog,
     if pooled and broker.url == RABBIT_URL:
         broker.stop()
         assert messages_in(broker.pool) == 0
+
+
+def test_events_sent_together_arrive_once_each_in_order(broker):
+    """``notify_many`` writes a round of events together (one socket
+    write on RabbitMQ); each arrives once, in order, and ``flush`` says
+    when the broker has them all."""
+    endpoint = Endpoint()
+    broker.listen([endpoint])
+    notifier = Notifier(broker.transport, 'test')
+    notifier.notify_many({'user': 'u'}, [('e.many', {'n': n})
+                                         for n in range(300)])
+    assert notifier.flush(15)
+    assert wait_for(lambda: len(endpoint.of('e.many')) >= 300)
+    assert [c[1]['n'] for c in endpoint.of('e.many')] == list(range(300))

@@ -546,3 +546,60 @@ def test_close_flushes_first(make, broker):
     broker.wait_for(lambda: conn.released)
     with pytest.raises(TransportError):
         publish(pub, b'c')
+
+
+def casts(*bodies):
+    return [(body, '', 'q', (), {}) for body in bodies]
+
+
+def test_many_casts_are_tracked_and_confirmed_like_single_ones(make,
+                                                               broker):
+    pub = make()
+    pub.publish_many(casts(b'a', b'b', b'c'), deadline=soon())
+    assert broker.channel.writes == [b'a', b'b', b'c']
+    broker.ack(1)
+    broker.nack(2)
+    broker.ack(3)
+    broker.wait_for(lambda: broker.channel.writes[3:] == [b'b'])
+    assert not pub.flush(0)
+    broker.ack(4)
+    assert pub.flush(WAIT)
+
+
+def test_many_casts_cut_by_a_failed_write_all_go_out_again(make, broker):
+    pub = make()
+    broker.set(fail_writes=1)
+    pub.publish_many(casts(b'a', b'b'), deadline=soon())  # written then
+    first, second = broker.channels
+    assert first.writes == [] and second.writes == [b'a', b'b']
+    broker.ack_all()
+    assert pub.flush(WAIT)
+
+
+def test_a_cast_that_cannot_be_written_among_many_is_raised_alone(
+        make, broker):
+    pub = make()
+    with pytest.raises(TransportError):
+        pub.publish_many(casts(b'a', b'unwritable', b'c'), deadline=soon())
+    # 'a' was written and stays tracked; 'c' goes out with the next.
+    broker.wait_for(lambda: broker.channel.writes[-1:] == [b'c'])
+    assert [w for ch in broker.channels for w in ch.writes].count(
+        b'unwritable') == 0
+    broker.ack_all()
+    assert pub.flush(WAIT)
+    assert b'a' in broker.channel.writes
+
+
+def test_more_casts_than_the_window_go_out_window_by_window(make, broker):
+    pub = make(window=2)
+    thread, outcome = in_thread(pub.publish_many,
+                                casts(b'a', b'b', b'c'), deadline=soon())
+    broker.wait_for(lambda: broker.channels and
+                    broker.channel.writes == [b'a', b'b'])
+    assert thread.is_alive()  # c waits for room
+    broker.ack(2, multiple=True)
+    thread.join(WAIT)
+    assert outcome == [('returned', None)]
+    assert broker.channel.writes == [b'a', b'b', b'c']
+    broker.ack(3)
+    assert pub.flush(WAIT)

@@ -330,3 +330,53 @@ def test_a_writer_that_fails_raises_and_is_not_told_twice(writer, sock):
     with pytest.raises(BrokenPipeError):
         publisher(writer, 'alone', failures_to=failures)()
     assert failures == []
+
+
+def many(texts, bad_at=None):
+    """``publish_many`` arguments for ``texts``; the one at ``bad_at``
+    cannot be packed."""
+    args = dumps('Bssbb', (0, '', 'events', False, False))
+    out = []
+    for i, text in enumerate(texts):
+        headers = {'h': object()} if i == bad_at else {}
+        out.append((args, amqp.Message(text.encode(),
+                                       application_headers=headers)))
+    return out
+
+
+def test_many_publishes_go_out_in_one_write(writer, sock):
+    assert writer.publish_many(1, many(['a', 'b', 'c'])) == (3, None)
+    assert [bodies(w) for w in sock.writes] == [['a', 'b', 'c']]
+
+
+def test_many_publishes_join_a_busy_writers_next_round(writer, sock):
+    hold, first = busy(writer, sock)
+    result = []
+    other = start(lambda: result.append(
+        writer.publish_many(1, many(['a', 'b']))))
+    wait_for(lambda: len(writer._pending) == 2)
+    hold.set()
+    first.join(WAIT)
+    other.join(WAIT)
+    assert result == [(2, None)]
+    assert [bodies(w) for w in sock.writes] == [['first'], ['a', 'b']]
+
+
+def test_a_publish_that_cannot_be_packed_stops_those_after_it(writer,
+                                                              sock):
+    done, error = writer.publish_many(1, many(['a', 'b', 'c', 'd'],
+                                              bad_at=2))
+    assert done == 2 and isinstance(error, FrameSyntaxError)
+    assert [bodies(w) for w in sock.writes] == [['a', 'b']]
+
+
+def test_many_publishes_cut_by_a_failed_write_say_how_many_left_whole(
+        writer, sock):
+    publishes = many(['a', 'b', 'c'])
+    sock.fail = ConnectionResetError('connection reset by peer')
+    with writer._pack_lock:
+        one = len(writer._packed_publish(1, *publishes[0]))
+    sock.fail_after = one + 3  # 'a' whole, 'b' cut
+    done, error = writer.publish_many(1, publishes)
+    assert done == 1 and isinstance(error, ConnectionResetError)
+    assert bodies(sock.writes[0][:one]) == ['a']
