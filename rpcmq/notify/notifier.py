@@ -74,7 +74,13 @@ class Notifier:
             transport.driver.exchange(transport.conf.control_exchange)
 
     def notify(self, ctxt, event_type, payload, priority='info'):
-        self.notify_many(ctxt, [(event_type, payload)], priority)
+        if self.wire == 'oslo':
+            return self._notify_oslo(ctxt, event_type, payload, priority)
+        body, exchange, key, declare, properties = self._message(
+            ctxt, event_type, payload, priority)
+        self.transport.driver.publish(
+            body, exchange, key, declare=declare, confirm=True,
+            deadline=time.monotonic() + self.timeout, **properties)
 
     def notify_many(self, ctxt, events, priority='info'):
         """``notify`` each ``(event_type, payload)`` of ``events``, in
@@ -84,24 +90,26 @@ class Notifier:
             for event_type, payload in events:
                 self._notify_oslo(ctxt, event_type, payload, priority)
             return
-        if priority not in PRIORITIES:
-            raise ValueError('priority must be one of %s' % (PRIORITIES,))
-        messages = []
-        for event_type, payload in events:
-            body = wire.encode({
-                'event_type': event_type, 'priority': priority,
-                'publisher_id': self.publisher_id, 'timestamp': time.time(),
-                'message_id': uuid.uuid4().hex, 'payload': payload,
-                'context': ctxt or {}})
-            headers = self.transport.keyring.sign(
-                'notification', self._exchange.name, event_type, body)
-            messages.append((body, self._exchange, event_type,
-                             (self._exchange,),
-                             {'delivery_mode': 2,
-                              'headers': headers or None}))
+        messages = [self._message(ctxt, event_type, payload, priority)
+                    for event_type, payload in events]
         self.transport.driver.publish_many(
             messages, confirm=True,
             deadline=time.monotonic() + self.timeout)
+
+    def _message(self, ctxt, event_type, payload, priority):
+        """``(body, exchange, routing_key, declare, properties)`` of one
+        event on rpcmq's wire."""
+        if priority not in PRIORITIES:
+            raise ValueError('priority must be one of %s' % (PRIORITIES,))
+        body = wire.encode({
+            'event_type': event_type, 'priority': priority,
+            'publisher_id': self.publisher_id, 'timestamp': time.time(),
+            'message_id': uuid.uuid4().hex, 'payload': payload,
+            'context': ctxt or {}})
+        headers = self.transport.keyring.sign(
+            'notification', self._exchange.name, event_type, body)
+        return (body, self._exchange, event_type, (self._exchange,),
+                {'delivery_mode': 2, 'headers': headers or None})
 
     def _notify_oslo(self, ctxt, event_type, payload, priority):
         if priority not in OSLO_PRIORITIES:

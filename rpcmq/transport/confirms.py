@@ -267,11 +267,18 @@ class ConfirmingPublisher(ConfirmReader):
                 self._next_tag = tag
             # One socket write for the batch (casts that gathered while
             # another was written, a notifier's round, resends).
+            done, exc = 0, None
             try:
-                done, exc = raw.send_many(channel, [
-                    cast.args + (cast.properties,) for cast in batch])
-            except BaseException as interrupted:
-                done, exc = 0, interrupted
+                if len(batch) == 1:
+                    body, exchange, routing_key, mandatory = batch[0].args
+                    raw.send(channel, body, exchange, routing_key,
+                             mandatory=mandatory, **batch[0].properties)
+                    done = 1
+                else:
+                    done, exc = raw.send_many(channel, [
+                        cast.args + (cast.properties,) for cast in batch])
+            except BaseException as failed:
+                exc = failed
             if exc is not None:
                 self._write_failed(gen, batch, done, exc)
                 if not isinstance(exc, Exception):
