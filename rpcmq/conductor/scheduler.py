@@ -32,6 +32,7 @@ from rpcmq.conductor.worker import ItemWorker
 from rpcmq.executors import get_executor
 from rpcmq.notify.notifier import Notifier
 from rpcmq.rpc import wire
+from rpcmq.transport.confirms import Confirmed
 
 __all__ = ['Scheduler']
 
@@ -79,7 +80,7 @@ class Scheduler:
         self._drained = threading.Event()     # no item runs any more
         self._stop = threading.Event()
         self._publisher = None
-        self._unmarked = []  # marks of events written, awaiting confirms
+        self._unmarked = []  # (receipt, mark or None) of events written
         self.confirm_wait = CONFIRM_WAIT
         self._inflight = 0
         self._leases_due = 0.0
@@ -273,8 +274,9 @@ class Scheduler:
             self._hurry.clear()
 
     def _send(self, event_type, event_id, payload):
+        """Send one event; its receipt."""
         payload['event_id'] = event_id
-        self.notifier.info({}, event_type, payload)
+        return self.notifier.notify_many({}, [(event_type, payload)])
 
     def send_events(self):
         """One round: send what the database says is unsent, and mark it
@@ -288,30 +290,34 @@ class Scheduler:
         if not self.membership.sends_events():
             return  # a peer conductor does
         for bid, total in self.store.batches_to_start():
-            self._send('batch.start', '%s:start' % bid,
-                       {'batch_id': bid, 'total': total})
-            self._unmarked.append(functools.partial(self._started, bid,
-                                                    total))
+            receipt = self._send('batch.start', '%s:start' % bid,
+                                 {'batch_id': bid, 'total': total})
+            self._unmarked.append((receipt, functools.partial(
+                self._started, bid, total)))
         if not self._settle():
             return
         while True:
             items = self.store.unnotified_items(limit=NOTIFY_BATCH)
             written = []  # marked in one transaction once confirmed
-            if items:
-                self._unmarked.append(functools.partial(
-                    self.store.mark_items_notified, written))
-            for start in range(0, len(items), SEND_CHUNK):
-                chunk = items[start:start + SEND_CHUNK]
-                events = []
-                for item in chunk:
-                    payload = item.outcome()
-                    payload['batch_id'] = item.batch_id
-                    payload['event_id'] = '%s:item:%d:%d' % (
-                        item.batch_id, item.idx, item.attempts)
-                    events.append(('batch.item', payload))
-                self.notifier.notify_many({}, events)  # one write
-                written.extend((item.batch_id, item.idx) for item in chunk)
-                time.sleep(0)  # let requests in between (eventlet)
+            try:
+                for start in range(0, len(items), SEND_CHUNK):
+                    chunk = items[start:start + SEND_CHUNK]
+                    events = []
+                    for item in chunk:
+                        payload = item.outcome()
+                        payload['batch_id'] = item.batch_id
+                        payload['event_id'] = '%s:item:%d:%d' % (
+                            item.batch_id, item.idx, item.attempts)
+                        events.append(('batch.item', payload))
+                    receipt = self.notifier.notify_many({}, events)
+                    self._unmarked.append((receipt, None))
+                    written.extend((item.batch_id, item.idx)
+                                   for item in chunk)
+                    time.sleep(0)  # let requests in between (eventlet)
+            finally:  # after the chunks' receipts, in one transaction
+                if written:
+                    self._unmarked.append((Confirmed(), functools.partial(
+                        self.store.mark_items_notified, written)))
             if not self._settle():
                 return
             if len(items) < NOTIFY_BATCH:
@@ -319,24 +325,28 @@ class Scheduler:
         for batch in self.store.finished_batches_to_end():
             bid = batch['batch_id']
             payload = self._end_payload(bid)
-            self._send('batch.end', '%s:end' % bid, payload)
-            self._unmarked.append(functools.partial(self._ended, payload))
+            receipt = self._send('batch.end', '%s:end' % bid, payload)
+            self._unmarked.append((receipt, functools.partial(self._ended,
+                                                              payload)))
         self._settle()
 
     def _settle(self):
-        """Mark sent the events the broker confirmed. False, marking
-        nothing, if it has not confirmed all within ``confirm_wait``
-        seconds (they stay unsent in the database)."""
-        if not self._unmarked:
-            return True
-        if not self.notifier.flush(self.confirm_wait):
-            LOG.warning('the broker has not confirmed %d rounds of batch '
-                        'events within %.1f s: they are published again '
-                        'until it does, and only then recorded as sent',
-                        len(self._unmarked), self.confirm_wait)
-            return False
+        """Mark sent, in order, the events the broker confirmed. False if
+        it has not confirmed them all within ``confirm_wait`` seconds: the
+        rest stay unsent in the database, and are marked in a later round
+        once confirmed."""
+        deadline = time.monotonic() + self.confirm_wait
         while self._unmarked:
-            self._unmarked[0]()
+            receipt, mark = self._unmarked[0]
+            if not receipt.wait(max(deadline - time.monotonic(), 0)):
+                LOG.warning('the broker has not confirmed %d writes of '
+                            'batch events within %.1f s: they are '
+                            'published again until it does, and only then '
+                            'recorded as sent', len(self._unmarked),
+                            self.confirm_wait)
+                return False
+            if mark is not None:
+                mark()
             del self._unmarked[0]
         return True
 

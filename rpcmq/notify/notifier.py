@@ -85,14 +85,16 @@ class Notifier:
     def notify_many(self, ctxt, events, priority='info'):
         """``notify`` each ``(event_type, payload)`` of ``events``, in
         order; returns once all are written (as one socket write where the
-        transport allows: cheaper than one ``notify`` each)."""
+        transport allows: cheaper than one ``notify`` each). Returns a
+        receipt: ``receipt.wait(timeout)`` is True once the broker
+        confirmed these events (an outbox records them as sent then)."""
         if self.wire == 'oslo':
             for event_type, payload in events:
                 self._notify_oslo(ctxt, event_type, payload, priority)
-            return
+            return _Flushed(self.transport)
         messages = [self._message(ctxt, event_type, payload, priority)
                     for event_type, payload in events]
-        self.transport.driver.publish_many(
+        return self.transport.driver.publish_many(
             messages, confirm=True,
             deadline=time.monotonic() + self.timeout)
 
@@ -137,8 +139,8 @@ class Notifier:
         (and every other cast of this transport); True if it has. ``notify``
         returns once a notification is written: one the broker refuses is
         published again until it takes it, for as long as this process
-        lives. Whoever records a notification as sent (an outbox) records
-        it once this returns True."""
+        lives. (``notify_many``'s receipt waits for its own events only.)
+        """
         return self.transport.flush(timeout)
 
     def info(self, ctxt, event_type, payload):
@@ -146,3 +148,14 @@ class Notifier:
 
     def error(self, ctxt, event_type, payload):
         self.notify(ctxt, event_type, payload, 'error')
+
+
+class _Flushed:
+    """A receipt where only the transport's ``flush`` can tell (oslo's
+    wire sends one message per topic)."""
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def wait(self, timeout=None):
+        return self._transport.flush(timeout)

@@ -178,15 +178,17 @@ class ConfirmReader:
                 else delivery_tag
             settled = [unconfirmed.pop(tag, None)
                        for tag in range(first, delivery_tag + 1)]
-            for cast in settled if nacked or self._returned else ():
+            for cast in settled:
                 if cast is None:
                     continue
-                if cast.args[3] and \
+                if self._returned and cast.args[3] and \
                         cast.properties['message_id'] in self._returned:
                     self._returned.discard(cast.properties['message_id'])
                     cast.tag = HELD
                     back.append(cast)
-                elif nacked and not cast.abandoned:
+                elif not nacked:
+                    cast.confirmed = True
+                elif not cast.abandoned:
                     cast.tag = None
                     cast.nacks += 1
                     if cast.nacks % self.nacks_per_channel == 0:

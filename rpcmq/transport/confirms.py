@@ -64,7 +64,7 @@ from rpcmq.transport.confirmreader import (
     ConfirmReader,
 )
 
-__all__ = ['ConfirmingPublisher']
+__all__ = ['Confirmed', 'ConfirmingPublisher', 'Receipt']
 
 LOG = logging.getLogger(__name__)
 
@@ -74,16 +74,39 @@ class _Cast:
     """``tag``: None while pending, else its delivery tag (or HELD);
     ``written``: once, so its publish returned; ``abandoned``: its publish
     raised, never (re)send it; ``error``: raw.send refused the cast;
-    ``nacks``: how often the broker refused it."""
+    ``nacks``: how often the broker refused it; ``confirmed``: the broker
+    acked it."""
 
     __slots__ = ('args', 'properties', 'declare', 'tag', 'written',
-                 'abandoned', 'error', 'nacks')
+                 'abandoned', 'error', 'nacks', 'confirmed')
 
     def __init__(self, args, properties, declare):
         self.args, self.properties, self.declare = args, properties, declare
         self.tag = self.error = None
-        self.written = self.abandoned = False
+        self.written = self.abandoned = self.confirmed = False
         self.nacks = 0
+
+
+class Receipt:
+    """The casts of one ``publish_many``: ``wait(timeout)`` is True once
+    the broker confirmed every one of them (False if one was raised to
+    its caller, or the timeout passed first). Other casts of the same
+    publisher, confirmed or not, do not count."""
+
+    def __init__(self, publisher, casts):
+        self._publisher, self._casts = publisher, casts
+
+    def wait(self, timeout=None):
+        return self._publisher.wait_confirmed(self._casts, timeout)
+
+
+class Confirmed:
+    """A Receipt for a transport without publisher confirms: what was
+    written is all it can know."""
+
+    @staticmethod
+    def wait(timeout=None):
+        return True
 
 
 class ConfirmingPublisher(ConfirmReader):
@@ -142,15 +165,33 @@ class ConfirmingPublisher(ConfirmReader):
 
     def publish_many(self, messages, deadline=None):
         """``publish`` each ``(body, exchange, routing_key, declare,
-        properties)``, in order and written together; returns once all
-        are written. Raises as ``publish`` does: those written before
-        stay tracked (they will be confirmed or sent again)."""
+        properties)``, in order and written together; returns a
+        ``Receipt`` once all are written. Raises as ``publish`` does:
+        those written before stay tracked (they will be confirmed or sent
+        again)."""
         casts = [self._cast(body, exchange, routing_key, declare, deadline,
                             dict(properties))
                  for body, exchange, routing_key, declare, properties
                  in messages]
         for start in range(0, len(casts), self.window):
             self._publish(casts[start:start + self.window], deadline)
+        return Receipt(self, casts)
+
+    def wait_confirmed(self, casts, timeout=None):
+        """True once every one of ``casts`` is confirmed; False if one was
+        raised to its caller (never sent again), the publisher closed, or
+        ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if any(cast.abandoned for cast in casts):
+                    return False
+                if all(cast.confirmed for cast in casts):
+                    return True
+                if self._state == CLOSED or _expired(deadline):
+                    return False
+                self._wait(min(_remaining(deadline) or READ_INTERVAL,
+                               READ_INTERVAL))
 
     def _cast(self, body, exchange, routing_key, declare, deadline,
               properties):

@@ -19,7 +19,7 @@ from kombu import pools
 from kombu.utils.functional import retry_over_time
 
 from rpcmq.transport import errors
-from rpcmq.transport.confirms import ConfirmingPublisher
+from rpcmq.transport.confirms import Confirmed, ConfirmingPublisher
 from rpcmq.transport.replier import Replier
 
 __all__ = ['KombuDriver', 'RedisDriver', 'MemoryDriver']
@@ -205,12 +205,15 @@ class KombuDriver:
     def publish_many(self, messages, *, deadline=None, confirm=False):
         """``publish`` each ``(body, exchange, routing_key, declare,
         properties)`` in order; with publisher confirms, written together
-        (one socket write where the connection allows)."""
+        (one socket write where the connection allows). Returns a receipt
+        (``confirms.Receipt``): its ``wait(timeout)`` says when the broker
+        confirmed them all (at once where it has no confirms)."""
         if confirm and self._confirmer is not None:
             return self._confirmer.publish_many(messages, deadline)
         for body, exchange, routing_key, declare, properties in messages:
             self.publish(body, exchange, routing_key, deadline=deadline,
                          declare=declare, confirm=confirm, **properties)
+        return Confirmed()
 
     def _give_up_if_permanent(self, exc, missing):
         """Raise the TransportError for a failure retrying cannot mend.

@@ -27,13 +27,18 @@ import uuid
 import kombu
 import pytest
 
+import rpcmq
 from rpcmq.conductor.models import make_engine
+from rpcmq.notify import Notifier, get_notification_listener
 from rpcmq.testing import imageserver
+from rpcmq.testing.cleanup import delete_entities
 from rpcmq.testing.imageserver import ImageServer
+from rpcmq.testing.pipeline import Pipeline
 from rpcmq.tests.functional.conftest import RABBIT_URL, require
 from rpcmq.tests.functional.fixtures import (
     OSS,
     Cluster,
+    Events,
     key_for,
     pipeline_oss,
     unique,
@@ -316,6 +321,60 @@ def test_a_batch_end_the_broker_refused_goes_out_after_a_crash(
             assert end['payload']['totals']['done'] == 3
         finally:
             queue.delete()
+
+
+def test_events_are_not_held_back_by_another_refused_cast(tmp_path):
+    """Embedded (``rpcmq.testing.Pipeline`` on RabbitMQ), the conductor
+    shares its transport with other publishers: here a notifier whose
+    events a full ``reject-publish`` queue keeps refusing. Batch events
+    are recorded as sent once the broker confirmed *them*; waiting for
+    every cast of the transport to be confirmed (its ``flush``) held them
+    back for as long as the other one was refused, and no batch ended."""
+    require('rabbit')
+    notifications = unique('rpcmq_func_notify')
+    names = {'control_exchange': unique('rpcmq_func'),
+             'notification_exchange': notifications,
+             'conductor.topic': unique('conductor')}
+    image_topic = unique('image')
+    full = kombu.Queue(unique('full-subscriber'), kombu.Exchange(
+        notifications, type='topic', durable=True),
+        routing_key='other.refused', auto_delete=False,
+        queue_arguments={'x-max-length': 1, 'x-overflow': 'reject-publish'})
+    p = Pipeline(str(tmp_path), url=RABBIT_URL, image_topic=image_topic,
+                 **names)
+    with kombu.Connection(RABBIT_URL.replace('rabbit://', 'amqp://')) as conn:
+        queue = full(conn.default_channel)
+        queue.declare()
+        conn.Producer().publish('filler', routing_key=queue.name)
+        try:
+            with p:
+                events = Events()
+                listener = get_notification_listener(
+                    p.transport, [rpcmq.Target(topic='batch.*')], [events])
+                listener.start()
+                try:
+                    assert listener.ready.wait(15)
+                    other = Notifier(p.transport, 'other')
+                    other.info({}, 'other.refused', {'n': 1})
+                    assert not other.flush(0.5)  # the broker refuses it
+                    batch_id = p.api.submit([
+                        {'url': p.images.url('/img/held-%d.jpg' % i)}
+                        for i in range(3)])
+                    end = events.wait_end(batch_id, timeout=30)
+                    assert end['totals']['done'] == 3
+                    assert not other.flush(0)  # still refused meanwhile
+                finally:
+                    listener.stop()
+                    listener.wait(10)
+        finally:
+            queue.delete()
+            delete_entities(RABBIT_URL, [
+                image_topic, names['conductor.topic'],
+                '%s.conductor' % names['conductor.topic']] + [
+                '%s.%s' % (image_topic, h) for h in p.hosts], [
+                names['control_exchange'], notifications,
+                '%s_fanout' % image_topic,
+                '%s_fanout' % names['conductor.topic']])
 
 
 def test_three_conductors_on_one_database_one_killed_mid_batch(

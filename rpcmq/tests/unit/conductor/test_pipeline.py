@@ -248,13 +248,13 @@ def test_items_keep_running_while_events_cannot_be_sent(pipeline):
     scheduler = p.conductor.scheduler
     held = threading.Event()
     release = threading.Event()
-    send = scheduler.notifier.info
+    send = scheduler.notifier.notify_many
 
     def stuck(*args, **kwargs):
         held.set()
         assert release.wait(60)
         return send(*args, **kwargs)
-    scheduler.notifier.info = stuck
+    scheduler.notifier.notify_many = stuck
     try:
         # More items than one claim takes (max_inflight_per_batch 32).
         items = [{'url': p.images.url('/img/ev%d.jpg' % i)}
@@ -274,15 +274,21 @@ def test_items_keep_running_while_events_cannot_be_sent(pipeline):
 
 
 class UnconfirmedBroker:
-    """Stands for a notifier's ``flush``: the broker confirms nothing
-    until ``confirm()``; counts the waits."""
+    """Wraps a notifier's ``notify_many``: the events go out, but their
+    receipts say the broker confirmed nothing until ``confirm()``; counts
+    the receipts' waits."""
 
-    def __init__(self):
+    def __init__(self, notify_many):
+        self.notify_many = notify_many
         self.waits = 0
         self._confirmed = threading.Event()
         self._changed = threading.Condition()
 
-    def flush(self, timeout=None):
+    def send(self, *args, **kwargs):
+        self.notify_many(*args, **kwargs)
+        return self
+
+    def wait(self, timeout=None):
         with self._changed:
             self.waits += 1
             self._changed.notify_all()
@@ -303,8 +309,8 @@ def test_events_are_recorded_sent_once_the_broker_took_them(pipeline):
     more every round would only pile up copies."""
     p = pipeline
     scheduler = p.conductor.scheduler
-    broker = UnconfirmedBroker()
-    scheduler.notifier.flush = broker.flush
+    broker = UnconfirmedBroker(scheduler.notifier.notify_many)
+    scheduler.notifier.notify_many = broker.send
     scheduler.confirm_wait = 0.01
     batch_id = p.api.submit([{'url': p.images.url('/img/unc%d.jpg' % i)}
                              for i in range(3)])

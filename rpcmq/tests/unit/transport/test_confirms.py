@@ -599,7 +599,50 @@ def test_more_casts_than_the_window_go_out_window_by_window(make, broker):
     assert thread.is_alive()  # c waits for room
     broker.ack(2, multiple=True)
     thread.join(WAIT)
-    assert outcome == [('returned', None)]
+    [(how, receipt)] = outcome
+    assert how == 'returned' and not receipt.wait(0)
     assert broker.channel.writes == [b'a', b'b', b'c']
     broker.ack(3)
-    assert pub.flush(WAIT)
+    assert receipt.wait(WAIT)
+
+
+def test_a_receipt_waits_for_its_own_casts_only(make, broker):
+    """An outbox records events as sent once their receipt says the broker
+    took them; another cast of the same publisher that the broker keeps
+    refusing (presence announcements into a full queue) must not hold
+    them back, as waiting for ``flush`` would."""
+    pub = make()
+    pub.nack_backoff = 0.05
+    publish(pub, b'other')
+    receipt = pub.publish_many(casts(b'a', b'b'), deadline=soon())
+    assert not receipt.wait(0)
+    broker.nack(1)  # 'other' refused: it goes out again, unconfirmed
+    broker.ack(3, multiple=True)  # 'a' and 'b' taken
+    assert receipt.wait(WAIT)
+    assert not pub.flush(0)
+
+
+def test_a_receipt_holds_until_a_refused_cast_is_resent_and_taken(make,
+                                                                  broker):
+    pub = make()
+    pub.nack_backoff = 0.05
+    receipt = pub.publish_many(casts(b'a', b'b'), deadline=soon())
+    broker.ack(1)
+    broker.nack(2)
+    assert not receipt.wait(0.1)
+    broker.wait_for(lambda: broker.channel.writes[2:] == [b'b'])
+    assert not receipt.wait(0)
+    broker.ack(3)
+    assert receipt.wait(WAIT)
+
+
+def test_a_receipt_survives_a_lost_connection(make, broker):
+    pub = make()
+    receipt = pub.publish_many(casts(b'a', b'b'), deadline=soon())
+    broker.ack(1)
+    broker.lose()
+    broker.wait_for(lambda: len(broker.channels) == 2 and
+                    broker.channel.writes == [b'b'])
+    assert not receipt.wait(0)
+    broker.ack(1, channel=broker.channel)
+    assert receipt.wait(WAIT)
