@@ -32,7 +32,6 @@ from rpcmq.conductor.worker import ItemWorker
 from rpcmq.executors import get_executor
 from rpcmq.notify.notifier import Notifier
 from rpcmq.rpc import wire
-from rpcmq.transport.confirms import Confirmed
 
 __all__ = ['Scheduler']
 
@@ -80,7 +79,8 @@ class Scheduler:
         self._drained = threading.Event()     # no item runs any more
         self._stop = threading.Event()
         self._publisher = None
-        self._unmarked = []  # (receipt, mark or None) of events written
+        # (receipt or None, mark or None) of events written, in order
+        self._unmarked = []
         self.confirm_wait = CONFIRM_WAIT
         self._inflight = 0
         self._leases_due = 0.0
@@ -316,7 +316,7 @@ class Scheduler:
                     time.sleep(0)  # let requests in between (eventlet)
             finally:  # after the chunks' receipts, in one transaction
                 if written:
-                    self._unmarked.append((Confirmed(), functools.partial(
+                    self._unmarked.append((None, functools.partial(
                         self.store.mark_items_notified, written)))
             if not self._settle():
                 return
@@ -338,7 +338,8 @@ class Scheduler:
         deadline = time.monotonic() + self.confirm_wait
         while self._unmarked:
             receipt, mark = self._unmarked[0]
-            if not receipt.wait(max(deadline - time.monotonic(), 0)):
+            if receipt is not None and \
+                    not receipt.wait(max(deadline - time.monotonic(), 0)):
                 LOG.warning('the broker has not confirmed %d writes of '
                             'batch events within %.1f s: they are '
                             'published again until it does, and only then '
