@@ -15,6 +15,9 @@ gathered, until nothing is left:
   never held back behind a long call: the broker counts unacked messages
   against the consumers' prefetch.
 
+On rpcmq's py-amqp transport those frames go out in one write, packed by
+its frame writer (``writes.FrameWriter.ack``).
+
 A delivery still running is never covered by a multiple ack: every
 delivery is registered (``delivered``) before its handler sees it, in
 the broker's order, and one settled some other way (requeued, rejected,
@@ -117,8 +120,22 @@ class Acks:
             if multiple is None and not singles:
                 self._writing = False
                 return False
+        acks = [(tag, False) for tag in singles]
         if multiple is not None:
-            channel.basic_ack(multiple, multiple=True)
-        for tag in singles:
-            channel.basic_ack(tag)
+            acks.insert(0, (multiple, True))
+        write_acks(channel, acks)
         return True
+
+
+def write_acks(channel, acks):
+    """Write ``(delivery_tag, multiple)`` acks on ``channel``: in one
+    write of frames packed by rpcmq's frame writer where the channel's
+    connection has one (``writes.FrameWriter.ack``), else one
+    ``basic_ack`` each."""
+    connection = getattr(channel, 'connection', None)  # None once closed
+    ack = getattr(getattr(connection, 'frame_writer', None), 'ack', None)
+    if ack is not None:
+        ack(channel.channel_id, acks)
+        return
+    for tag, multiple in acks:
+        channel.basic_ack(tag, multiple=multiple)

@@ -7,8 +7,8 @@ several threads may publish on a channel that another thread consumes
 from. ``channel.basic_publish`` is not used:
 it reads from the socket (to look for connection.blocked), and only the
 consuming thread may read. On rpcmq's own py-amqp transport
-(``transport.amqp``) publishes go through ``writes.FrameWriter``, which
-writes together those that meet.
+(``transport.amqp``) publishes are packed by ``frames`` and go through
+``writes.FrameWriter``, which writes together those that meet.
 """
 
 import amqp
@@ -34,13 +34,14 @@ def send(channel, body, exchange, routing_key, mandatory=False,
     once, ``on_failure(exc)`` being called should that write fail
     (``writes``). Without rpcmq's transport, written at once.
     """
-    args, msg = _publish(body, exchange, routing_key, mandatory, properties)
+    args, props = _publish(exchange, routing_key, mandatory, properties)
     writer = _writer(channel)
     if writer is None:
-        channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args, msg)
+        channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args,
+                            amqp.Message(body, **props))
         return
     try:
-        writer.publish(channel.channel_id, dumps('Bssbb', args), msg,
+        writer.publish(channel.channel_id, dumps('Bssbb', args), body, props,
                        gather, on_failure)
     except StopIteration:  # as py-amqp's send_method
         raise RecoverableConnectionError('connection already closed')
@@ -56,22 +57,23 @@ def send_many(channel, messages):
     publishes, error = [], None
     for body, exchange, routing_key, mandatory, properties in messages:
         try:
-            publishes.append(_publish(body, exchange, routing_key,
-                                      mandatory, dict(properties)))
+            publishes.append((body,) + _publish(
+                exchange, routing_key, mandatory, dict(properties)))
         except Exception as exc:
             error = exc
             break
     writer = _writer(channel)
     if writer is None:
-        for done, (args, msg) in enumerate(publishes):
+        for done, (body, args, props) in enumerate(publishes):
             try:
                 channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args,
-                                    msg)
+                                    amqp.Message(body, **props))
             except BaseException as exc:
                 return done, exc
         return len(publishes), error
     done, failed = writer.publish_many(channel.channel_id, [
-        (dumps('Bssbb', args), msg) for args, msg in publishes])
+        (dumps('Bssbb', args), body, props)
+        for body, args, props in publishes])
     if failed is None and done == len(publishes):
         failed = error
     if isinstance(failed, StopIteration):  # as py-amqp's send_method
@@ -79,18 +81,19 @@ def send_many(channel, messages):
     return done, failed
 
 
-def _publish(body, exchange, routing_key, mandatory, properties):
-    """``(args, message)`` of a basic.publish; takes ``properties``."""
+def _publish(exchange, routing_key, mandatory, properties):
+    """``(args, properties)`` of a basic.publish of JSON: its arguments and
+    its AMQP properties (py-amqp's names); takes ``properties``."""
     expiration = properties.pop('expiration', None)
     if expiration is not None:
         properties['expiration'] = str(int(expiration * 1000))
     headers = properties.pop('headers', None)
     if headers:
         properties['application_headers'] = headers
-    msg = amqp.Message(body, content_type=JSON, content_encoding='utf-8',
-                       **properties)
+    props = {'content_type': JSON, 'content_encoding': 'utf-8'}
+    props.update(properties)
     return (0, getattr(exchange, 'name', exchange) or '', routing_key,
-            mandatory, False), msg
+            mandatory, False), props
 
 
 def _writer(channel):

@@ -147,3 +147,28 @@ def test_many_workers_in_any_order_ack_every_delivery_once():
     assert errors == []
     assert ch.unacked == set()
     assert len(ch.frames) <= 2000
+
+
+def test_on_rpcmqs_connection_the_acks_of_a_run_go_in_one_write():
+    written = []
+
+    class Writer:
+        def ack(self, channel_id, acks):
+            written.append((channel_id, acks))
+
+    class AmqpChannel(Channel):
+        channel_id = 3
+
+        def __init__(self):
+            super().__init__()
+            self.connection = type('Connection', (), {})()
+            self.connection.frame_writer = Writer()
+
+    acks, ch = Acks(), AmqpChannel()
+    for tag in (1, 2, 3):
+        ch.deliver(acks, tag)
+    acks.ack(ch, 3)  # 1 and 2 still running: a single ack
+    acks.ack(ch, 1)
+    acks.ack(ch, 2)
+    assert written == [(3, [(3, False)]), (3, [(1, True)]), (3, [(2, True)])]
+    assert ch.frames == []  # basic_ack was never used

@@ -13,6 +13,7 @@ from amqp import spec
 from amqp.exceptions import FrameSyntaxError
 from amqp.serialization import dumps
 
+from rpcmq.transport import frames as amqp_frames
 from rpcmq.transport import writes
 
 PUBLISH = struct.pack('>HH', *spec.Basic.Publish)
@@ -88,13 +89,14 @@ def publisher(writer, text, errors=None, gather=False, failures_to=None):
     """A publish of ``text``; with ``failures_to`` one that does not wait
     for a busy writer, its failure appended there as (text, exc)."""
     args = dumps('Bssbb', (0, '', 'reply-queue', False, False))
-    message = amqp.Message(text.encode(), content_type='application/json')
+    properties = {'content_type': 'application/json'}
     on_failure = None if failures_to is None else \
         (lambda exc: failures_to.append((text, exc)))
 
     def run():
         try:
-            writer.publish(1, args, message, gather, on_failure)
+            writer.publish(1, args, text.encode(), properties, gather,
+                           on_failure)
         except Exception as exc:
             if errors is None:
                 raise
@@ -245,9 +247,10 @@ def test_a_message_that_cannot_be_packed_fails_alone(writer, sock):
     hold, first = busy(writer, sock)
     other = start(publisher(writer, 'other'))
     wait_for(lambda: len(writer._pending) == 1)
-    bad = amqp.Message(b'x', application_headers={'h': object()})
+    bad = {'application_headers': {'h': object()}}
     with pytest.raises(FrameSyntaxError):  # in its own publisher
-        writer.publish(1, dumps('Bssbb', (0, '', 'q', False, False)), bad)
+        writer.publish(1, dumps('Bssbb', (0, '', 'q', False, False)), b'x',
+                       bad)
     hold.set()
     first.join(WAIT)
     other.join(WAIT)
@@ -339,8 +342,7 @@ def many(texts, bad_at=None):
     out = []
     for i, text in enumerate(texts):
         headers = {'h': object()} if i == bad_at else {}
-        out.append((args, amqp.Message(text.encode(),
-                                       application_headers=headers)))
+        out.append((args, text.encode(), {'application_headers': headers}))
     return out
 
 
@@ -374,9 +376,33 @@ def test_many_publishes_cut_by_a_failed_write_say_how_many_left_whole(
         writer, sock):
     publishes = many(['a', 'b', 'c'])
     sock.fail = ConnectionResetError('connection reset by peer')
-    with writer._pack_lock:
-        one = len(writer._packed_publish(1, *publishes[0]))
+    one = len(amqp_frames.publish(1, Connection.frame_max, *publishes[0]))
     sock.fail_after = one + 3  # 'a' whole, 'b' cut
     done, error = writer.publish_many(1, publishes)
     assert done == 1 and isinstance(error, ConnectionResetError)
     assert bodies(sock.writes[0][:one]) == ['a']
+
+
+def test_acks_are_the_frames_py_amqp_would_write_in_one_write(writer, sock):
+    writer.ack(7, [(2 ** 40 + 3, True), (5, False), (9, False)])
+    theirs = Socket()
+    py_amqp = amqp.method_framing.frame_writer(Connection(), theirs)
+    for tag, multiple in [(2 ** 40 + 3, True), (5, False), (9, False)]:
+        py_amqp(1, 7, spec.Basic.Ack, dumps('Lb', (tag, multiple)), None)
+    assert sock.writes == [b''.join(theirs.writes)]
+    assert writer._connection.bytes_sent == 1  # heartbeats see it
+
+
+def test_no_ack_lands_inside_a_round(writer, sock):
+    hold, first = busy(writer, sock)
+    acking = start(lambda: writer.ack(1, [(1, False)]))
+    hold.set()
+    first.join(WAIT)
+    acking.join(WAIT)
+    assert [len(frames(w)) for w in sock.writes] == [3, 1]
+
+
+def test_a_failed_ack_write_is_raised(writer, sock):
+    sock.fail = OSError('connection reset')
+    with pytest.raises(OSError, match='connection reset'):
+        writer.ack(1, [(1, False)])
