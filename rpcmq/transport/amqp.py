@@ -32,6 +32,7 @@ import contextlib
 import struct
 
 import amqp.transport
+from amqp.exceptions import UnexpectedFrame
 from amqp.transport import to_host_port
 from kombu.transport import TRANSPORT_ALIASES, pyamqp
 
@@ -44,6 +45,8 @@ SCHEME = 'rpcmqamqp'
 # slicing of its bytes buffer stays cheap.
 READ_AHEAD = 16384
 _HEADER = struct.Struct('>BHI')  # frame type, channel, payload size
+_CHANNEL = struct.Struct('>H')
+_FRAME_END = 0xCE
 
 
 class _ReadAhead:
@@ -72,10 +75,19 @@ class _ReadAhead:
             return contextlib.nullcontext(self.sock)
         return super().having_timeout(timeout)
 
-    def read_frame(self, unpack=struct.unpack):
+    def read_frame(self, unpack=None):
+        """The next frame as py-amqp's ``read_frame`` returns it (type,
+        channel, payload); taken off the read buffer once it is whole
+        there, with one slice instead of py-amqp's four reads."""
         self._fill(7, True)
-        self._fill(_HEADER.unpack_from(self._read_buffer)[2] + 8)
-        return super().read_frame(unpack)  # all of it from the buffer
+        size = _HEADER.unpack_from(self._read_buffer)[2]
+        self._fill(size + 8)
+        buf = self._read_buffer
+        self._read_buffer = buf[size + 8:]
+        if buf[size + 7] != _FRAME_END:
+            raise UnexpectedFrame('Received frame_end %#04x while expecting '
+                                  '0xce' % buf[size + 7])
+        return buf[0], _CHANNEL.unpack_from(buf, 1)[0], buf[7:size + 7]
 
     def _fill(self, n, initial=False):
         """Make the read buffer hold ``n`` bytes, taking none off it

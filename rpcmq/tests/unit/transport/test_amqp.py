@@ -8,6 +8,7 @@ import struct
 import threading
 
 import pytest
+from amqp.exceptions import UnexpectedFrame
 from kombu.transport import TRANSPORT_ALIASES
 
 from rpcmq.transport import amqp as fast
@@ -117,3 +118,15 @@ def test_a_frame_survives_a_reader_interrupted_in_its_middle(peer):
         assert bytes(transport.read_frame()[2]) == b'x' * 1000
     with transport.having_timeout(2):
         assert bytes(transport.read_frame()[2]) == b'next'
+
+
+def test_a_frame_without_its_end_octet_is_refused_as_py_amqp_refuses_it(
+        peer):
+    transport, server = peer
+    server.sendall(frame(3, b'ok', ftype=2) + frame(1, b'bad')[:-1] + b'\x00')
+    with transport.having_timeout(2):
+        assert transport.read_frame() == (2, 3, b'ok')
+    with pytest.raises(UnexpectedFrame,
+                       match='frame_end 0x00 while expecting 0xce'):
+        with transport.having_timeout(2):
+            transport.read_frame()
