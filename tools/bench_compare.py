@@ -11,12 +11,16 @@ oslo.messaging (same executors) and the raw-kombu floor; with
 (``bench_rpc.py --oslo-client``) and a backlog of its casts run by either
 server (``bench_backlog.py``). Prints every JSON
 line as it comes, then one JSON line per scenario with the best of the
-rounds for each system and rpcmq's ratio to oslo.messaging.
+rounds for each system and rpcmq's ratio to oslo.messaging, and the
+ratios of each round (rpcmq and oslo.messaging run one after the other
+in a round, so each round's ratio is a pair taken at nearly the same
+moment of a noisy machine) with their median.
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -59,7 +63,8 @@ def main():
     queue_types = [t for t in a.queue_types.split(',') if t]
     n = str(a.n)
     results = []
-    for _ in range(a.rounds):
+    for rnd in range(a.rounds):
+        first = len(results)
         for executor in ('eventlet', 'threading'):
             for queue_type in queue_types:
                 ours = [sys.executable, os.path.join(HERE, 'bench_rpc.py'),
@@ -81,7 +86,9 @@ def main():
                                 a.oslo_python])
         results += run([a.oslo_python, 'kombu_limit_bench.py', '--n', n,
                         '--window', '16'], cwd=a.anchors)
-    best = {}
+        for r in results[first:]:
+            r['round'] = rnd
+    best, by_round = {}, {}
     for r in results:
         system = r['sys'] + ('+signed' if r.get('signed') else '')
         if r['sys'] == 'rpcmq' and not r.get('signed'):
@@ -89,6 +96,7 @@ def main():
         key = (r['scenario'], system, r.get('executor'))
         value = r[METRIC[r['scenario']]]
         best[key] = max(best.get(key, 0), value)
+        by_round[key + (r['round'],)] = value
     for scenario in ('call_seq', 'call_conc', 'cast', 'cast_backlog'):
         for executor in ('eventlet', 'threading'):
             oslo = best.get((scenario, 'oslo.messaging', executor))
@@ -99,12 +107,19 @@ def main():
                 ours = best.get((scenario, 'rpcmq:' + queue_type, executor))
                 if scenario == 'cast_backlog':
                     break  # oslo.messaging's casts only
+                pairs = [(by_round.get((scenario, 'rpcmq:' + queue_type,
+                                        executor, rnd)),
+                          by_round.get((scenario, 'oslo.messaging', executor,
+                                        rnd))) for rnd in range(a.rounds)]
+                ratios = [round(x / y, 2) for x, y in pairs if x and y]
                 print(json.dumps({
                     'summary': scenario, 'executor': executor,
                     'queue_type': queue_type, 'rpcmq': ours,
                     'oslo.messaging': oslo, 'kombu-raw': raw,
                     'ratio_to_oslo': round(ours / oslo, 2) if ours and oslo
-                    else None}), flush=True)
+                    else None, 'round_ratios': ratios,
+                    'median_round_ratio': round(statistics.median(ratios), 2)
+                    if ratios else None}), flush=True)
             served = best.get((scenario, 'rpcmq-oslo-compat', executor))
             if served and oslo:
                 print(json.dumps({
