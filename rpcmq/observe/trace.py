@@ -64,7 +64,11 @@ def parse(value):
 def child(parent=None):
     """A traceparent for a new span under ``parent`` (a traceparent), or
     the first span of a new, sampled trace."""
-    parsed = parse(parent)
+    return _child_of(parse(parent))
+
+
+def _child_of(parsed):
+    """``child`` of a parsed traceparent (None: a new trace)."""
     if parsed is None:
         trace_id, flags = _random_id(128), '01'
     else:
@@ -116,7 +120,10 @@ def outgoing(ctxt):
 def _own(parent):
     """A new span's traceparent under ``parent`` if it is valid, else
     under the current trace, else on a new trace: ids only."""
-    return child(parent if parse(parent) else current())
+    parsed = parse(parent)
+    if parsed is None:
+        parsed = parse(current())
+    return _child_of(parsed)
 
 
 _KINDS = ('client', 'producer', 'server', 'consumer', 'internal')

@@ -36,13 +36,39 @@ def version_is_compatible(implemented, requested):
 
 
 @functools.lru_cache(maxsize=4096)
-def _signature(func, bound):
-    """The call signature of an endpoint method (without self if bound)."""
+def _binder(func, bound):
+    """``check(ctxt, args)`` for an endpoint method: raises the TypeError
+    ``inspect.Signature.bind`` raises if ``func(ctxt, **args)`` could
+    not bind (without self if ``bound``)."""
     sig = inspect.signature(func)
-    if bound:
-        params = list(sig.parameters.values())[1:]
-        sig = sig.replace(parameters=params)
-    return sig
+    params = list(sig.parameters.values())[1 if bound else 0:]
+    bind = sig.replace(parameters=params).bind
+    P = inspect.Parameter
+
+    def slow(ctxt, args):
+        bind(ctxt, **args)
+
+    # The fast check covers the usual shape: the context taken by the
+    # first parameter, keyword arguments after it. Anything else (or any
+    # argument that does not fit) goes to Signature.bind, which also
+    # words the error.
+    if not params or params[0].kind not in (P.POSITIONAL_ONLY,
+                                            P.POSITIONAL_OR_KEYWORD) or \
+            any(p.kind in (P.POSITIONAL_ONLY, P.VAR_POSITIONAL)
+                for p in params[1:]):
+        return slow
+    rest = params[1:]
+    names = frozenset(p.name for p in rest if p.kind != P.VAR_KEYWORD)
+    required = frozenset(p.name for p in rest if p.kind != P.VAR_KEYWORD
+                         and p.default is P.empty)
+    any_keyword = any(p.kind == P.VAR_KEYWORD for p in rest)
+    ctxt_name = params[0].name
+
+    def check(ctxt, args):
+        if ctxt_name in args or not required <= args.keys() or \
+                (not any_keyword and not args.keys() <= names):
+            bind(ctxt, **args)  # raises, in Python's words
+    return check
 
 
 class ExpectedException(Exception):
@@ -106,8 +132,8 @@ class RPCDispatcher:
     def dispatch(self, ctxt, method, args, namespace=None, version=None):
         func = self.lookup(method, namespace, version)
         try:
-            _signature(func.__func__ if hasattr(func, '__func__') else func,
-                       hasattr(func, '__func__')).bind(ctxt, **args)
+            _binder(func.__func__ if hasattr(func, '__func__') else func,
+                    hasattr(func, '__func__'))(ctxt, args)
         except TypeError as exc:
             raise InvalidArguments(method=method, reason=str(exc)) from None
         return func(ctxt, **args)

@@ -67,3 +67,64 @@ def test_expected_exceptions_are_marked():
     with pytest.raises(ExpectedException) as err:
         d.dispatch({}, 'find', {'key': 'k'}, 'image', None)
     assert isinstance(err.value.exc, KeyError)
+
+
+class Shapes:
+    """Endpoint methods of every shape Python allows."""
+
+    def plain(self, ctxt, a, b=2):
+        return 'ran'
+
+    def keyword_only(self, ctxt, *, a, b=2):
+        return 'ran'
+
+    def any_keyword(self, ctxt, a, **rest):
+        return 'ran'
+
+    def positional_only(self, ctxt, a, /, b=2):
+        return 'ran'
+
+    def ctxt_positional_only(self, ctxt, /, **rest):
+        return 'ran'
+
+    def star_args(self, ctxt, *more, a=1):
+        return 'ran'
+
+    def no_ctxt(self):
+        return 'ran'
+
+    def keyword_ctxt(self, *, ctxt):
+        return 'ran'
+
+    @staticmethod
+    def static(ctxt, a):
+        return 'ran'
+
+
+ARGUMENTS = [{}, {'a': 1}, {'b': 1}, {'a': 1, 'b': 2}, {'a': 1, 'c': 3},
+             {'ctxt': 1}, {'a': 1, 'ctxt': 1}, {'rest': 1}, {'more': 1},
+             {'self': 1}, {'a': 1, 'b': 2, 'z-z': 3}]
+
+
+@pytest.mark.parametrize('method', [m for m in vars(Shapes)
+                                    if not m.startswith('_')])
+def test_arguments_bind_exactly_as_python_binds_them(method):
+    """Whatever the method's shape and the arguments sent, the request
+    runs when Python could call it and is refused with Python's own words
+    when not."""
+    import inspect
+    func = getattr(Shapes(), method)
+    d = RPCDispatcher([Shapes()])
+    for args in ARGUMENTS:
+        try:
+            inspect.signature(func).bind({}, **args)
+            expected = None
+        except TypeError as exc:
+            expected = str(exc)
+        try:
+            assert d.dispatch({}, method, dict(args)) == 'ran', args
+        except InvalidArguments as exc:
+            assert expected is not None, (args, exc)
+            assert exc.kwargs['reason'] == expected
+        else:
+            assert expected is None, args
