@@ -196,7 +196,10 @@ def rebuild_failure(failure, allowed=()):
 
 
 def decode_reply(body, allowed=()):
-    """The call's result, or raise the remote failure."""
+    """The call's result, or raise the remote failure. ``allowed``: the
+    modules whose exceptions are rebuilt as their own type
+    (``rebuild_failure``), or a callable returning them, called only for
+    a failure."""
     reply = _loads(body, 'reply')
     if not isinstance(reply, dict):
         raise MalformedMessage(reason='reply must be a JSON object')
@@ -204,5 +207,6 @@ def decode_reply(body, allowed=()):
         failure = reply['failure']
         if not isinstance(failure, dict):
             failure = {'message': str(failure)}
-        raise rebuild_failure(failure, allowed)
+        raise rebuild_failure(failure, allowed() if callable(allowed)
+                              else allowed)
     return reply.get('result')

@@ -195,3 +195,17 @@ def test_a_reply_naming_the_daemon_module_does_not_import_it():
     outcome = json.loads(proc.stdout.splitlines()[-1])
     assert outcome == {'raised': 'rpcmq.cmd.server.X',
                        'monkey_patched': False, 'imported': False}
+
+
+def test_the_allowed_modules_may_be_read_only_for_a_failure():
+    asked = []
+
+    def allowed():
+        asked.append(1)
+        return ['rpcmq.fetch.errors']
+    assert wire.decode_reply(wire.result_reply(7), allowed) == 7
+    assert asked == []
+    with pytest.raises(exceptions.RpcmqError) as err:
+        wire.decode_reply(_failure('rpcmq.fetch.errors', 'NotAnImage'),
+                          allowed)
+    assert type(err.value).__name__ == 'NotAnImage' and asked == [1]
