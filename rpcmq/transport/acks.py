@@ -34,6 +34,8 @@ import collections
 import threading
 import time
 
+from rpcmq.transport import raw
+
 __all__ = ['Acks']
 
 _RUNNING, _DONE, _GONE = 'running', 'done', 'gone'
@@ -132,10 +134,9 @@ def write_acks(channel, acks):
     write of frames packed by rpcmq's frame writer where the channel's
     connection has one (``writes.FrameWriter.ack``), else one
     ``basic_ack`` each."""
-    connection = getattr(channel, 'connection', None)  # None once closed
-    ack = getattr(getattr(connection, 'frame_writer', None), 'ack', None)
-    if ack is not None:
-        ack(channel.channel_id, acks)
+    writer = raw.writer_of(channel)
+    if writer is not None:
+        writer.ack(channel.channel_id, acks)
         return
     for tag, multiple in acks:
         channel.basic_ack(tag, multiple=multiple)

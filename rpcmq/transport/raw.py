@@ -18,7 +18,7 @@ from amqp.serialization import dumps
 
 from rpcmq.transport import writes
 
-__all__ = ['send', 'send_many']
+__all__ = ['send', 'send_many', 'writer_of']
 
 JSON = 'application/json'
 
@@ -35,7 +35,7 @@ def send(channel, body, exchange, routing_key, mandatory=False,
     (``writes``). Without rpcmq's transport, written at once.
     """
     args, props = _publish(exchange, routing_key, mandatory, properties)
-    writer = _writer(channel)
+    writer = writer_of(channel)
     if writer is None:
         channel.send_method(amqp.spec.Basic.Publish, 'Bssbb', args,
                             amqp.Message(body, **props))
@@ -62,7 +62,7 @@ def send_many(channel, messages):
         except Exception as exc:
             error = exc
             break
-    writer = _writer(channel)
+    writer = writer_of(channel)
     if writer is None:
         for done, (body, args, props) in enumerate(publishes):
             try:
@@ -96,7 +96,7 @@ def _publish(exchange, routing_key, mandatory, properties):
             mandatory, False), props
 
 
-def _writer(channel):
+def writer_of(channel):
     """The connection's ``writes.FrameWriter``; None off rpcmq's
     transport."""
     writer = getattr(getattr(channel, 'connection', None), '_frame_writer',

@@ -98,8 +98,12 @@ class FrameWriter:
     def ack(self, channel_id, acks):
         """Write ``basic.ack`` for each ``(delivery_tag, multiple)`` of
         ``acks`` on channel ``channel_id``, in order, in one write."""
-        data = b''.join([frames.ack(channel_id, tag, multiple)
-                         for tag, multiple in acks])
+        self._write(b''.join([frames.ack(channel_id, tag, multiple)
+                              for tag, multiple in acks]))
+
+    def _write(self, data):
+        """One socket write, under the lock every write takes; counted as
+        py-amqp counts its writes (heartbeats see it)."""
         with self._lock:
             self._transport.write(data)
             self._connection.bytes_sent += 1
@@ -194,9 +198,7 @@ class FrameWriter:
             rounds += 1
             error = None
             try:
-                with self._lock:
-                    self._transport.write(b''.join(m.data for m in todo))
-                    self._connection.bytes_sent += 1  # heartbeats see it
+                self._write(b''.join(m.data for m in todo))
             except BaseException as exc:
                 error = exc
                 _failed(todo, getattr(self._transport, 'sent', 0), exc)

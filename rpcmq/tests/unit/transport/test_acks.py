@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from rpcmq.transport import writes
 from rpcmq.transport.acks import Acks
 
 
@@ -152,7 +153,10 @@ def test_many_workers_in_any_order_ack_every_delivery_once():
 def test_on_rpcmqs_connection_the_acks_of_a_run_go_in_one_write():
     written = []
 
-    class Writer:
+    class Writer(writes.FrameWriter):
+        def __init__(self):
+            pass
+
         def ack(self, channel_id, acks):
             written.append((channel_id, acks))
 
@@ -162,7 +166,7 @@ def test_on_rpcmqs_connection_the_acks_of_a_run_go_in_one_write():
         def __init__(self):
             super().__init__()
             self.connection = type('Connection', (), {})()
-            self.connection.frame_writer = Writer()
+            self.connection._frame_writer = Writer()
 
     acks, ch = Acks(), AmqpChannel()
     for tag in (1, 2, 3):
