@@ -159,8 +159,7 @@ class RPCClient:
                     headers=headers, method=method, correlation_id=msg_id)
             outcome = 'remote_error'
             if msg_id is not None:
-                result = oslowire.decode_reply(
-                    reply, self.conf.allowed_remote_exmods)
+                result = oslowire.decode_reply(reply, self._allowed_exmods)
             else:
                 result = wire.decode_reply(reply, self._allowed_exmods)
             outcome = 'ok'

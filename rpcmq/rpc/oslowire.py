@@ -152,7 +152,8 @@ def split_context(inner):
 def decode_reply(body, allowed=()):
     """The result of an oslo.messaging reply, or raise its failure
     (rebuilt as ``wire.rebuild_failure`` does); an rpcmq reply is read as
-    ``wire.decode_reply`` does."""
+    ``wire.decode_reply`` does. ``allowed`` as there: the modules, or a
+    callable returning them, called only for a failure."""
     if not is_envelope(body):
         return wire.decode_reply(body, allowed)
     inner = unwrap(body)
@@ -162,7 +163,8 @@ def decode_reply(body, allowed=()):
             failure = wire.decode_json(failure, 'failure')
         if not isinstance(failure, dict):
             failure = {'message': str(failure)}
-        raise wire.rebuild_failure(_rpcmq_failure(failure), allowed)
+        raise wire.rebuild_failure(_rpcmq_failure(failure), allowed()
+                                   if callable(allowed) else allowed)
     return inner.get('result')
 
 

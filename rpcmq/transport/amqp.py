@@ -37,6 +37,7 @@ from amqp.transport import to_host_port
 from kombu.transport import TRANSPORT_ALIASES, pyamqp
 
 from rpcmq.transport import writes
+from rpcmq.transport.frames import FRAME_END, FRAME_HEADER
 
 __all__ = ['SCHEME', 'Transport']
 
@@ -44,9 +45,7 @@ SCHEME = 'rpcmqamqp'
 # Large enough for a burst of small messages, small enough that py-amqp's
 # slicing of its bytes buffer stays cheap.
 READ_AHEAD = 16384
-_HEADER = struct.Struct('>BHI')  # frame type, channel, payload size
 _CHANNEL = struct.Struct('>H')
-_FRAME_END = 0xCE
 
 
 class _ReadAhead:
@@ -80,11 +79,11 @@ class _ReadAhead:
         channel, payload); taken off the read buffer once it is whole
         there, with one slice instead of py-amqp's four reads."""
         self._fill(7, True)
-        size = _HEADER.unpack_from(self._read_buffer)[2]
+        size = FRAME_HEADER.unpack_from(self._read_buffer)[2]
         self._fill(size + 8)
         buf = self._read_buffer
         self._read_buffer = buf[size + 8:]
-        if buf[size + 7] != _FRAME_END:
+        if buf[size + 7] != FRAME_END:
             raise UnexpectedFrame('Received frame_end %#04x while expecting '
                                   '0xce' % buf[size + 7])
         return buf[0], _CHANNEL.unpack_from(buf, 1)[0], buf[7:size + 7]
@@ -100,7 +99,7 @@ class _ReadAhead:
         buf = self._read_buffer
         if len(buf) < 7:
             return False
-        return len(buf) >= _HEADER.unpack_from(buf)[2] + 8
+        return len(buf) >= FRAME_HEADER.unpack_from(buf)[2] + 8
 
 
 class TCPTransport(_ReadAhead, amqp.transport.TCPTransport):

@@ -18,10 +18,11 @@ from amqp import spec
 from amqp.basic_message import Message
 from amqp.serialization import dumps
 
-__all__ = ['ack', 'publish']
+__all__ = ['FRAME_END', 'FRAME_HEADER', 'ack', 'publish']
 
-_FRAME = struct.Struct('>BHI')     # frame type, channel, payload size
-_END = b'\xce'
+FRAME_HEADER = struct.Struct('>BHI')  # frame type, channel, payload size
+FRAME_END = 0xCE                      # the octet every frame ends with
+_FRAME, _END = FRAME_HEADER, bytes([FRAME_END])
 _METHOD, _HEADER, _BODY = 1, 2, 3
 _PUBLISH = struct.pack('>HH', *spec.Basic.Publish)
 _CONTENT = struct.Struct('>HHQ')   # class, weight, body size
@@ -43,7 +44,7 @@ _LAYOUTS = {}  # names of the properties, in the order given -> layout
 def ack(channel_id, tag, multiple=False):
     """A ``basic.ack`` frame of ``tag`` on ``channel_id``."""
     return _ACK.pack(_METHOD, channel_id, _ACK_SIZE, spec.Basic.Ack[0],
-                     spec.Basic.Ack[1], tag, 1 if multiple else 0, 0xCE)
+                     spec.Basic.Ack[1], tag, 1 if multiple else 0, FRAME_END)
 
 
 def publish(channel_id, frame_max, args, body, properties):

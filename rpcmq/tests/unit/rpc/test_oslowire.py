@@ -176,6 +176,22 @@ def test_oslo_messaging_replies_are_read_with_their_failures_rebuilt():
     assert oslowire.decode_reply(wire.result_reply(3)) == 3
 
 
+def test_the_allowed_modules_are_read_only_for_an_oslo_failure():
+    asked = []
+
+    def allowed():
+        asked.append(1)
+        return ['builtins']
+    assert oslowire.decode_reply(oslo_reply(result=5), allowed) == 5
+    assert asked == []
+    failure = json.dumps({'class': 'ValueError', 'module': 'builtins',
+                          'message': 'boom', 'tb': [], 'args': ['boom'],
+                          'kwargs': {}})
+    with pytest.raises(ValueError, match='boom'):
+        oslowire.decode_reply(oslo_reply(failure=failure), allowed)
+    assert asked == [1]
+
+
 @pytest.mark.parametrize('client_timeout, interval', [
     (None, None), (60, 30.0), (3, 1.5), ('7', 3.5), (2.9, 1.0), (1, None),
     (0, None), (-4, None), ('soon', None), ([1], None)])
