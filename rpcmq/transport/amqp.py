@@ -36,7 +36,7 @@ from amqp.exceptions import UnexpectedFrame
 from amqp.transport import to_host_port
 from kombu.transport import TRANSPORT_ALIASES, pyamqp
 
-from rpcmq.transport import writes
+from rpcmq.transport import inbound, writes
 from rpcmq.transport.frames import FRAME_END, FRAME_HEADER
 
 __all__ = ['SCHEME', 'Transport']
@@ -122,10 +122,12 @@ class SSLTransport(_ReadAhead, amqp.transport.SSLTransport):
 
 
 class Connection(pyamqp.Connection):
-    """Reads ahead; writes publishes that meet together (``writes``)."""
+    """Reads ahead; writes publishes that meet together (``writes``);
+    a message it cannot decode costs that message only (``inbound``)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault('frame_writer', writes.FrameWriter)
+        kwargs.setdefault('frame_handler', inbound.frame_handler)
         super().__init__(*args, **kwargs)
 
     def Transport(self, host, connect_timeout, ssl=False, read_timeout=None,

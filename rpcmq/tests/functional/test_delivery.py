@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+import amqp
 import kombu
 import pytest
 
@@ -62,6 +63,41 @@ def test_a_nested_json_message_costs_only_itself(rabbit_url, tmp_path,
     finally:
         env.close()
     assert 'stopped on an unexpected error' not in daemon.log()
+
+
+def test_a_request_nobody_can_decode_costs_only_itself(rabbit_url, tmp_path,
+                                                       daemons):
+    # RabbitMQ passes on text properties that are not UTF-8; py-amqp
+    # cannot decode them. One such
+    # request made the server's listener reconnect, get it again and
+    # loop for ever, running the casts queued behind it again each time.
+    daemon = start_daemon(rabbit_url, tmp_path, 'undecodable-1')
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started')
+    env = Env(rabbit_url)
+    env.topic = daemon.topic
+    try:
+        with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
+                                                  1)) as conn:
+            channel = conn.default_channel
+            for props in ({'correlation_id': b'\xff\xfe', 'reply_to': 'x'},
+                          {'type': b'\xff'}):
+                channel.basic_publish(amqp.Message(
+                    b'{"method": "bump", "args": {}}',
+                    content_type='application/json', **props),
+                    exchange='', routing_key=daemon.topic)
+        client = env.client(timeout=10)
+        for _ in range(10):
+            client.cast({}, 'bump')
+        assert wait_for(lambda: client.call({}, 'count') >= 10, 20)
+        assert wait_for(lambda: daemon.log().count('cannot be decoded') == 2,
+                        10)
+        assert client.call({}, 'count') == 10  # none ran twice
+        assert _unacked(daemon.topic) == 0
+    finally:
+        env.close()
+    assert 'stopped on an unexpected error' not in daemon.log()
+    assert 'rejected it without requeue' in daemon.log()
 
 
 def test_a_busy_server_keeps_its_heartbeats_and_answers_every_call(

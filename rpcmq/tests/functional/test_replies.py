@@ -12,6 +12,8 @@ import threading
 import time
 import uuid
 
+import amqp
+import kombu
 import pytest
 
 import rpcmq
@@ -190,3 +192,53 @@ def test_a_request_whose_write_fails_is_sent_on_the_next_connection(
     monkeypatch.setattr(transport, 'write', die)
     assert client.call({}, 'echo', x='again') == 'again'
     assert replies._channel.connection is not connection
+
+
+def test_a_reply_nobody_can_decode_costs_only_itself(rabbit_url, caplog):
+    # A rogue server answers each request twice: first with a correlation
+    # id that is not UTF-8 (RabbitMQ passes it on, py-amqp cannot decode
+    # it), then properly. The first used to kill the client's reply
+    # connection, failing the call (and every call it carried).
+    env = Env(rabbit_url)
+    outcome = []
+    try:
+        with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
+                                                  1)) as conn:
+            channel = conn.channel()
+            queue = kombu.Queue('rogue_%s' % uuid.uuid4().hex[:8],
+                                env.transport.driver.exchange('rpcmq'),
+                                routing_key=env.topic, auto_delete=True)
+            queue(channel).declare()
+
+            def answer(request):
+                props = request.properties
+                for cid in (b'\xff\xfe', props['correlation_id']):
+                    channel.basic_publish(amqp.Message(
+                        b'{"result": "ok"}', correlation_id=cid,
+                        content_type='application/json'),
+                        exchange='', routing_key=props['reply_to'])
+            channel.basic_consume(queue.name, callback=answer, no_ack=True)
+
+            def call():
+                client = env.client(timeout=10)
+                outcome.append(client.call({}, 'anything'))
+                outcome.append(client.call({}, 'again'))
+            caller = threading.Thread(target=call, daemon=True)
+            caller.start()
+            deadline = time.monotonic() + 20
+            while caller.is_alive() and time.monotonic() < deadline:
+                try:
+                    conn.drain_events(timeout=0.2)
+                except socket.timeout:
+                    pass
+            caller.join(1)
+    finally:
+        env.close()
+    assert outcome == ['ok', 'ok']
+    # Dropped alone; the reply connection was never given up.
+    dropped = [r.getMessage() for r in caplog.records
+               if r.name == 'rpcmq.transport.inbound']
+    assert len(dropped) == 2  # one per call
+    assert all('its consumer does not ack' in line for line in dropped)
+    assert [r.getMessage() for r in caplog.records
+            if r.name == 'rpcmq.transport.consuming'] == []
