@@ -16,6 +16,7 @@ import time
 
 from rpcmq.conductor.errors import InvalidBatch
 from rpcmq.conductor.validation import BATCH_ID_RE, url_problem
+from rpcmq.exceptions import MessageTooLarge
 from rpcmq.notify import get_notification_listener
 from rpcmq.target import Target
 
@@ -207,7 +208,11 @@ class BridgeBase:
 
         Returns True once accepted (again: resubmitting an id is a no-op),
         False if the bridge stops first; raises InvalidInput if the
-        conductor rejects it. Unreachable conductor or broker: retried.
+        conductor rejects it, or one item alone is larger than a message
+        may be. Unreachable conductor or broker: retried. A batch larger
+        than one message (``max_message_size``) is sent a chunk at a time
+        (``ConductorAPI.submit_chunked``: resumed, not repeated, when
+        sent again).
         """
         try:
             # What the RPC client would fail on, every time: not retried.
@@ -226,16 +231,24 @@ class BridgeBase:
                 backoff.wait()
                 continue
             try:
-                self.api.submit(items, batch_id=batch_id)
+                self._send(items, batch_id)
                 return True
             except InvalidBatch as exc:
                 raise InvalidInput(str(exc))
+            except MessageTooLarge as exc:  # the same every time
+                raise InvalidInput('the batch cannot be sent: %s' % exc)
             except Exception as exc:
                 LOG.warning('%s: batch %s not submitted (%s: %s); retrying '
                             'in %.1fs', self.name, batch_id,
                             type(exc).__name__, exc, backoff.delay)
                 backoff.wait()
         return False
+
+    def _send(self, items, batch_id):
+        try:
+            self.api.submit(items, batch_id=batch_id)
+        except MessageTooLarge:  # raised before anything was sent
+            self.api.submit_chunked(items, batch_id=batch_id)
 
     # -- notification endpoint -------------------------------------------
 

@@ -252,6 +252,30 @@ def test_redis_duplicate_task_runs_and_replies_once(stack, rdb, images):
         == 0
 
 
+def test_redis_task_larger_than_a_message_goes_in_chunks(stack, rdb,
+                                                         images):
+    # A valid task bigger than max_message_size (here 8 KiB) was retried
+    # for ever, and every task behind it waited.
+    stack.sections['DEFAULT'] = dict(stack.sections['DEFAULT'],
+                                     transport_url=RABBIT_URL,
+                                     max_message_size=8192)
+    stack.config = write_config(stack.tmp / 'small.conf', stack.sections)
+    for name in ('server', 'conductor', 'redis'):
+        stack.start(name)
+    big, after = stack.tid('big'), stack.tid('after')
+    infos = [{'fn': 'f%03d' % n, 'url': images.url(
+        '/img/%s-%03d.gif?%s' % (big, n, 'p' * 40))} for n in range(100)]
+    assert len(json.dumps(infos)) > 8192
+    push_task(rdb, stack, big, infos)
+    push_task(rdb, stack, after, [{'fn': 'a', 'url': images.url(
+        '/img/%s.gif' % after)}])
+    got = wait_replies(rdb, stack, big, timeout=90)
+    assert got[0] == 'start' and got[-1] == 'end'
+    assert sorted(got[1:-1]) == ['f%03d' % n for n in range(100)]
+    assert wait_replies(rdb, stack, after) == ['start', 'a', 'end']
+    assert stack.path(big + '/f099.gif').exists()
+
+
 def test_redis_bridge_killed_after_taking_a_task(stack, rdb, images):
     stack.start('server')
     stack.start('conductor')
