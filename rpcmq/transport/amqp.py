@@ -32,7 +32,7 @@ import contextlib
 import struct
 
 import amqp.transport
-from amqp.exceptions import UnexpectedFrame
+from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import to_host_port
 from kombu.transport import TRANSPORT_ALIASES, pyamqp
 
@@ -102,18 +102,30 @@ class _ReadAhead:
         return len(buf) >= FRAME_HEADER.unpack_from(buf)[2] + 8
 
 
+def _closed():
+    """What a write on a connection py-amqp closed raises (it drops its
+    socket): a lost connection, as py-amqp's own writes say."""
+    return RecoverableConnectionError('connection already closed')
+
+
 class TCPTransport(_ReadAhead, amqp.transport.TCPTransport):
 
     def _send_some(self, view):
-        return self.sock.send(view)
+        sock = self.sock
+        if sock is None:
+            raise _closed()
+        return sock.send(view)
 
 
 class SSLTransport(_ReadAhead, amqp.transport.SSLTransport):
 
     def _send_some(self, view):
         # as py-amqp's SSLTransport._write
+        sock = self.sock
+        if sock is None:
+            raise _closed()
         try:
-            n = self.sock.write(view)
+            n = sock.write(view)
         except ValueError:  # the SSL object went with the connection
             n = 0
         if not n:

@@ -123,3 +123,25 @@ def test_a_daemon_whose_broker_is_down_does_not_claim_to_have_started(
     log = daemon.log()
     assert 'rpcmq-server started' not in log and 'Traceback' not in log
     assert 'ECONNREFUSED' in log or 'Connection refused' in log
+
+
+def test_a_write_on_a_connection_the_broker_closed_is_a_lost_connection(
+        rabbit_url):
+    # py-amqp drops its socket when the broker closes a connection; a
+    # reply written on it then raised AttributeError, which the replier
+    # does not take for a lost connection: the reply was lost instead of
+    # written again on the next connection.
+    from rpcmq.transport import raw
+    transport = rpcmq.get_transport(make_conf(), url=rabbit_url)
+    driver = transport.driver
+    conn = driver.connection()
+    try:
+        conn.connect()
+        channel = conn.default_channel
+        conn.connection.transport.close()  # as py-amqp does on a close
+        with pytest.raises(driver.recoverable_errors()) as raised:
+            raw.send(channel, b'{}', '', 'nowhere')
+        assert 'closed' in str(raised.value)
+    finally:
+        conn.release()
+        transport.cleanup()
