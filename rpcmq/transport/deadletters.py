@@ -218,9 +218,9 @@ class _Wrapped:
     """py-amqp's Message with the names kombu's Message uses."""
 
     def __init__(self, message):
-        body = message.body  # py-amqp decodes utf-8 bodies to str
-        self.body = body.encode('utf-8') if isinstance(body, str) else body
         self.properties = dict(message.properties)
+        # py-amqp decodes a body by its content_encoding: back to bytes
+        self.body = deliveries.sent_body(message.body, self.properties)
         self.headers = self.properties.pop('application_headers', None) or {}
         self.delivery_tag = message.delivery_tag
 

@@ -46,7 +46,7 @@ TIME_HEADER = 'x-rpcmq-dead-at'         # seconds since the epoch
 DEAD_HEADERS = (COUNT_HEADER, BROKER_COUNT, REASON_HEADER, DETAIL_HEADER,
                 QUEUE_HEADER, TIME_HEADER)
 KEPT_PROPERTIES = ('correlation_id', 'reply_to', 'message_id', 'type',
-                   'app_id', 'priority')
+                   'app_id', 'priority', 'content_type', 'content_encoding')
 CONFIRM_TIMEOUT = 30.0
 
 
@@ -123,7 +123,8 @@ def _move(driver, message, queue, headers, done):
     not confirmed (the copy may still arrive: at least once)."""
     properties = kept_properties(message.properties)
     try:
-        driver.publish(message.body, '', queue.name, declare=(queue,),
+        driver.publish(sent_body(message.body, message.properties), '',
+                       queue.name, declare=(queue,),
                        confirm=True, delivery_mode=2, headers=headers,
                        deadline=time.monotonic() + CONFIRM_TIMEOUT,
                        **properties)
@@ -140,6 +141,21 @@ def _move(driver, message, queue, headers, done):
             message.requeue()
     except Exception as exc:  # the connection is gone: redelivered anyway
         LOG.warning('could not settle cast %s: %s', _describe(message), exc)
+
+
+def sent_body(body, properties):
+    """The bytes the publisher sent. py-amqp decodes a body that has a
+    ``content_encoding`` to text (in some codecs, such as UTF-7, to text
+    holding lone surrogates): it is encoded back the same way. A copy
+    encoded as UTF-8 instead could fail, and the cast was requeued for
+    ever."""
+    if not isinstance(body, str):
+        return body
+    try:
+        return body.encode(properties.get('content_encoding') or 'utf-8',
+                           'surrogatepass')
+    except (LookupError, UnicodeError, TypeError):
+        return body.encode('utf-8', 'surrogatepass')
 
 
 def kept_properties(properties):

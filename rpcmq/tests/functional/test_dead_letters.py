@@ -132,3 +132,46 @@ def test_a_malformed_cast_is_parked_with_its_reason_when_so_configured(
     assert 'MalformedMessage' in letter.detail
     assert letter.body == b'{"method": 42}'
     assert letter.headers['app'] == 'legacy'
+
+
+def test_a_malformed_cast_in_another_encoding_is_parked_once(rabbit_url,
+                                                          tmp_path):
+    # py-amqp decodes a body by its content_encoding; in UTF-7 '+2AA-' is
+    # a lone surrogate: refused (MalformedMessage), but its copy for the
+    # dead-letter queue was encoded as UTF-8, which failed, and the cast
+    # was requeued, refused and requeued again for ever.
+    import kombu
+
+    import rpcmq
+    from rpcmq.endpoints.diag import DiagEndpoint
+    from rpcmq.tests.functional.poison import _conf
+    story = PoisonStory(rabbit_url, tmp_path)
+    transport = rpcmq.get_transport(
+        _conf(['rabbit.dead_letter_malformed=true']), url=rabbit_url)
+    diag = DiagEndpoint(unsafe=True)
+    server = rpcmq.get_rpc_server(
+        transport, rpcmq.Target(topic=story.topic, server='p1'), [diag])
+    body = b'{"method": "echo", "args": {"x": "+2AA-"}}'
+    try:
+        server.start()
+        with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
+                                                  1)) as conn:
+            conn.Producer().publish(
+                body, exchange='', routing_key=story.topic,
+                content_type='application/json', content_encoding='utf-7')
+        rpcmq.RPCClient(transport, rpcmq.Target(topic=story.topic)).cast(
+            {}, 'bump')
+        with transport.dead_letters() as dead:
+            assert wait_for(lambda: dead.count(story.topic) == 1, 20)
+            [letter] = dead.peek(story.topic)
+        assert wait_for(lambda: diag.count({}) == 1)  # the good one ran
+    finally:
+        server.stop()
+        server.wait(10)
+        transport.cleanup()
+        story.close()
+    assert letter.reason == 'malformed' and 'surrogate' in letter.detail
+    # The publisher's text in the publisher's encoding (py-amqp hands
+    # over text: UTF-7 may end a run of base64 another way).
+    assert letter.properties['content_encoding'] == 'utf-7'
+    assert letter.body.decode('utf-7') == body.decode('utf-7')
