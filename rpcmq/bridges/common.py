@@ -268,6 +268,10 @@ class BridgeBase:
             try:
                 self.on_event(event_type, payload)
                 return
+            except InvalidInput as exc:  # says why: no traceback
+                LOG.error('%s: dropping %s of batch %s: %s', self.name,
+                          event_type, batch_id, exc.reason)
+                return
             except self.permanent:
                 LOG.exception('%s: dropping %s of batch %s', self.name,
                               event_type, batch_id)

@@ -16,7 +16,9 @@ down or busy is lost. Progress of each batch is published as JSON on
 One message never stops the bridge: one it cannot use (not UTF-8, not
 JSON, nested too deeply, lone surrogates, wrong types, more than
 ``MAX_INPUT_BYTES``) is reported on ``<topic>/errors`` and acked, and a
-batch event it cannot publish is dropped with a log line.
+batch event it cannot publish (body not JSON-able or too large, output
+topic longer than MQTT's 65,535 bytes) is dropped with a log line; so is
+an error report that cannot be published.
 """
 
 import hashlib
@@ -50,6 +52,8 @@ LOG = logging.getLogger(__name__)
 PUBLISH_WAIT = 60.0
 #: The largest payload MQTT can carry (paho raises ValueError beyond it).
 MQTT_MAX_PAYLOAD = 268435455
+#: The longest topic MQTT can carry, in UTF-8 bytes (paho: ValueError).
+MQTT_MAX_TOPIC = 65535
 
 
 def url_key(url, mode='path'):
@@ -330,26 +334,46 @@ class MqttBridge(BridgeBase):
         try:
             self.publish(self.group.errors_topic.format(topic=topic), body,
                          timeout=5)
+        except InvalidInput as exc:  # the same every time: not retried
+            LOG.warning('error report for %s given up: %s', shown(topic),
+                        exc.reason)
         except self.transient as exc:
             LOG.warning('error report for %s not confirmed: %s', topic, exc)
 
     def publish(self, topic, body, timeout=PUBLISH_WAIT):
         """Publish JSON at QoS 1 and wait for the broker's ack.
-        InvalidInput if ``body`` cannot be published at all."""
+        InvalidInput if ``body`` cannot be published on ``topic`` at all
+        (the same every time: not worth a retry)."""
+        try:
+            size = len(topic.encode('utf-8'))
+        except UnicodeEncodeError:
+            raise InvalidInput('topic %s is not UTF-8 text' % shown(topic))
+        if size > MQTT_MAX_TOPIC:
+            raise InvalidInput('topic %s is %d bytes, more than the %d bytes '
+                               'an MQTT topic may have'
+                               % (shown(topic), size, MQTT_MAX_TOPIC))
         try:
             data = json.dumps(body)
         except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidInput('%s: not JSON-able: %s: %s' % (
-                topic, type(exc).__name__, exc))
+                shown(topic), type(exc).__name__, exc))
         if len(data) > MQTT_MAX_PAYLOAD:
             raise InvalidInput('%s: %d bytes is more than MQTT carries'
-                               % (topic, len(data)))
+                               % (shown(topic), len(data)))
         deadline = time.monotonic() + timeout
         while not self.client.is_connected():
             if time.monotonic() > deadline:
                 raise ConnectionError('not connected to the MQTT broker')
             time.sleep(0.1)
-        info = self.client.publish(topic, data, qos=1)
+        try:
+            info = self.client.publish(topic, data, qos=1)
+        except ValueError as exc:
+            # paho's checks of the message itself (topic too long or with
+            # wildcards, payload too large, QoS): it fails every time.
+            # (A full outgoing queue is ValueError from is_published and
+            # wait_for_publish below: transient, retried.)
+            raise InvalidInput('cannot publish on topic %s: %s'
+                               % (shown(topic), exc))
         while not info.is_published():
             if time.monotonic() > deadline:
                 raise TimeoutError('no PUBACK for %s' % topic)

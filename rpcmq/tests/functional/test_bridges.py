@@ -325,9 +325,11 @@ class Watcher:
     """A raw paho client: publishes like the sync client, collects the
     bridge's progress and error messages."""
 
-    def __init__(self, stack):
+    def __init__(self, stack, under=None):
+        # under: the topic (filter) whose progress and errors it collects.
         require('mqtt')
         self.stack = stack
+        under = under or stack.topic
         self.messages = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=stack.ns + '-watch')
@@ -335,13 +337,13 @@ class Watcher:
             (m.topic, json.loads(m.payload)))
         self.client.connect('127.0.0.1', 1883)
         self.client.loop_start()
-        info = self.client.subscribe([(stack.topic + '/progress', 1),
-                                      (stack.topic + '/errors', 1)])
+        info = self.client.subscribe([(under + '/progress', 1),
+                                      (under + '/errors', 1)])
         assert info[0] == 0
         time.sleep(0.3)
 
-    def publish(self, payload):
-        self.client.publish(self.stack.topic, payload, qos=1) \
+    def publish(self, payload, topic=None):
+        self.client.publish(topic or self.stack.topic, payload, qos=1) \
             .wait_for_publish(10)
 
     def until_end(self, count=1, timeout=60):
@@ -466,6 +468,50 @@ def test_mqtt_unacked_message_survives_a_kill(stack, watcher, images):
     assert end['state'] == 'done' and end['totals']['done'] == 1
     assert stack.path('img/%s-m.jpg' % stack.ns).exists()
     assert images.count('/img/%s-m.jpg' % stack.ns) == 1
+
+
+def test_mqtt_unpublishable_progress_does_not_stop_other_batches(stack,
+                                                                 images):
+    # A wildcard subscription takes a message on a topic so long that
+    # '<topic>/progress' is more than the 65535 bytes MQTT allows: its
+    # events are dropped (logged), not retried for ever in front of the
+    # events of every later batch.
+    stack.sections['mqtt_bridge']['topics'] = stack.topic + '/#'
+    stack.sections['DEFAULT'] = dict(stack.sections['DEFAULT'],
+                                     transport_url=RABBIT_URL)
+    stack.config = write_config(stack.tmp / 'rpcmq.conf', stack.sections)
+    watcher = Watcher(stack, under=stack.topic + '/+')
+    try:
+        for name in ('server', 'conductor', 'mqtt'):
+            stack.start(name)
+        long_topic = stack.topic + '/' + 'L' * (65535 - len(stack.topic) - 5)
+        assert len((long_topic + '/progress').encode('utf-8')) > 65535
+        long_key = 'img/%s-long.png' % stack.ns
+        watcher.publish(images.url('/' + long_key), topic=long_topic)
+        # Its error report cannot be published either: logged, acked.
+        watcher.publish('hello', topic=long_topic)
+        wait_until(lambda: stack.path(long_key).exists(), timeout=30,
+                   what='the long-topic batch to be downloaded')
+        ok_key = 'img/%s-ok.png' % stack.ns
+        watcher.publish(images.url('/' + ok_key), topic=stack.topic + '/ok')
+        try:
+            (end,), events = watcher.until_end(timeout=30)
+        except queue.Empty:
+            pytest.fail('no batch.end after a batch whose progress topic '
+                        'is too long')
+        assert end['state'] == 'done' and end['totals']['done'] == 1
+        assert {topic for topic, _ in events} == {
+            stack.topic + '/ok/progress'}
+        assert stack.path(ok_key).exists()
+        bridge = stack.daemons['mqtt']
+        bridge.wait_for_log('dropping batch.end of batch')
+        log = bridge.log()
+        assert 'more than the 65535 bytes an MQTT topic' in log
+        assert 'error report for' in log and 'given up' in log
+        assert 'not handled' not in log
+        assert bridge.proc.poll() is None
+    finally:
+        watcher.close()
 
 
 # -- One hostile entry or event never stops the Redis bridge -------------
