@@ -20,6 +20,8 @@ events of unexpected shape push what they can and never block the events
 behind them.
 """
 
+import base64
+import hashlib
 import json
 import logging
 import time
@@ -156,6 +158,13 @@ def item_reply(outcome, fns):
     return member, None, json.dumps(report)
 
 
+def items_digest(items):
+    """A short fingerprint of a batch's items (the submitted record keeps
+    it: a refused entry of the same items is no other batch)."""
+    return hashlib.sha1(json.dumps(items, sort_keys=True).encode(
+        'utf-8', 'surrogatepass')).hexdigest()
+
+
 def rejection_report(reason):
     return json.dumps({'fn': None, 'url': None, 'state': 'rejected',
                        'attempts': 0, 'error': {'type': 'InvalidEntry',
@@ -254,38 +263,69 @@ class RedisBridge(BridgeBase):
         except InvalidInput as exc:
             return self.reject(raw, exc)
         LOG.info('task %s: %d items', task.task_id, len(task.items))
-        self.redis.set(self._submitted(task.batch_id), json.dumps(
-            {'task_id': task.task_id, 'fns': task.fns}), nx=True,
-            ex=self.ttl)
+        digest = items_digest(task.items)
+        recorded = self.redis.set(self._submitted(task.batch_id), json.dumps(
+            {'task_id': task.task_id, 'fns': task.fns, 'digest': digest}),
+            nx=True, ex=self.ttl)
         try:
             if not self.submit(task.batch_id, task.items):
                 return  # stopping: stays in processing for the next start
         except InvalidInput as exc:
-            # Refused by the conductor: end the producer's wait.
+            # Refused by the conductor: end the producer's wait, unless
+            # the task id names another batch this bridge submitted
+            # (running or done): its replies are its own producer's.
+            other = not recorded and self._other_batch(task.batch_id,
+                                                       digest)
+            if other:
+                LOG.warning('task %s: batch %s was submitted before with '
+                            'other items; its replies are left alone',
+                            task.task_id, task.batch_id)
             return self.reject(raw, InvalidInput(exc.reason, task.task_id),
-                               submitted=True)
+                               end_wait=not other)
         self.redis.lrem(self.processing, -1, raw)
         LOG.info('task %s submitted as batch %s', task.task_id,
                  task.batch_id)
 
-    def reject(self, raw, exc, submitted=False):
+    def _other_batch(self, batch_id, digest):
+        """True if ``batch_id`` was submitted by this bridge with items
+        other than those of ``digest`` (a record of the same items is
+        this entry's own, left by a try the bridge died in)."""
+        record = self.redis.get(self._submitted(batch_id))
+        if record is None:
+            return False
+        try:
+            return json.loads(record).get('digest') != digest
+        except (ValueError, AttributeError):
+            return True
+
+    def reject(self, raw, exc, end_wait=None):
+        """Move ``raw`` to the invalid list. If ``exc`` names a task id,
+        its producer gets start/rejected/end when ``end_wait`` is true, or
+        (None) if no batch of that id was submitted by this bridge."""
         if len(raw) > MAX_INPUT_BYTES:
             raw_kept = raw[:65536]  # the record says it is cut
         else:
             raw_kept = raw
-        text = raw_kept.decode('utf-8', 'replace')
+        try:
+            text, binary = raw_kept.decode('utf-8'), False
+        except UnicodeDecodeError:
+            text, binary = raw_kept.decode('utf-8', 'replace'), True
         LOG.warning('rejected task entry: %s; moved to %s: %.300s',
                     exc.reason, self.invalid, text[:300])
         task_id = exc.task_id
         if task_id is not None:
             batch_id = batch_id_for(task_id, 't-')
-            # Unless that task id is running: end the producer's wait.
-            if submitted or not self.redis.exists(self._submitted(batch_id)):
+            if end_wait is None:
+                # Unless that task id is running: end the producer's wait.
+                end_wait = not self.redis.exists(self._submitted(batch_id))
+            if end_wait:
                 self._push(batch_id, task_id, [
                     ('start', 'start', False),
                     ('rejected', rejection_report(exc.reason), True),
                     ('end', 'end', False)])
         record = {'entry': text, 'reason': exc.reason, 'time': time.time()}
+        if binary:  # "entry" lost bytes: keep them exactly too
+            record['entry_base64'] = base64.b64encode(raw_kept).decode()
         if raw_kept is not raw:
             record.update(truncated=True, size=len(raw))
         record = json.dumps(record)

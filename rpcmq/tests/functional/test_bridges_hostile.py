@@ -2,6 +2,8 @@
 Redis bridge in this process on memory://, a stand-in conductor behind the
 real RPC client, the real Redis."""
 
+import base64
+import gzip
 import json
 import uuid
 
@@ -17,7 +19,9 @@ NESTED = '[' * 100000 + ']' * 100000
 
 
 class StandInConductor:
-    """``batch.submit`` that keeps what it is given; refuses ``refused``."""
+    """``batch.submit`` that keeps what it is given; refuses ``refused``,
+    and, like the real conductor, an existing batch id with other items
+    (the same items again are a no-op)."""
 
     def __init__(self):
         from rpcmq.target import Target
@@ -26,9 +30,12 @@ class StandInConductor:
 
     def submit(self, ctxt, items, batch_id=None):
         from rpcmq.conductor.errors import InvalidBatch
+        from rpcmq.conductor.sql import other_items
         if batch_id == 'refused':
             raise InvalidBatch(reason='no batch may be called refused')
-        self.batches[batch_id] = items
+        stored = self.batches.setdefault(batch_id, items)
+        if stored != items:
+            raise other_items(batch_id, len(stored), len(items))
         return batch_id
 
 
@@ -175,3 +182,53 @@ def test_redis_odd_batch_events_do_not_block_the_next(inproc):
     assert inproc.replies(tid) == ['start', 'a', 'end']
     assert [json.loads(r)['state'] for r in
             inproc.replies(tid, '_errors')] == [None]
+
+
+def test_redis_task_id_reused_with_other_items_leaves_the_running_task(
+        inproc):
+    """A second entry under a running task's id is refused by the
+    conductor; the first producer's replies are left to its batch."""
+    tid = inproc.ns + '-dup'
+    inproc.push(json.dumps({'task_id': tid, 'task_info': [
+        {'fn': 's%d' % i, 'url': 'http://h/s%d.jpg' % i}
+        for i in range(4)]}))
+    wait_until(lambda: tid in inproc.conductor.batches, what='the batch')
+    inproc.notify('batch.start', {'batch_id': tid, 'total': 4})
+    wait_until(lambda: inproc.replies(tid) == ['start'], what='"start"')
+    second = good_entry(tid, 'other')
+    inproc.push(second)
+    # The rejection pushes its replies before it moves the entry.
+    (record,) = wait_until(inproc.invalid, what='the second entry set aside')
+    assert record['entry'] == second
+    assert 'already exists with other items' in record['reason']
+    assert inproc.rdb.llen(inproc.tasks + ':processing') == 0
+    assert inproc.replies(tid) == ['start']
+    assert inproc.replies(tid, '_errors') == []
+    # The first task's own outcomes still reach its producer.
+    for idx in range(4):
+        inproc.notify('batch.item', {'batch_id': tid, 'idx': idx,
+                                     'state': 'done', 'attempts': 1})
+    inproc.notify('batch.end', {'batch_id': tid, 'state': 'done',
+                                'totals': {'done': 4}, 'items': []})
+    wait_until(lambda: inproc.replies(tid)[-1:] == ['end'],
+               what='"end" of the first task')
+    assert inproc.replies(tid) == ['start', 's0', 's1', 's2', 's3', 'end']
+    assert inproc.bridge._thread.is_alive()
+
+
+def test_redis_entry_that_is_not_utf8_is_kept_whole(inproc):
+    tid = inproc.ns + '-gz'
+    raw = gzip.compress(good_entry(tid).encode())
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode('utf-8')
+    inproc.push(raw)
+    inproc.push(b'not json')  # UTF-8: "entry" alone keeps it
+    records = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(
+        inproc.invalid()), what='both entries set aside')
+    binary, text = records
+    assert binary['reason'] == 'the entry is not UTF-8 text'
+    assert base64.b64decode(binary['entry_base64'], validate=True) == raw
+    assert binary['entry'] == raw.decode('utf-8', 'replace')
+    assert text['entry'] == 'not json' and 'entry_base64' not in text
+    assert inproc.rdb.llen(inproc.tasks + ':processing') == 0
+    assert inproc.bridge._thread.is_alive()
