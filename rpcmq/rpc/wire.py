@@ -28,7 +28,18 @@ __all__ = ['encode', 'decode_request', 'decode_reply', 'failure_reply',
 ERROR_MODULES = ('rpcmq.exceptions', 'rpcmq.fetch.errors',
                  'rpcmq.storage.errors', 'rpcmq.conductor.errors')
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
+# JSON has no NaN or infinities (Python's json writes and reads them):
+# what rpcmq writes is strict JSON, and it refuses them in a request.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':'),
+                          allow_nan=False).encode
+
+
+def _no_constant(name):
+    raise ValueError('%s is not JSON; send such numbers as strings or '
+                     'null' % name)
+
+
+_strict = json.JSONDecoder(parse_constant=_no_constant).decode
 
 # A \uXXXX escape of a surrogate (D800-DFFF) in a bytes body; a str body
 # may also hold the surrogate itself.
@@ -37,17 +48,28 @@ _SURROGATE_IN_STR = re.compile(r'\\u[dD][89a-fA-F]|[\ud800-\udfff]')
 
 
 def encode(obj):
-    """JSON bytes of ``obj``; TypeError names what is not JSON-able."""
-    return _dumps(obj).encode('utf-8')
+    """JSON bytes of ``obj``; TypeError names what is not JSON-able,
+    ValueError a NaN or infinity (no JSON number)."""
+    try:
+        return _dumps(obj).encode('utf-8')
+    except ValueError as exc:
+        if isinstance(exc, UnicodeError):
+            raise
+        raise ValueError('%s: NaN and infinities are not JSON; send them '
+                         'as strings or null' % exc) from None
 
 
-def _loads(body, what):
+def _loads(body, what, strict=False):
     """``json.loads(body)``; MalformedMessage naming ``what`` if it is not
     JSON or nests arrays and objects deeper than Python's recursion limit
     (json raises RecursionError for those, in C, before it runs out of
-    stack)."""
+    stack). ``strict``: NaN and infinities are refused too."""
     try:
-        return json.loads(body)
+        if not strict:
+            return json.loads(body)
+        if not isinstance(body, str):  # as json.loads reads bytes
+            body = body.decode(json.detect_encoding(body), 'surrogatepass')
+        return _strict(body)
     except RecursionError:
         raise MalformedMessage(reason='%s is nested too deeply' % what) \
             from None
@@ -70,7 +92,7 @@ def _check_surrogates(body, msg):
             json.detect_encoding(body).startswith('utf-8'):
         return
     try:
-        _dumps(msg).encode('utf-8')
+        json.dumps(msg, ensure_ascii=False).encode('utf-8')
     except UnicodeEncodeError as exc:
         raise MalformedMessage(
             reason='body holds a lone UTF-16 surrogate (\\u%04x), which is '
@@ -79,18 +101,18 @@ def _check_surrogates(body, msg):
                    % ord(exc.object[exc.start])) from None
 
 
-def decode_json(body, what):
+def decode_json(body, what, strict=False):
     """The JSON value of ``body`` (bytes or str); MalformedMessage naming
     ``what`` if it is not JSON, nests too deeply or holds a lone
-    surrogate."""
-    value = _loads(body, what)
+    surrogate (``strict``: or NaN or an infinity)."""
+    value = _loads(body, what, strict)
     _check_surrogates(body, value)
     return value
 
 
 def decode_request(body):
     """Validate a request body; raise MalformedMessage saying what is off."""
-    return check_request(decode_json(body, 'body'))
+    return check_request(decode_json(body, 'body', strict=True))
 
 
 def check_request(msg):

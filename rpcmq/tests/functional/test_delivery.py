@@ -65,6 +65,38 @@ def test_a_nested_json_message_costs_only_itself(rabbit_url, tmp_path,
     assert 'stopped on an unexpected error' not in daemon.log()
 
 
+def test_requests_and_replies_are_strict_json(rabbit_url, tmp_path,
+                                              daemons):
+    # Python's json reads NaN and Infinity, which are not JSON; a server
+    # ran such a request and echoed them in a reply that a strict parser
+    # (JavaScript, Go, PHP) cannot read.
+    daemon = start_daemon(rabbit_url, tmp_path, 'strict-1')
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started')
+    env = Env(rabbit_url)
+    env.topic = daemon.topic
+
+    def strict(reply):
+        def refuse(constant):
+            raise ValueError('%s is not JSON' % constant)
+        return json.loads(json.dumps(reply), parse_constant=refuse)
+    try:
+        for body in (b'{"method": "echo", "args": {"x": NaN}}',
+                     b'{"method": "echo", "args": {"x": -Infinity}}'):
+            reply = strict(raw_call(env, body))
+            assert reply['failure']['type'] == 'MalformedMessage'
+            assert 'NaN' in reply['failure']['message'] or \
+                'Infinity' in reply['failure']['message']
+        # 1e400 is JSON, but Python reads it as infinity: no result can
+        # carry it back.
+        reply = strict(raw_call(env, b'{"method": "echo", '
+                                     b'"args": {"x": 1e400}}'))
+        assert 'not JSON' in reply['failure']['message']
+        assert env.client(timeout=10).call({}, 'echo', x=1.5) == 1.5
+    finally:
+        env.close()
+
+
 def test_a_request_nobody_can_decode_costs_only_itself(rabbit_url, tmp_path,
                                                        daemons):
     # RabbitMQ passes on text properties that are not UTF-8; py-amqp

@@ -209,3 +209,19 @@ def test_the_allowed_modules_may_be_read_only_for_a_failure():
         wire.decode_reply(_failure('rpcmq.fetch.errors', 'NotAnImage'),
                           allowed)
     assert type(err.value).__name__ == 'NotAnImage' and asked == [1]
+
+
+@pytest.mark.parametrize('constant', ['NaN', 'Infinity', '-Infinity'])
+def test_a_request_with_a_number_json_has_not_is_refused(constant):
+    body = '{"method": "echo", "args": {"x": %s}}' % constant
+    for given in (body, body.encode(), body.encode('utf-16')):
+        with pytest.raises(exceptions.MalformedMessage, match=constant):
+            wire.decode_request(given)
+
+
+def test_what_rpcmq_writes_is_strict_json():
+    for value in (float('nan'), float('inf'), [1, {'x': -float('inf')}]):
+        with pytest.raises(ValueError, match='not JSON'):
+            wire.encode({'result': value})
+    assert wire.decode_request(b'{"method": "m", "args": {"x": 1e3}}')[
+        'args'] == {'x': 1000.0}
