@@ -98,8 +98,10 @@ def test_nothing_to_show_for_a_topic_without_dead_letters(
         story.close()
 
 
-def test_a_malformed_cast_is_parked_with_its_reason_when_so_configured(
-        rabbit_url, tmp_path):
+def park_a_raw_cast(rabbit_url, tmp_path, body, **properties):
+    """A server with ``dead_letter_malformed`` takes ``body`` published
+    by a plain AMQP client with ``properties``, then a good cast; the
+    dead letter it parks (the good cast must have run)."""
     import kombu
 
     import rpcmq
@@ -113,14 +115,15 @@ def test_a_malformed_cast_is_parked_with_its_reason_when_so_configured(
         transport, rpcmq.Target(topic=story.topic, server='p1'), [diag])
     try:
         server.start()
-        with kombu.Connection('amqp://guest:guest@127.0.0.1:5672//') as conn:
+        with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
+                                                  1)) as conn:
             conn.Producer().publish(
-                b'{"method": 42}', exchange='', routing_key=story.topic,
-                content_type='application/json', headers={'app': 'legacy'})
+                body, exchange='', routing_key=story.topic,
+                content_type='application/json', **properties)
         rpcmq.RPCClient(transport, rpcmq.Target(topic=story.topic)).cast(
             {}, 'bump')
         with transport.dead_letters() as dead:
-            assert wait_for(lambda: dead.count(story.topic) == 1)
+            assert wait_for(lambda: dead.count(story.topic) == 1, 20)
             [letter] = dead.peek(story.topic)
         assert wait_for(lambda: diag.count({}) == 1)  # the good one ran
     finally:
@@ -128,6 +131,13 @@ def test_a_malformed_cast_is_parked_with_its_reason_when_so_configured(
         server.wait(10)
         transport.cleanup()
         story.close()
+    return letter
+
+
+def test_a_malformed_cast_is_parked_with_its_reason_when_so_configured(
+        rabbit_url, tmp_path):
+    letter = park_a_raw_cast(rabbit_url, tmp_path, b'{"method": 42}',
+                             headers={'app': 'legacy'})
     assert letter.reason == 'malformed'
     assert 'MalformedMessage' in letter.detail
     assert letter.body == b'{"method": 42}'
@@ -140,36 +150,9 @@ def test_a_malformed_cast_in_another_encoding_is_parked_once(rabbit_url,
     # a lone surrogate: refused (MalformedMessage), but its copy for the
     # dead-letter queue was encoded as UTF-8, which failed, and the cast
     # was requeued, refused and requeued again for ever.
-    import kombu
-
-    import rpcmq
-    from rpcmq.endpoints.diag import DiagEndpoint
-    from rpcmq.tests.functional.poison import _conf
-    story = PoisonStory(rabbit_url, tmp_path)
-    transport = rpcmq.get_transport(
-        _conf(['rabbit.dead_letter_malformed=true']), url=rabbit_url)
-    diag = DiagEndpoint(unsafe=True)
-    server = rpcmq.get_rpc_server(
-        transport, rpcmq.Target(topic=story.topic, server='p1'), [diag])
     body = b'{"method": "echo", "args": {"x": "+2AA-"}}'
-    try:
-        server.start()
-        with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
-                                                  1)) as conn:
-            conn.Producer().publish(
-                body, exchange='', routing_key=story.topic,
-                content_type='application/json', content_encoding='utf-7')
-        rpcmq.RPCClient(transport, rpcmq.Target(topic=story.topic)).cast(
-            {}, 'bump')
-        with transport.dead_letters() as dead:
-            assert wait_for(lambda: dead.count(story.topic) == 1, 20)
-            [letter] = dead.peek(story.topic)
-        assert wait_for(lambda: diag.count({}) == 1)  # the good one ran
-    finally:
-        server.stop()
-        server.wait(10)
-        transport.cleanup()
-        story.close()
+    letter = park_a_raw_cast(rabbit_url, tmp_path, body,
+                             content_encoding='utf-7')
     assert letter.reason == 'malformed' and 'surrogate' in letter.detail
     # The publisher's text in the publisher's encoding (py-amqp hands
     # over text: UTF-7 may end a run of base64 another way).

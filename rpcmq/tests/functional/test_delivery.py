@@ -37,6 +37,17 @@ def start_daemon(rabbit_url, tmp_path, host, topic=None, **options):
     return daemon.start()
 
 
+def serving(rabbit_url, tmp_path, daemons, host, **options):
+    """A started daemon (see ``start_daemon``) and an Env calling its
+    topic."""
+    daemon = start_daemon(rabbit_url, tmp_path, host, **options)
+    daemons.append(daemon)
+    daemon.wait_for_log('rpcmq-server started')
+    env = Env(rabbit_url)
+    env.topic = daemon.topic
+    return daemon, env
+
+
 @pytest.fixture
 def daemons(rabbit_url):
     started = []
@@ -48,11 +59,7 @@ def daemons(rabbit_url):
 
 def test_a_nested_json_message_costs_only_itself(rabbit_url, tmp_path,
                                                  daemons):
-    daemon = start_daemon(rabbit_url, tmp_path, 'nest-1')
-    daemons.append(daemon)
-    daemon.wait_for_log('rpcmq-server started')
-    env = Env(rabbit_url)
-    env.topic = daemon.topic
+    daemon, env = serving(rabbit_url, tmp_path, daemons, 'nest-1')
     try:
         # 100,000 nested arrays, 200 KB: far under max_message_size.
         raw_call(env, NESTED, cast=True)
@@ -70,11 +77,7 @@ def test_requests_and_replies_are_strict_json(rabbit_url, tmp_path,
     # Python's json reads NaN and Infinity, which are not JSON; a server
     # ran such a request and echoed them in a reply that a strict parser
     # (JavaScript, Go, PHP) cannot read.
-    daemon = start_daemon(rabbit_url, tmp_path, 'strict-1')
-    daemons.append(daemon)
-    daemon.wait_for_log('rpcmq-server started')
-    env = Env(rabbit_url)
-    env.topic = daemon.topic
+    daemon, env = serving(rabbit_url, tmp_path, daemons, 'strict-1')
 
     def strict(reply):
         def refuse(constant):
@@ -103,11 +106,7 @@ def test_a_request_nobody_can_decode_costs_only_itself(rabbit_url, tmp_path,
     # cannot decode them. One such
     # request made the server's listener reconnect, get it again and
     # loop for ever, running the casts queued behind it again each time.
-    daemon = start_daemon(rabbit_url, tmp_path, 'undecodable-1')
-    daemons.append(daemon)
-    daemon.wait_for_log('rpcmq-server started')
-    env = Env(rabbit_url)
-    env.topic = daemon.topic
+    daemon, env = serving(rabbit_url, tmp_path, daemons, 'undecodable-1')
     try:
         with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
                                                   1)) as conn:
@@ -136,13 +135,9 @@ def test_a_busy_server_keeps_its_heartbeats_and_answers_every_call(
         rabbit_url, tmp_path, daemons):
     # One worker, a 2 s heartbeat, three calls of 6 s: the later calls
     # wait in the broker while the server's connection stays alive.
-    daemon = start_daemon(rabbit_url, tmp_path, 'busy-1',
+    daemon, env = serving(rabbit_url, tmp_path, daemons, 'busy-1',
                           executor_thread_pool_size=1,
                           rabbit={'heartbeat_timeout_threshold': 2})
-    daemons.append(daemon)
-    daemon.wait_for_log('rpcmq-server started')
-    env = Env(rabbit_url)
-    env.topic = daemon.topic
     answers, errors = [], []
 
     def call():
@@ -294,11 +289,7 @@ def test_acks_written_together_never_cover_a_call_still_running(
     # frame (transport/acks.py). A call taken before them and still
     # running must stay unacked: killed now, the broker must hand it out
     # again, and nothing else.
-    daemon = start_daemon(rabbit_url, tmp_path, 'acks-1')
-    daemons.append(daemon)
-    daemon.wait_for_log('rpcmq-server started')
-    env = Env(rabbit_url)
-    env.topic = daemon.topic
+    daemon, env = serving(rabbit_url, tmp_path, daemons, 'acks-1')
     caller = threading.Thread(target=lambda: _ignore_errors(
         env.client(timeout=60).call, {}, 'sleep', seconds=30), daemon=True)
     try:
