@@ -98,7 +98,7 @@ def parse_entry(raw, name_template='{batch_id}/{fn}'):
         raise InvalidInput('task_info must be a non-empty list of '
                            '{"fn", "url"}', task_id)
     batch_id = batch_id_for(task_id, 't-')
-    items, fns, names = [], [], {}
+    items, fns, names, stems = [], [], {}, {}
     try:
         for idx, info in enumerate(infos):
             where = 'task_info[%d]' % idx
@@ -120,12 +120,31 @@ def parse_entry(raw, name_template='{batch_id}/{fn}'):
             if name in names:
                 raise InvalidInput('task_info[%d] and [%d] would both be '
                                    'stored as %r' % (names[name], idx, name))
+            _check_stem(name, idx, stems)
             names[name] = idx
             items.append({'url': url, 'name': name})
             fns.append(fn)
     except InvalidInput as exc:
         raise InvalidInput(exc.reason, task_id)
     return Task(task_id, batch_id, items, fns)
+
+
+def _check_stem(name, idx, stems):
+    """A bare name (no extension: the conductor appends the image
+    format's) may become any ``name.<ext>``: InvalidInput if another item
+    has that name with an extension, or is that name bare. ``stems``:
+    stem -> (index, name, bare) of the items so far."""
+    last = name.rsplit('/', 1)[-1]
+    bare = '.' not in last
+    stem = name if bare else name.rsplit('.', 1)[0]
+    other = stems.get(stem)
+    if other is not None and (bare or other[2]):
+        taken = other[1] if bare else name
+        raise InvalidInput('task_info[%d] and [%d] may both be stored as '
+                           '%r (a file name without an extension gets the '
+                           "image format's)" % (other[0], idx, taken))
+    if stem not in stems or bare:
+        stems[stem] = (idx, name, bare)
 
 
 def _word(value):

@@ -134,8 +134,14 @@ HUGE_URL = 'http://h/' + 'x' * (16 * 1024 * 1024)
      'task_info[0]: fn holds a lone UTF-16 surrogate'),
     (json.dumps({'task_id': 'huge', 'task_info': [
         {'fn': 'a', 'url': HUGE_URL}]}), None, 'bytes, more than the'),
+    # 'cover' (no extension in its URL either) is stored as cover.<the
+    # image's format>: one image was overwritten by the other.
+    (json.dumps({'task_id': 'c', 'task_info': [
+        {'fn': 'cover', 'url': 'http://h/img?id=1'},
+        {'fn': 'cover.png', 'url': 'http://h/second.png'}]}), 'c',
+     "task_info[0] and [1] may both be stored as 'c/cover.png'"),
 ], ids=['nested-info', 'nested', 'surrogate-task-id', 'surrogate-url',
-        'surrogate-fn', 'huge'])
+        'surrogate-fn', 'huge', 'bare-name-and-its-extension'])
 def test_redis_hostile_entry_is_set_aside(inproc, entry, task_id, reason):
     tid = inproc.ns + '-good'
     inproc.push(entry)

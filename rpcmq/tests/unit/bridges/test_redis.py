@@ -166,3 +166,22 @@ def test_item_reply_fields_of_odd_types_become_text():
     assert json.loads(report)['error'] == '\ud800'
     member, _, _ = item_reply({'idx': 0, 'state': 'fa\udfffiled'}, ['a'])
     assert member == 'fa?iled:0:None'
+
+
+@pytest.mark.parametrize('fns, clash', [
+    (['cover', 'cover.png'], (0, 1, 'cover.png')),
+    (['cover.jpg', 'x', 'cover'], (0, 2, 'cover.jpg')),
+    (['cover.png', 'cover.jpg'], None),  # both keep their names
+    (['cover', 'covers.png', 'cover2'], None),
+])
+def test_a_bare_name_clashes_with_itself_plus_an_extension(fns, clash):
+    raw = json.dumps({'task_id': 't', 'task_info': [
+        {'fn': fn, 'url': 'http://h/img?id=%d' % n}
+        for n, fn in enumerate(fns)]})
+    if clash is None:
+        assert len(parse_entry(raw).items) == len(fns)
+        return
+    with pytest.raises(InvalidInput) as raised:
+        parse_entry(raw)
+    assert raised.value.reason.startswith(
+        "task_info[%d] and [%d] may both be stored as 't/%s'" % clash)
