@@ -148,7 +148,8 @@ class BridgeBase:
     transient = (OSError,)
     #: Errors of on_event never retried, even if ``transient`` has them:
     #: the event itself is the problem (UnicodeError: lone surrogates).
-    permanent = (InvalidInput, RecursionError, UnicodeError)
+    #: (InvalidInput, which says why, is dropped before these.)
+    permanent = (RecursionError, UnicodeError)
 
     def __init__(self, conf, transport, group):
         from rpcmq.conductor.api import ConductorAPI

@@ -53,8 +53,8 @@ def encode(obj):
     try:
         return _dumps(obj).encode('utf-8')
     except ValueError as exc:
-        if isinstance(exc, UnicodeError):
-            raise
+        if not str(exc).startswith('Out of range float'):
+            raise  # a circular reference, a lone surrogate...
         raise ValueError('%s: NaN and infinities are not JSON; send them '
                          'as strings or null' % exc) from None
 

@@ -28,18 +28,18 @@ import struct
 
 from amqp import spec
 from amqp.basic_message import Message
+from amqp.channel import Channel
 from amqp.exceptions import UnexpectedFrame
+from amqp.method_framing import _CONTENT_METHODS
 from amqp.serialization import loads
 
 __all__ = ['frame_handler']
 
 LOG = logging.getLogger(__name__)
 
-_CONTENT_METHODS = frozenset((spec.Basic.Return, spec.Basic.Deliver,
-                              spec.Basic.GetOk))
-#: The arguments py-amqp decodes when it dispatches each content method.
-_ARGS = {spec.Basic.Deliver: 'sLbss', spec.Basic.Return: 'Bsss',
-         spec.Basic.GetOk: 'Lbssl'}
+#: The arguments py-amqp decodes when it dispatches each content method
+#: (its own table, so both decode alike).
+_ARGS = {sig: Channel._METHODS[sig].args for sig in _CONTENT_METHODS}
 _SIG = struct.Struct('>HH')
 _TAG = struct.Struct('>Q')
 

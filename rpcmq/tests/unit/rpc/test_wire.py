@@ -225,3 +225,11 @@ def test_what_rpcmq_writes_is_strict_json():
             wire.encode({'result': value})
     assert wire.decode_request(b'{"method": "m", "args": {"x": 1e3}}')[
         'args'] == {'x': 1000.0}
+
+
+def test_only_a_nan_or_infinity_is_worded_as_one():
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match='Circular reference') as raised:
+        wire.encode({'result': loop})
+    assert 'NaN' not in str(raised.value)
