@@ -14,9 +14,10 @@ Routes (``<ext>`` is png, jpg, jpeg, webp, gif or bmp):
 - ``/big.png?mb=30`` a ~30 MB PNG, streamed in 64 KiB writes.
 - ``/slow/<name>.<ext>?delay=0.05&chunks=8`` the image in ``chunks``
   pieces, ``delay`` seconds apart.
-- ``/gated/<name>.<ext>?kb=&corrupt=0`` the image's first half, then
-  the rest once ``gate`` (an Event) is set; ``corrupt=1`` flips the bytes
-  of the second half (a PNG then fails its chunk CRCs).
+- ``/gated/<name>.<ext>?kb=&corrupt=0&gate=`` the image's first half,
+  then the rest once ``gate`` (an Event) is set, or with ``gate=<g>`` the
+  Event ``named_gate(<g>)``; ``corrupt=1`` flips the bytes of the second half
+  (a PNG then fails its chunk CRCs).
 - ``/flaky/<name>.<ext>?fail=2&mode=status|cut`` fails the first ``fail``
   requests of this path (500, or a body cut in half), then serves it.
 - ``/status/<code>`` that status with a short text body.
@@ -213,7 +214,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body[:half])
         self.wfile.flush()
         owner = self.server.owner
-        while not owner.gate.wait(0.1):
+        gate = owner.named_gate(self.query['gate']) \
+            if 'gate' in self.query else owner.gate
+        while not gate.wait(0.1):
             if owner.stopping.is_set():
                 return
         self.wfile.write(rest)
@@ -323,6 +326,7 @@ class ImageServer:
         self._lock = threading.Lock()
         self.stopping = threading.Event()
         self.gate = threading.Event()  # opens /gated/ bodies
+        self._gates = {}  # named gates: /gated/...?gate=<name>
 
     def start(self):
         self.stopping.clear()
@@ -333,6 +337,11 @@ class ImageServer:
                                         daemon=True)
         self._thread.start()
         return self
+
+    def named_gate(self, name):
+        """The Event that opens ``/gated/...?gate=<name>`` bodies."""
+        with self._lock:
+            return self._gates.setdefault(name, threading.Event())
 
     def stop(self):
         if self._httpd is None:

@@ -384,22 +384,40 @@ def test_three_conductors_on_one_database_one_killed_mid_batch(
     completes, every object is stored once and every event goes out once.
     (Before, the joining conductor's recover() took the running items of
     the live ones, which were then stored twice, and a killed conductor's
-    items waited for their whole lease.)"""
+    items waited for their whole lease.)
+
+    The batch is held mid-way by two gates of the image server, not by its
+    speed: items 40-99 wait for the third conductor to have joined, items
+    100 and on for the kill. However loaded the machine, the join and the
+    kill find items running and items pending."""
     url = postgres_schema_url[0]
+    join, kill = unique('join'), unique('kill')
+
+    def item_url(i):
+        if i < 40:
+            return images.url(SLOW % ('peers', i))
+        gate = join if i < 100 else kill
+        return images.url('/gated/peers-%d.jpg?gate=%s' % (i, gate))
+    opts = cluster.conductor_opts
+    # A held download is a slow one, not a failed one.
+    cluster.conductor_opts = {'conductor': dict(opts['conductor'],
+                                                fetch_timeout=60)}
     cluster.ensure_servers()
     cluster.start_conductor(url)
     first = cluster.conductor
     second = cluster.start_peer('b', url)
     try:
-        urls = [images.url(SLOW % ('peers', i)) for i in range(BATCH)]
+        urls = [item_url(i) for i in range(BATCH)]
         batch_id, before = submit(cluster, oss, urls)
         wait_done(cluster, batch_id, 20)
         third = cluster.start_peer('c', url)
+        images.named_gate(join).set()
         wait_done(cluster, batch_id, 60)
         # Kill one that is running items right now: one whose items were
         # all done at that moment would leave nothing to take back.
         killed = freeze_one_running(url, (first, second, third))
         killed.kill()
+        images.named_gate(kill).set()
         end = check_batch(cluster, oss, batch_id, urls, before, timeout=90)
         # An item ran once unless the killed conductor was running it (then
         # a peer ran it again, under the same key: one object either way).
@@ -419,6 +437,9 @@ def test_three_conductors_on_one_database_one_killed_mid_batch(
         engine.dispose()
         assert owners >= 2
     finally:
+        images.named_gate(join).set()
+        images.named_gate(kill).set()
+        cluster.conductor_opts = opts
         codes = cluster.stop_peers()
         code = cluster.stop_conductor()
     assert set(codes.values()) | {code} <= {0, None}, cluster.logs()
