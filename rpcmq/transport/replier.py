@@ -16,6 +16,12 @@ that meet go out in one write, see ``writes``). A reply is
 sent at most once: one whose write fails is written again once on the next
 connection if that comes within its deadline, else TransportError says
 why. Replies are not confirmed: a caller that gets none times out.
+
+Except the first to a direct reply-to address the broker has not yet
+been seen to take (a new caller's node, or a forged address): that one
+goes through ``probe.Probe``, confirmed, on a connection of its own, so
+that an address the broker refuses by closing the connection costs only
+its own reply.
 """
 
 import logging
@@ -23,7 +29,7 @@ import threading
 import time
 
 from rpcmq.exceptions import TransportError
-from rpcmq.transport import errors, raw
+from rpcmq.transport import errors, probe, raw
 
 __all__ = ['Replier']
 
@@ -41,12 +47,17 @@ class Replier:
         self._dead = None  # lost, for the owner to close
         self._gen = 0
         self._closed = False
+        self._probe = probe.Probe(driver)
 
     def send(self, body, routing_key, deadline, gather=False, **properties):
         """Write one reply to the default exchange; TransportError if it
         cannot be written by ``deadline`` (``time.monotonic()``).
         Replies sent together go out in one write (``gather``: others are
         about to be sent, see ``writes``)."""
+        head = self._probe.unproven(routing_key)
+        if head is not None:
+            return self._probe.send(head, body, routing_key, deadline,
+                                    **properties)
         for last_try in (False, True):
             channel, gen = self._wait_open(deadline)
             try:
@@ -86,6 +97,7 @@ class Replier:
                 return
             self._dead, self._conn, self._channel = self._conn, None, None
             self._failure = exc
+            self._probe.forget()  # a caller's node may have gone with it
             self._cond.notify_all()
         LOG.warning('reply connection to %s lost (%s); reconnecting',
                     self.driver.url, exc)
@@ -172,6 +184,7 @@ class Replier:
             self._closed = True
             self._channel = None  # no more writes
             self._cond.notify_all()
+        self._probe.close()
         if self._thread is not None and \
                 self._thread is not threading.current_thread():
             self._thread.join(2 * READ_INTERVAL + 1)

@@ -1,6 +1,7 @@
 """Delivery you can trust, on the real RabbitMQ: a hostile message, a busy
 server, an expired call and a dead server each cost only what they must."""
 
+import base64
 import json
 import subprocess
 import threading
@@ -129,6 +130,58 @@ def test_a_request_nobody_can_decode_costs_only_itself(rabbit_url, tmp_path,
         env.close()
     assert 'stopped on an unexpected error' not in daemon.log()
     assert 'rejected it without requeue' in daemon.log()
+
+
+# Direct reply-to addresses RabbitMQ 3.10 closes the publishing
+# connection on (541 INTERNAL_ERROR): one that is not base64, and a
+# well-formed pid on a node it does not run.
+FORGED_REPLY_TO = [
+    'amq.rabbitmq.reply-to.AAAA.x',
+    'amq.rabbitmq.reply-to.%s.x' % base64.b64encode(
+        b'\x83Xw\x0breply@12345' + bytes(12)).decode()]
+
+
+def test_a_forged_reply_address_costs_only_its_own_reply(rabbit_url,
+                                                         tmp_path, daemons):
+    # A caller naming such an address in reply_to (signed or not: a
+    # refused request is answered too) made the broker close the server's
+    # reply connection, and the replies written on it at that moment to
+    # other callers were lost.
+    daemon, env = serving(rabbit_url, tmp_path, daemons, 'forged-1')
+    answers, failures = [], []
+
+    def caller(k):
+        client = env.client(timeout=20)
+        for i in range(10):
+            try:
+                answers.append(client.call({}, 'echo', x=k * 100 + i))
+            except Exception as exc:  # recorded: the assertion shows it
+                failures.append(exc)
+    try:
+        assert env.client(timeout=10).call({}, 'echo', x=0) == 0
+        callers = [threading.Thread(target=caller, args=(k,))
+                   for k in range(4)]
+        [t.start() for t in callers]
+        with kombu.Connection(rabbit_url.replace('rabbit:', 'amqp:',
+                                                  1)) as conn:
+            channel = conn.default_channel
+            for n, address in enumerate(FORGED_REPLY_TO * 5):
+                channel.basic_publish(amqp.Message(
+                    b'{"method": "echo", "args": {"x": 1}}',
+                    content_type='application/json', reply_to=address,
+                    correlation_id='forged-%d' % n),
+                    exchange='', routing_key=daemon.topic)
+        [t.join(60) for t in callers]
+        assert failures == []
+        assert sorted(answers) == sorted(k * 100 + i for k in range(4)
+                                         for i in range(10))
+        assert wait_for(lambda: daemon.log().count(
+            'refused the reply address') == 10, 10), daemon.log()
+        # The server still answers, on the connection it had.
+        assert env.client(timeout=10).call({}, 'echo', x=2) == 2
+    finally:
+        env.close()
+    assert 'reply connection to' not in daemon.log()
 
 
 def test_a_busy_server_keeps_its_heartbeats_and_answers_every_call(

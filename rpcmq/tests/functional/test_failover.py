@@ -31,8 +31,8 @@ where each test connects its clients:
   the queue it calls when that node is killed.
 * A reply sent to a direct reply-to address on a node that is down makes
   the broker close the sender's connection (541 INTERNAL_ERROR). Servers
-  reply on a pooled publishing connection, not the one they consume from,
-  so only that connection goes (``test_a_call_whose_caller_died_leaves_
+  reply on a connection of their own, not the one they consume from, so
+  only that connection goes (``test_a_call_whose_caller_died_leaves_
   the_server_alone``; before, the call came back, was answered again and
   killed the consumer again until it expired, rerunning and parking the
   casts delivered with it).

@@ -127,10 +127,9 @@ def soon():
 
 
 def test_replies_are_written_on_one_connection(replier, broker):
-    replier.send(b'a', 'amq.rabbitmq.reply-to.x', soon(), correlation_id='1')
+    replier.send(b'a', 'reply_p', soon(), correlation_id='1')
     replier.send(b'b', 'reply_q', soon(), correlation_id='2')
-    assert broker.writes == [(1, 'amq.rabbitmq.reply-to.x', b'a'),
-                             (1, 'reply_q', b'b')]
+    assert broker.writes == [(1, 'reply_p', b'a'), (1, 'reply_q', b'b')]
 
 
 def test_the_owner_keeps_reading_so_heartbeats_go_on(replier, broker):
@@ -169,3 +168,35 @@ def test_a_closed_replier_refuses(replier, broker):
     replier.close()
     with pytest.raises(TransportError, match='closed'):
         replier.send(b'a', 'q', soon())
+
+
+class Probe:
+    """Stands for ``probe.Probe``: every direct reply-to address is
+    unproven until ``forget`` is counted (its own tests: test_probe)."""
+
+    def __init__(self):
+        self.sent, self.forgotten = [], 0
+
+    def unproven(self, address):
+        return 'head' if address.startswith('amq.rabbitmq.') else None
+
+    def send(self, head, body, address, deadline, **properties):
+        self.sent.append((address, body))
+
+    def forget(self):
+        self.forgotten += 1
+
+    def close(self):
+        pass
+
+
+def test_an_unproven_address_goes_through_the_probe(replier, broker):
+    replier._probe = probe = Probe()
+    replier.send(b'a', 'amq.rabbitmq.reply-to.x.y', soon())
+    replier.send(b'b', 'q', soon())
+    assert probe.sent == [('amq.rabbitmq.reply-to.x.y', b'a')]
+    assert broker.writes == [(1, 'q', b'b')]
+    # A lost reply connection may have lost a caller's node with it.
+    broker.connections[0].inbox.put(ConnectionResetError('541 closed'))
+    broker.wait_for(lambda: len(broker.connections) == 2)
+    assert probe.forgotten == 1
