@@ -47,7 +47,7 @@ PREFIX = 'amq.rabbitmq.reply-to.'
 _VERSION = 131
 _INTEGERS = {88: 12, 103: 9}
 _ATOM_LENGTH = {118: 2, 119: 1}
-# Proven heads kept at most (nodes are few; forged heads are never kept).
+# Proven heads (and odd addresses) kept at most; a refused one never is.
 MAX_PROVEN = 1024
 
 
@@ -55,7 +55,8 @@ def pid_head(address):
     """None if replying to ``address`` cannot upset the broker (it is not
     a direct reply-to address); else what decides whether it can: the
     bytes of its pid up to the integers, or the address itself when it is
-    not shaped as RabbitMQ writes them (then it is probed each time)."""
+    not shaped as RabbitMQ 3.10 writes them (then each such address is
+    proven on its own)."""
     if not address.startswith(PREFIX):
         return None
     parts = address[len(PREFIX):].split('.')
@@ -135,8 +136,7 @@ class Probe:
                 continue
             if len(self._proven) >= MAX_PROVEN:
                 self._proven.clear()
-            if isinstance(head, bytes):
-                self._proven.add(head)
+            self._proven.add(head)
             return
 
     def _open(self, deadline):

@@ -57,7 +57,7 @@ def test_addresses_of_one_node_share_their_head_whatever_the_integers():
     address(b'\x84X' + NODE + bytes(12)),       # another version
     address(b'\x83'),
 ])
-def test_an_address_of_another_shape_is_probed_each_time(forged):
+def test_an_address_of_another_shape_is_its_own_head(forged):
     assert pid_head(forged) == forged
 
 
@@ -169,6 +169,14 @@ def test_a_reply_the_broker_closes_the_connection_on_is_dropped(probe,
     send(probe, good)
     assert driver.sent == [(1, forged, b'{}'), (2, good, b'{}')]
     assert driver.connections[0].dead
+
+
+def test_an_odd_address_the_broker_takes_proves_itself_only(probe, driver):
+    odd, other = PREFIX + 'x', PREFIX + 'y'
+    driver.verdicts = [ACK]
+    send(probe, odd)
+    assert probe.unproven(odd) is None
+    assert probe.unproven(other) == other
 
 
 def test_a_pid_on_a_node_not_running_is_refused_alone(probe, driver):
