@@ -84,6 +84,7 @@ class Probe:
         self._lock = threading.Lock()  # one reply (and connection) at a time
         self._proven = set()
         self._conn = self._channel = None
+        self._closed = False
 
     def unproven(self, address):
         """None if a reply to ``address`` may go on the reply connection;
@@ -140,6 +141,8 @@ class Probe:
             return
 
     def _open(self, deadline):
+        if self._closed:  # a late reply: no connection nobody closes
+            raise TransportError(reason='transport is closed')
         if self._channel is not None:
             return self._channel
 
@@ -164,7 +167,8 @@ class Probe:
 
     def close(self):
         """Close the connection, unless a reply holds it past a second
-        (then it goes with the process)."""
+        (then it goes with the process); later replies are refused."""
+        self._closed = True
         if self._lock.acquire(timeout=1.0):
             try:
                 self._close()

@@ -231,3 +231,14 @@ def test_the_proven_nodes_are_bounded(probe, driver):
         node = b'w' + bytes([len(b'n@%d' % i)]) + b'n@%d' % i
         send(probe, address(pid(node=node)))
     assert len(probe._proven) <= MAX_PROVEN
+
+
+def test_a_closed_probe_refuses_and_opens_no_connection(probe, driver):
+    # A worker finishing after the transport closed must not open a
+    # connection nobody will close.
+    driver.verdicts = [ACK]
+    send(probe, address(pid()))
+    probe.close()
+    with pytest.raises(TransportError, match='closed'):
+        send(probe, address(pid(node=b'w\x03n@1')))
+    assert len(driver.connections) == 1 and driver.connections[0].dead
