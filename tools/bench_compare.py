@@ -2,14 +2,19 @@
 ratios (these machines are noisy: only same-run ratios mean anything).
 
     python tools/bench_compare.py --oslo-python /tmp/anchor-oslo/bin/python \
-        [--anchors ../shared/bench] [--n 2000] [--rounds 2]
+        [--anchors ../shared/bench] [--n 2000] [--rounds 2] \
+        [--baseline PYTHON:TREE]
 
 Runs, alternating per round: rpcmq (eventlet and threading servers; its
 request queues quorum and classic, ``--queue-types``),
 oslo.messaging (same executors) and the raw-kombu floor; with
 ``--oslo-compat`` also oslo.messaging's client against rpcmq's server
 (``bench_rpc.py --oslo-client``) and a backlog of its casts run by either
-server (``bench_backlog.py``). Prints every JSON
+server (``bench_backlog.py``); with ``--baseline PYTHON:TREE`` also
+another rpcmq (an older commit: ``git archive REV | tar x -C TREE``,
+installed in PYTHON's venv with ``pip install TREE``) by that tree's own
+``tools/bench_rpc.py``, classic queues, so that the code before a change
+is measured in the same run as the code after it. Prints every JSON
 line as it comes, then one JSON line per scenario with the best of the
 rounds for each system and rpcmq's ratio to oslo.messaging, and the
 ratios of each round (rpcmq and oslo.messaging run one after the other
@@ -20,6 +25,7 @@ moment of a noisy machine) with their median.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +49,23 @@ def run(cmd, cwd=None):
     return lines
 
 
+def baseline_command(spec, n):
+    """The command that runs the benchmark of the tree in ``spec``
+    (``PYTHON:TREE``), less its executor; classic queues (trees from
+    before ``--queue-type`` know no others)."""
+    python, sep, tree = spec.partition(':')
+    script = os.path.join(tree, 'tools', 'bench_rpc.py')
+    if not sep or not os.path.isfile(script) or not shutil.which(python):
+        sys.exit('--baseline wants PYTHON:TREE, PYTHON an interpreter '
+                 'and TREE a source tree with tools/bench_rpc.py; got %r'
+                 % spec)
+    command = [python, script, '--n', str(n)]
+    with open(script) as f:
+        if '--queue-type' in f.read():
+            command += ['--queue-type', 'classic']
+    return command
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--oslo-python', required=True)
@@ -59,7 +82,11 @@ def main():
     ap.add_argument('--oslo-compat', action='store_true',
                     help='also run oslo.messaging\'s client against an '
                          'rpcmq server with oslo_compat, each round')
+    ap.add_argument('--baseline', metavar='PYTHON:TREE',
+                    help='also run the rpcmq of source tree TREE (installed '
+                         'for PYTHON) each round, as "baseline"')
     a = ap.parse_args()
+    baseline = baseline_command(a.baseline, a.n) if a.baseline else None
     queue_types = [t for t in a.queue_types.split(',') if t]
     n = str(a.n)
     results = []
@@ -73,6 +100,9 @@ def main():
                 results += run(ours)
                 if a.signed and queue_type == queue_types[0]:
                     results += run(ours + ['--signed'])
+            if baseline:
+                results += [dict(r, sys='baseline') for r in run(
+                    baseline + ['--executor', executor])]
             results += run([a.oslo_python, 'oslo_rpc_bench.py', '--n', n,
                             '--executor', executor], cwd=a.anchors)
             if a.oslo_compat:
@@ -120,6 +150,22 @@ def main():
                     else None, 'round_ratios': ratios,
                     'median_round_ratio': round(statistics.median(ratios), 2)
                     if ratios else None}), flush=True)
+            old = best.get((scenario, 'baseline', executor))
+            if old and oslo and scenario != 'cast_backlog':
+                ours = best.get((scenario, 'rpcmq:classic', executor))
+                pairs = [(by_round.get((scenario, 'rpcmq:classic', executor,
+                                        rnd)),
+                          by_round.get((scenario, 'baseline', executor,
+                                        rnd))) for rnd in range(a.rounds)]
+                ratios = [round(x / y, 2) for x, y in pairs if x and y]
+                print(json.dumps({
+                    'summary': scenario + '_baseline', 'executor': executor,
+                    'baseline': old, 'baseline_ratio_to_oslo':
+                    round(old / oslo, 2), 'rpcmq:classic': ours,
+                    'round_ratios_to_baseline': ratios,
+                    'median_ratio_to_baseline': round(
+                        statistics.median(ratios), 2) if ratios else None}),
+                    flush=True)
             served = best.get((scenario, 'rpcmq-oslo-compat', executor))
             if served and oslo:
                 print(json.dumps({
