@@ -36,14 +36,19 @@ METRIC = {'call_seq': 'calls_per_s', 'call_conc': 'calls_per_s',
           'cast_backlog': 'casts_per_s'}
 
 
-def run(cmd, cwd=None):
+def run(cmd, cwd=None, system=None):
+    """The JSON lines ``cmd`` printed (printed here too), their ``sys``
+    set to ``system`` if given."""
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
                          timeout=900)
     lines = []
     for line in out.stdout.splitlines():
         if line.startswith('{'):
-            print(line, flush=True)
-            lines.append(json.loads(line))
+            fields = json.loads(line)
+            if system:
+                fields['sys'] = system
+            print(json.dumps(fields), flush=True)
+            lines.append(fields)
     if out.returncode:
         sys.stderr.write(out.stderr[-2000:])
     return lines
@@ -101,8 +106,8 @@ def main():
                 if a.signed and queue_type == queue_types[0]:
                     results += run(ours + ['--signed'])
             if baseline:
-                results += [dict(r, sys='baseline') for r in run(
-                    baseline + ['--executor', executor])]
+                results += run(baseline + ['--executor', executor],
+                               system='baseline')
             results += run([a.oslo_python, 'oslo_rpc_bench.py', '--n', n,
                             '--executor', executor], cwd=a.anchors)
             if a.oslo_compat:
