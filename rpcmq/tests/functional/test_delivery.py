@@ -101,6 +101,31 @@ def test_requests_and_replies_are_strict_json(rabbit_url, tmp_path,
         env.close()
 
 
+def test_a_lone_surrogate_is_refused_before_the_method_runs(rabbit_url,
+                                                           tmp_path,
+                                                           daemons):
+    # JSON may escape half of a UTF-16 pair ("\ud800"); Python reads it
+    # as a lone surrogate, which no UTF-8 reply can carry. The server ran
+    # the method and failed only when writing its reply ("returned a
+    # value that is not JSON"); a method with an effect had had it.
+    daemon, env = serving(rabbit_url, tmp_path, daemons, 'surrogate-1')
+    try:
+        for body in (b'{"method": "echo", "args": {"x": "\\udfff"}}',
+                     b'{"method": "bump", "args": {}, '
+                     b'"context": {"user": "a\\ud800b"}}'):
+            reply = raw_call(env, body)
+            assert reply['failure']['type'] == 'MalformedMessage', reply
+            assert 'lone UTF-16 surrogate' in reply['failure']['message']
+        client = env.client(timeout=10)
+        assert client.call({}, 'count') == 0  # bump never ran
+        # A valid pair is one character, and welcome.
+        assert raw_call(env, b'{"method": "echo", '
+                             b'"args": {"x": "\\ud83d\\ude00"}}') == {
+            'result': '\U0001f600'}
+    finally:
+        env.close()
+
+
 def test_a_request_nobody_can_decode_costs_only_itself(rabbit_url, tmp_path,
                                                        daemons):
     # RabbitMQ passes on text properties that are not UTF-8; py-amqp
