@@ -20,6 +20,7 @@ from rpcmq.testing.server import make_conf
 __all__ = ['PoisonStory']
 
 SERVER = 'p1'
+BARRIER = 'barrier'
 
 
 class Casts:
@@ -77,8 +78,27 @@ class PoisonStory:
         assert self.transport.flush(30)
 
     def runs(self):
+        """What the servers ran, in order (``BARRIER`` casts left out)."""
         with open(self.runlog) as f:
-            return f.read().split()
+            return [n for n in f.read().split() if n != BARRIER]
+
+    def barrier(self):
+        """A cast that, once a server starts it, proves every cast before
+        it on the topic acked: the server takes one cast at a time
+        (prefetch 1) and appends to the run log before running, so a
+        cast in the log may not be acked yet. Killing the server then
+        (``stop``) would have the broker hand that cast out again (at
+        least once). The barrier itself may run again; ``runs`` leaves
+        it out. Returns a function that is True once it started."""
+        with open(self.runlog) as f:
+            seen = f.read().split().count(BARRIER)
+        self.client.cast({}, 'run', n=BARRIER)
+        assert self.transport.flush(30)
+
+        def started():
+            with open(self.runlog) as f:
+                return f.read().split().count(BARRIER) > seen
+        return started
 
     def _start(self):
         self.starts += 1
