@@ -71,6 +71,19 @@ def baseline_command(spec, n):
     return command
 
 
+def round_ratios(by_round, scenario, executor, system, other, rounds):
+    """``system`` over ``other`` in each round both ran (the two run one
+    after the other in a round), and the median of those ratios (None if
+    there are none)."""
+    ratios = []
+    for rnd in range(rounds):
+        x = by_round.get((scenario, system, executor, rnd))
+        y = by_round.get((scenario, other, executor, rnd))
+        if x and y:
+            ratios.append(round(x / y, 2))
+    return ratios, round(statistics.median(ratios), 2) if ratios else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--oslo-python', required=True)
@@ -142,35 +155,28 @@ def main():
                 ours = best.get((scenario, 'rpcmq:' + queue_type, executor))
                 if scenario == 'cast_backlog':
                     break  # oslo.messaging's casts only
-                pairs = [(by_round.get((scenario, 'rpcmq:' + queue_type,
-                                        executor, rnd)),
-                          by_round.get((scenario, 'oslo.messaging', executor,
-                                        rnd))) for rnd in range(a.rounds)]
-                ratios = [round(x / y, 2) for x, y in pairs if x and y]
+                ratios, median = round_ratios(
+                    by_round, scenario, executor, 'rpcmq:' + queue_type,
+                    'oslo.messaging', a.rounds)
                 print(json.dumps({
                     'summary': scenario, 'executor': executor,
                     'queue_type': queue_type, 'rpcmq': ours,
                     'oslo.messaging': oslo, 'kombu-raw': raw,
                     'ratio_to_oslo': round(ours / oslo, 2) if ours and oslo
                     else None, 'round_ratios': ratios,
-                    'median_round_ratio': round(statistics.median(ratios), 2)
-                    if ratios else None}), flush=True)
+                    'median_round_ratio': median}), flush=True)
             old = best.get((scenario, 'baseline', executor))
             if old and oslo and scenario != 'cast_backlog':
                 ours = best.get((scenario, 'rpcmq:classic', executor))
-                pairs = [(by_round.get((scenario, 'rpcmq:classic', executor,
-                                        rnd)),
-                          by_round.get((scenario, 'baseline', executor,
-                                        rnd))) for rnd in range(a.rounds)]
-                ratios = [round(x / y, 2) for x, y in pairs if x and y]
+                ratios, median = round_ratios(
+                    by_round, scenario, executor, 'rpcmq:classic', 'baseline',
+                    a.rounds)
                 print(json.dumps({
                     'summary': scenario + '_baseline', 'executor': executor,
                     'baseline': old, 'baseline_ratio_to_oslo':
                     round(old / oslo, 2), 'rpcmq:classic': ours,
                     'round_ratios_to_baseline': ratios,
-                    'median_ratio_to_baseline': round(
-                        statistics.median(ratios), 2) if ratios else None}),
-                    flush=True)
+                    'median_ratio_to_baseline': median}), flush=True)
             served = best.get((scenario, 'rpcmq-oslo-compat', executor))
             if served and oslo:
                 print(json.dumps({

@@ -79,8 +79,11 @@ class PoisonStory:
 
     def runs(self):
         """What the servers ran, in order (``BARRIER`` casts left out)."""
+        return [n for n in self._logged() if n != BARRIER]
+
+    def _logged(self):
         with open(self.runlog) as f:
-            return [n for n in f.read().split() if n != BARRIER]
+            return f.read().split()
 
     def barrier(self):
         """A cast that, once a server starts it, proves every cast before
@@ -90,15 +93,10 @@ class PoisonStory:
         (``stop``) would have the broker hand that cast out again (at
         least once). The barrier itself may run again; ``runs`` leaves
         it out. Returns a function that is True once it started."""
-        with open(self.runlog) as f:
-            seen = f.read().split().count(BARRIER)
+        seen = self._logged().count(BARRIER)
         self.client.cast({}, 'run', n=BARRIER)
         assert self.transport.flush(30)
-
-        def started():
-            with open(self.runlog) as f:
-                return f.read().split().count(BARRIER) > seen
-        return started
+        return lambda: self._logged().count(BARRIER) > seen
 
     def _start(self):
         self.starts += 1
